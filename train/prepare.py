@@ -1,0 +1,616 @@
+"""``prepare``: turn ESC-50 clips or a user's own recordings into ``data/``.
+
+Writes ``data/audio/<name>.wav`` (16 kHz mono float32, resampled in float with soxr VHQ
+so full-scale clips keep their peaks), ``data/trainData.json`` / ``data/testData.json``
+(folds other than the test fold / the test fold), ``data/classes.json`` and
+``data/manifest.json`` (source sha256 per output, so unchanged clips are not redone).
+
+Every check on the input runs before anything is written; each file is written to a
+temporary name and renamed into place, and the JSON files are written last, so an
+interrupted or failed run never leaves a data set that looks complete.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import soundfile as sf
+import soxr
+
+from edge.params import DEFAULT_PARAMS, Params
+from train.assets import Esc50Catalog, find_esc50
+from train.datasets import (
+    AUDIO_DIR,
+    CLASSES_JSON,
+    DEFAULT_TEST_FOLD,
+    NUM_FOLDS,
+    SOURCE_SEPARATOR,
+    TEST_JSON,
+    TRAIN_JSON,
+    DatasetEntry,
+    DatasetError,
+    OwnClip,
+    PreparedDataset,
+    PrepareReport,
+    assign_folds,
+    dataset_json,
+    ensure_test_fold,
+    load_dataset,
+    scan_background_folder,
+    scan_class_folders,
+    validate_label,
+    write_json_atomic,
+)
+
+__all__ = [
+    "BACKGROUND_LABEL",
+    "DEFAULT_CLASSES",
+    "ESC10_TASK_CLASSES",
+    "DatasetEntry",
+    "DatasetError",
+    "PrepareReport",
+    "PreparedDataset",
+    "file_sha256",
+    "load_dataset",
+    "pad_to_patch",
+    "prepare_dataset",
+    "to_model_waveform",
+    "write_float_wav_atomic",
+]
+
+logger = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float32]
+
+DEFAULT_CLASSES: tuple[str, ...] = ("crying_baby", "clock_alarm", "toilet_flush", "water_drops")
+"""The default task's labels, in head output order."""
+ESC10_TASK_CLASSES: tuple[str, ...] = (
+    "chainsaw", "clock_tick", "crackling_fire", "dog", "helicopter", "rain", "rooster", "sea_waves", "sneezing",
+)  # fmt: skip
+"""The second task: the nine ESC-10 classes of the local 16 kHz copy."""
+BACKGROUND_LABEL = "other"
+"""Label of the optional background class; always the last label."""
+ESC10_BACKGROUND = "esc10"
+"""``background=`` value selecting ESC-10 clips (of non-target classes) as the background class."""
+RESAMPLE_QUALITY = "VHQ"
+"""soxr quality for every rate conversion."""
+IMBALANCE_RATIO = 1.5
+"""Warn when the largest target class has more than this many times the clips of the smallest."""
+MANIFEST_JSON = "manifest.json"
+MANIFEST_FORMAT = "oido-data/1"
+_HASH_CHUNK_BYTES = 1 << 20
+
+
+@dataclass
+class _PlannedClip:
+    """One source file on its way to ``data/audio``."""
+
+    path: Path
+    class_name: str
+    source: str
+    fold: int | None
+    output_name: str
+    from_catalog: bool
+    """An ESC-50 clip: its fold comes from meta/esc50.csv."""
+    sha256: str = ""
+    rate_hz: int = 0
+    channels: int = 0
+    subtype: str = ""
+
+
+# --- pure core ------------------------------------------------------------------------------
+
+
+def to_model_waveform(
+    waveform: npt.NDArray[np.floating], rate_hz: int, *, params: Params = DEFAULT_PARAMS
+) -> FloatArray:
+    """Mix down to mono and resample to the model rate, all in float (nothing is clipped).
+
+    Args:
+        waveform: float [n] or [n, channels] at ``rate_hz``, nominally in [-1, 1].
+        rate_hz: its sample rate.
+        params: gives the model rate, ``params.sample_rate_hz``.
+
+    Returns:
+        float32 [m] at ``params.sample_rate_hz``, m = round(n * rate ratio). Values may
+        exceed [-1, 1] slightly where the source was at full scale (band-limiting
+        overshoot): they are kept, not clipped.
+    """
+    samples = np.asarray(waveform, dtype=np.float32)
+    if samples.ndim == 2:
+        mono = samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1, dtype=np.float32)
+    else:
+        mono = samples
+    if rate_hz != params.sample_rate_hz:
+        mono = soxr.resample(mono, rate_hz, params.sample_rate_hz, quality=RESAMPLE_QUALITY)
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def pad_to_patch(waveform: FloatArray, *, params: Params = DEFAULT_PARAMS) -> tuple[FloatArray, bool]:
+    """Zero-pad at the end to one YAMNet patch; returns (waveform float32 [>= patch_samples], padded?)."""
+    shortfall = params.patch_samples - waveform.shape[0]
+    if shortfall <= 0:
+        return waveform, False
+    return np.concatenate([waveform, np.zeros(shortfall, dtype=np.float32)]), True
+
+
+# --- thin I/O -------------------------------------------------------------------------------
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, hex."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_float_wav_atomic(path: Path, waveform: FloatArray, *, rate_hz: int) -> None:
+    """Write float32 [n] as a mono 32-bit float WAV via a temporary file and os.replace.
+
+    Encoded in memory first: libsndfile fsyncs on close, which costs more than the
+    whole conversion; the rename alone keeps an interrupted run from leaving a torn file.
+    """
+    encoded = io.BytesIO()
+    sf.write(encoded, waveform, rate_hz, subtype="FLOAT", format="WAV")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(encoded.getbuffer())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_source(path: Path) -> tuple[FloatArray, int]:
+    try:
+        waveform, rate_hz = sf.read(path, dtype="float32", always_2d=True)
+    except (RuntimeError, OSError, ValueError) as error:
+        raise DatasetError(f"{path} is not readable audio ({error}): replace or delete it") from error
+    if waveform.shape[0] == 0:
+        raise DatasetError(f"{path} holds no audio samples: replace or delete it")
+    return waveform, int(rate_hz)
+
+
+def _probe(clip: _PlannedClip) -> None:
+    """Fill hash, rate, channels; DatasetError naming the file if it is unreadable or empty."""
+    try:
+        info = sf.info(str(clip.path))
+    except (RuntimeError, OSError, ValueError) as error:
+        raise DatasetError(f"{clip.path} is not readable audio ({error}): replace or delete it") from error
+    if info.frames <= 0 or info.samplerate <= 0 or info.channels <= 0:
+        raise DatasetError(f"{clip.path} holds no audio samples: replace or delete it")
+    clip.sha256 = file_sha256(clip.path)
+    clip.rate_hz, clip.channels, clip.subtype = int(info.samplerate), int(info.channels), str(info.subtype)
+
+
+# --- planning -------------------------------------------------------------------------------
+
+
+def _task_name(classes: Sequence[str], *, own: bool) -> str:
+    if own:
+        return "own"
+    if tuple(classes) == DEFAULT_CLASSES:
+        return "default"
+    if sorted(classes) == sorted(ESC10_TASK_CLASSES):
+        return "esc10"
+    return "esc50"
+
+
+def _unique_name(name: str, taken: set[str]) -> str:
+    stem, suffix = os.path.splitext(name)
+    candidate, number = name, 2
+    while candidate in taken:
+        candidate, number = f"{stem}-{number}{suffix}", number + 1
+    taken.add(candidate)
+    return candidate
+
+
+def _esc50_plan(catalog: Esc50Catalog, categories: Sequence[str], *, label_of: dict[str, str]) -> list[_PlannedClip]:
+    return [
+        _PlannedClip(
+            path=path,
+            class_name=label_of[clip.category],
+            source=f"esc50:{clip.src_file}",
+            fold=clip.fold,
+            output_name=f"{clip.stem}.wav",
+            from_catalog=True,
+        )
+        for clip, path in catalog.present_clips(categories)
+    ]
+
+
+def _own_plan(clips: Sequence[OwnClip]) -> list[_PlannedClip]:
+    return [
+        _PlannedClip(
+            path=clip.path,
+            class_name=clip.class_name,
+            source=clip.source,
+            fold=clip.fold,
+            output_name=f"{clip.class_name}{SOURCE_SEPARATOR}{clip.path.stem}.wav",
+            from_catalog=False,
+        )
+        for clip in clips
+    ]
+
+
+def _drop_duplicates(plan: list[_PlannedClip]) -> tuple[list[_PlannedClip], list[tuple[str, str]]]:
+    """Keep the first of byte-identical files (targets come before the background)."""
+    kept: dict[str, _PlannedClip] = {}
+    duplicates: list[tuple[str, str]] = []
+    for clip in plan:
+        first = kept.get(clip.sha256)
+        if first is None:
+            kept[clip.sha256] = clip
+            continue
+        duplicates.append((str(clip.path), str(first.path)))
+        logger.warning(
+            "duplicate audio: %s (class %r) is byte-identical to %s (class %r); keeping only the latter",
+            clip.path, clip.class_name, first.path, first.class_name,
+        )  # fmt: skip
+    return list(kept.values()), duplicates
+
+
+def _assign_own_folds(plan: list[_PlannedClip], *, test_fold: int) -> None:
+    """Folds for clips whose name fixes none: by source group, balanced per class."""
+    fixed: dict[str, int] = {}
+    for clip in plan:
+        if clip.fold is None:
+            continue
+        previous = fixed.setdefault(clip.source, clip.fold)
+        if previous != clip.fold:
+            logger.warning(
+                "source %r has clips named with folds %d and %d (e.g. %s); using fold %d for all of them",
+                clip.source, previous, clip.fold, clip.path, min(previous, clip.fold),
+            )  # fmt: skip
+            fixed[clip.source] = min(previous, clip.fold)
+    pairs = [(clip.class_name, clip.source) for clip in plan]
+    folds = assign_folds(pairs, fixed=fixed)
+    movable = {clip.source for clip in plan} - set(fixed)
+    folds = ensure_test_fold(pairs, folds, test_fold=test_fold, movable=movable)
+    for clip in plan:
+        clip.fold = folds[clip.source]
+
+
+def _check_splits(
+    plan: Sequence[_PlannedClip], labels: Sequence[str], *, test_fold: int, background: str | None
+) -> None:
+    for label in labels:
+        clips = [clip for clip in plan if clip.class_name == label]
+        if not clips:
+            raise DatasetError(f"class {label!r} has no clips: add recordings for it or drop it from the class list")
+        test = [clip for clip in clips if clip.fold == test_fold]
+        train = [clip for clip in clips if clip.fold != test_fold]
+        sources = sorted({clip.source for clip in clips})
+        example = clips[0].path
+        if not test:
+            raise DatasetError(
+                f"class {label!r} has no clips in the test fold {test_fold} (e.g. {example}; sources: "
+                f"{', '.join(sources[:5])}): add a recording from another source session, named "
+                f"'<source>{SOURCE_SEPARATOR}<take>.wav', so train and test do not share a recording"
+            )
+        if not train:
+            raise DatasetError(
+                f"class {label!r} has clips only in the test fold {test_fold} (e.g. {example}): "
+                f"add recordings from another source session for training"
+            )
+    targets = Counter(clip.class_name for clip in plan if clip.class_name != background)
+    if targets and max(targets.values()) > IMBALANCE_RATIO * min(targets.values()):
+        logger.warning(
+            "imbalanced classes (clips per class: %s): the head may favour the larger ones; "
+            "record more clips of the smaller ones",
+            ", ".join(f"{label}={targets[label]}" for label in labels if label != background),
+        )
+
+
+# --- the manifest ---------------------------------------------------------------------------
+
+
+def _load_manifest(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(document, dict) or document.get("format") != MANIFEST_FORMAT:
+        return {}
+    files = document.get("files")
+    return files if isinstance(files, dict) else {}
+
+
+def _manifest(files: dict[str, Any], *, params: Params, complete: bool, task: str) -> dict[str, Any]:
+    return {
+        "format": MANIFEST_FORMAT,
+        "complete": complete,
+        "task": task,
+        "sample_rate_hz": params.sample_rate_hz,
+        "subtype": "FLOAT",
+        "resampler": f"soxr {soxr.__version__} {RESAMPLE_QUALITY}",
+        "files": files,
+    }
+
+
+def _is_current(record: Any, clip: _PlannedClip, output: Path, *, params: Params) -> bool:
+    if not isinstance(record, dict) or record.get("source_sha256") != clip.sha256:
+        return False
+    if record.get("sample_rate_hz") != params.sample_rate_hz or record.get("min_samples") != params.patch_samples:
+        return False
+    try:
+        info = sf.info(str(output))
+    except (RuntimeError, OSError, ValueError):
+        return False
+    return (
+        info.samplerate == params.sample_rate_hz
+        and info.channels == 1
+        and info.subtype == "FLOAT"
+        and info.frames == record.get("num_samples")
+    )
+
+
+# --- the phases of the command ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    labels: list[str]
+    background_label: str | None
+    plan: list[_PlannedClip]
+
+
+def _plan_inputs(
+    *,
+    classes: Sequence[str] | None,
+    catalog: Callable[[], Esc50Catalog],
+    background: str | os.PathLike[str] | None,
+    own_data_dir: Path | None,
+) -> _Inputs:
+    """Which files go in under which label (nothing is read yet)."""
+    if own_data_dir is not None:
+        by_label = scan_class_folders(own_data_dir, classes=classes)
+        labels = list(by_label)
+        plan = _own_plan([clip for clips in by_label.values() for clip in clips])
+    else:
+        labels = list(classes) if classes is not None else list(DEFAULT_CLASSES)
+        plan = _esc50_plan(catalog(), labels, label_of={name: name for name in labels})
+    if background is None:
+        return _Inputs(labels, None, plan)
+    if BACKGROUND_LABEL in labels:
+        raise DatasetError(
+            f"class {BACKGROUND_LABEL!r} is also the background label: rename that class or pass background=None"
+        )
+    if isinstance(background, str) and background == ESC10_BACKGROUND:
+        others = [name for name in catalog().esc10_categories if name not in labels]
+        if not others:
+            raise DatasetError(
+                "background 'esc10' has no classes left once the targets are removed: pass background=None"
+            )
+        plan += _esc50_plan(catalog(), others, label_of={name: BACKGROUND_LABEL for name in others})
+        logger.info("background %r: ESC-10 classes %s", BACKGROUND_LABEL, ", ".join(others))
+    else:
+        plan += _own_plan(scan_background_folder(Path(background), label=BACKGROUND_LABEL))
+    return _Inputs([*labels, BACKGROUND_LABEL], BACKGROUND_LABEL, plan)
+
+
+def _check_inputs(
+    inputs: _Inputs, *, test_fold: int, progress: bool
+) -> tuple[list[_PlannedClip], list[tuple[str, str]]]:
+    """Read every header and hash, drop duplicates, name outputs, assign folds, check the splits."""
+    for clip in _progress(inputs.plan, progress=progress, desc="check", unit="file"):
+        _probe(clip)
+    plan, duplicates = _drop_duplicates(inputs.plan)
+    taken: set[str] = set()
+    for clip in plan:
+        clip.output_name = _unique_name(clip.output_name, taken)
+    user_clips = [clip for clip in plan if not clip.from_catalog]
+    if user_clips:
+        _assign_own_folds(user_clips, test_fold=test_fold)
+    _check_splits(plan, inputs.labels, test_fold=test_fold, background=inputs.background_label)
+    return plan, duplicates
+
+
+def _convert(clip: _PlannedClip, audio_dir: Path, *, params: Params) -> dict[str, Any]:
+    """Decode, mix down, resample, pad and write one clip; returns its manifest record."""
+    waveform, rate_hz = _read_source(clip.path)
+    model_waveform, padded = pad_to_patch(to_model_waveform(waveform, rate_hz, params=params), params=params)
+    if padded:
+        logger.warning(
+            "%s is shorter than one patch (%.3f s): zero-padded to %d samples (%.3f s)",
+            clip.path, waveform.shape[0] / rate_hz, params.patch_samples, params.patch_seconds,
+        )  # fmt: skip
+    peak = float(np.max(np.abs(model_waveform)))
+    if peak == 0.0:
+        logger.warning("%s is digital silence: check the recording", clip.path)
+    write_float_wav_atomic(audio_dir / clip.output_name, model_waveform, rate_hz=params.sample_rate_hz)
+    return {
+        "source": str(clip.path),
+        "source_sha256": clip.sha256,
+        "source_rate_hz": rate_hz,
+        "source_channels": int(waveform.shape[1]),
+        "source_subtype": clip.subtype,
+        "sample_rate_hz": params.sample_rate_hz,
+        "min_samples": params.patch_samples,
+        "num_samples": int(model_waveform.shape[0]),
+        "padded": padded,
+        "peak": peak,
+    }
+
+
+def _remove_stale(audio_dir: Path, wanted: set[str]) -> int:
+    """Delete outputs no entry names (an earlier task's) and stray temporary files; returns the count of the former."""
+    removed = 0
+    for path in audio_dir.iterdir():
+        if path.name.startswith(".") and ".tmp-" in path.name:
+            path.unlink(missing_ok=True)
+        elif path.is_file() and path.suffix == ".wav" and path.name not in wanted:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _dataset(
+    plan: Sequence[_PlannedClip], inputs: _Inputs, *, root: Path, task: str, test_fold: int
+) -> PreparedDataset:
+    entries = sorted(
+        (
+            DatasetEntry(
+                file_name=clip.output_name,
+                class_name=clip.class_name,
+                class_number=inputs.labels.index(clip.class_name),
+                fold=int(clip.fold),  # type: ignore[arg-type]  # every fold is set by _check_inputs
+                source=clip.source,
+            )
+            for clip in plan
+        ),
+        key=lambda entry: (entry.class_number, entry.file_name),
+    )
+    return PreparedDataset(
+        data_dir=root,
+        labels=tuple(inputs.labels),
+        background_label=inputs.background_label,
+        task=task,
+        train=tuple(entry for entry in entries if entry.fold != test_fold),
+        test=tuple(entry for entry in entries if entry.fold == test_fold),
+        test_fold=test_fold,
+    )
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def prepare_dataset(
+    *,
+    classes: Sequence[str] | None,
+    esc50_dir: str | os.PathLike[str] | None = None,
+    out_dir: str | os.PathLike[str] = Path("data"),
+    background: str | os.PathLike[str] | None = ESC10_BACKGROUND,
+    own_data_dir: str | os.PathLike[str] | None = None,
+    test_fold: int = DEFAULT_TEST_FOLD,
+    params: Params = DEFAULT_PARAMS,
+    progress: bool = True,
+    task: str | None = None,
+) -> PreparedDataset:
+    """Build ``out_dir`` (``data/``) for a task: 16 kHz mono float32 clips and the fold JSONs.
+
+    Args:
+        classes: ESC-50 class names in head output order (None: crying_baby, clock_alarm,
+            toilet_flush, water_drops); with ``own_data_dir``, the label folders to use, in
+            that order (None: every folder, sorted by name).
+        esc50_dir: the ESC-50 folder; None finds it (train.assets.find_esc50, which may
+            download). Only read for ESC-50 classes or ``background="esc10"``.
+        out_dir: the data folder to write; prepare owns its ``audio/`` sub-folder.
+        background: the string ``"esc10"`` adds the ESC-10 clips of non-target classes as
+            the last label ``"other"``; a folder (a Path, or any other string) adds the
+            user's own background recordings as ``"other"``; None adds no background class.
+        own_data_dir: a folder of ``<label>/<clip>.wav|.flac`` (any rate, channels, bit
+            depth) to use instead of ESC-50 classes. Folds are assigned per source
+            recording (see data/README.md).
+        test_fold: the fold held out for testing (1..5); the others train.
+        params: gives the output rate and the one-patch minimum length.
+        progress: show tqdm bars (on a terminal only; quiet in pipes).
+        task: name stored in classes.json (default: "default", "esc10", "esc50" or "own").
+
+    Returns:
+        The data set as written, with ``report`` saying what was written and skipped.
+
+    Raises:
+        DatasetError: bad input, naming the file and the fix (unreadable or empty audio,
+            an invalid or clip-less class, a class without test or train clips, ...).
+            Nothing is written when the input fails these checks.
+        ValueError: an unknown ESC-50 class (the message lists the valid names), or a bad option.
+        AssetError: ESC-50 is needed and missing, or lacks a requested class's clips.
+    """
+    started = time.perf_counter()
+    if not 1 <= test_fold <= NUM_FOLDS:
+        raise ValueError(f"test_fold must be 1..{NUM_FOLDS}, got {test_fold}")
+    if classes is not None:
+        if isinstance(classes, str):
+            raise ValueError(f"classes must be a list of names, got the string {classes!r}")
+        if not classes:
+            raise ValueError("classes is empty: name at least one class")
+        repeated = sorted(name for name, count in Counter(classes).items() if count > 1)
+        if repeated:
+            raise ValueError(f"classes lists {repeated} more than once: name each class once")
+        for name in classes:
+            validate_label(name, where="the class list")
+
+    @functools.cache
+    def catalog() -> Esc50Catalog:
+        return Esc50Catalog(esc50_dir if esc50_dir is not None else find_esc50(progress=progress))
+
+    # 1. every check on the input, before anything is written
+    own = Path(own_data_dir) if own_data_dir is not None else None
+    inputs = _plan_inputs(classes=classes, catalog=catalog, background=background, own_data_dir=own)
+    targets = [label for label in inputs.labels if label != inputs.background_label]
+    task_name = task or _task_name(targets, own=own is not None)
+    plan, duplicates = _check_inputs(inputs, test_fold=test_fold, progress=progress)
+
+    # 2. mark the data set incomplete: drop the old JSONs, keep only still-valid manifest records
+    root = Path(out_dir)
+    audio_dir = root / AUDIO_DIR
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = root / MANIFEST_JSON
+    previous = _load_manifest(manifest_path)
+    records = {
+        clip.output_name: previous[clip.output_name]
+        for clip in plan
+        if _is_current(previous.get(clip.output_name), clip, audio_dir / clip.output_name, params=params)
+    }
+    todo = [clip for clip in plan if clip.output_name not in records]
+    for name in (TRAIN_JSON, TEST_JSON, CLASSES_JSON):
+        (root / name).unlink(missing_ok=True)
+    write_json_atomic(manifest_path, _manifest(records, params=params, complete=False, task=task_name))
+
+    # 3. the audio, each file atomically
+    for name, record in records.items():
+        if record.get("padded"):
+            logger.warning("%s: its source %s is shorter than one patch and was zero-padded to %d samples",
+                           name, record.get("source"), params.patch_samples)  # fmt: skip
+    for clip in _progress(todo, progress=progress, desc="prepare", unit="clip"):
+        records[clip.output_name] = _convert(clip, audio_dir, params=params)
+    over = sum(record.get("peak", 0.0) > 1.0 for record in records.values())
+    if over:
+        logger.info("%d clip(s) peak above full scale after resampling; kept in float, not clipped", over)
+    removed = _remove_stale(audio_dir, {clip.output_name for clip in plan})
+
+    # 4. the JSONs, then the manifest that marks the data set complete
+    dataset = _dataset(plan, inputs, root=root, task=task_name, test_fold=test_fold)
+    for name, document in dataset_json(dataset).items():
+        write_json_atomic(root / name, document)
+    ordered = {clip.output_name: records[clip.output_name] for clip in plan}
+    write_json_atomic(manifest_path, _manifest(ordered, params=params, complete=True, task=task_name))
+
+    report = PrepareReport(
+        written=len(todo),
+        skipped=len(plan) - len(todo),
+        padded=tuple(sorted(name for name, record in ordered.items() if record.get("padded"))),
+        duplicates=tuple(duplicates),
+        removed=removed,
+        seconds=time.perf_counter() - started,
+    )
+    counts = dataset.counts()
+    logger.info(
+        "prepared %s in %.1f s (%d written, %d unchanged): train %s, test %s",
+        root, report.seconds, report.written, report.skipped, counts["train"], counts["test"],
+    )  # fmt: skip
+    return replace(dataset, report=report)
+
+
+def _progress(items: Sequence[Any], *, progress: bool, desc: str, unit: str) -> Any:
+    """tqdm over ``items`` on a terminal when ``progress``; the plain sequence otherwise."""
+    if not progress or not items:
+        return items
+    from tqdm import tqdm  # noqa: PLC0415 - only a run with progress needs it
+
+    return tqdm(items, desc=desc, unit=unit, disable=None, leave=False)
