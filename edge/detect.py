@@ -1,0 +1,280 @@
+"""Turn per-patch class probabilities into sound events (what lights an LED).
+
+Detection runs on every YAMNet patch (every 0.48 s), so a sound is reported
+within about 1.5 s of its onset. Per class:
+
+- onset: at least `min_patches` of the last `of_patches` patches score at or
+  above the class threshold (k-of-n smoothing against single-patch blips);
+- sustain: while active, a patch scoring at or above the release threshold
+  (hysteresis: release <= onset threshold) keeps the event alive;
+- release: the event ends once no patch has sustained it for `hold_seconds`,
+  so an LED does not flicker through short dips.
+
+The background label (e.g. "other") never produces events.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field, fields, replace
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Deque, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from edge.errors import ConfigError
+from edge.params import DEFAULT_PARAMS, Params
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edge.pipeline import PatchResult
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One detected sound. Times are stream time in seconds (0 = first sample pushed)."""
+
+    label: str
+    """Class name, as in the manifest's labels."""
+    start_seconds: float
+    """Start of the first patch that counted towards the onset."""
+    end_seconds: Optional[float]
+    """End of the last patch that sustained the event; None while still active."""
+    peak_score: float
+    """Highest class probability over the event's patches."""
+    mean_score: float
+    """Mean class probability over the event's patches (onset patch .. last sustaining patch)."""
+
+    @property
+    def active(self) -> bool:
+        return self.end_seconds is None
+
+    @property
+    def duration_seconds(self) -> Optional[float]:
+        return None if self.end_seconds is None else self.end_seconds - self.start_seconds
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Detection settings; every field may be set in the manifest's "detector" and overridden."""
+
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    """Onset threshold per label (probability in (0, 1]); labels not listed use default_threshold."""
+    default_threshold: float = 0.5
+    """Onset threshold for labels without their own."""
+    release_threshold: Optional[float] = None
+    """Probability a patch needs to sustain an active event (capped at each label's threshold);
+    None: release_fraction x the label's threshold."""
+    release_fraction: float = 0.5
+    """Release threshold as a fraction of the onset threshold, when release_threshold is None."""
+    hold_seconds: float = 1.0
+    """How long an event outlives its last sustaining patch (keeps LEDs from flickering)."""
+    min_patches: int = 2
+    """k of k-of-n: patches at or above threshold needed among the last of_patches."""
+    of_patches: int = 3
+    """n of k-of-n: how many recent patches the onset rule looks at."""
+    background_label: Optional[str] = None
+    """Label that never produces events (the "nothing of interest" class), or None."""
+
+    def __post_init__(self) -> None:
+        thresholds = dict(self.thresholds)
+        for label, value in thresholds.items():
+            if not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
+                raise ConfigError(
+                    f"detector threshold for {label!r} is {value!r}; use a probability in (0, 1]"
+                )
+        object.__setattr__(self, "thresholds", MappingProxyType({k: float(v) for k, v in thresholds.items()}))
+        if not 0.0 < self.default_threshold <= 1.0:
+            raise ConfigError(
+                f"default_threshold is {self.default_threshold}; use a probability in (0, 1]"
+            )
+        if self.release_threshold is not None and not 0.0 < self.release_threshold <= 1.0:
+            raise ConfigError(
+                f"release_threshold is {self.release_threshold}; use a probability in (0, 1] or null"
+            )
+        if not 0.0 < self.release_fraction <= 1.0:
+            raise ConfigError(f"release_fraction is {self.release_fraction}; use a value in (0, 1]")
+        if self.hold_seconds < 0:
+            raise ConfigError(f"hold_seconds is {self.hold_seconds}; use 0 or more seconds")
+        if self.of_patches < 1 or not 1 <= self.min_patches <= self.of_patches:
+            raise ConfigError(
+                f"min_patches={self.min_patches}, of_patches={self.of_patches}: need "
+                f"1 <= min_patches <= of_patches"
+            )
+
+    def threshold_for(self, label: str) -> float:
+        """Onset threshold of `label`."""
+        return self.thresholds.get(label, self.default_threshold)
+
+    def release_for(self, label: str) -> float:
+        """Sustain (release) threshold of `label`; never above its onset threshold."""
+        onset = self.threshold_for(label)
+        if self.release_threshold is None:
+            return onset * self.release_fraction
+        return min(self.release_threshold, onset)
+
+    def with_changes(self, **changes: Any) -> "DetectorConfig":
+        return replace(self, **changes)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready dict (the manifest's "detector" entry, thresholds included)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["thresholds"] = dict(self.thresholds)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], *, source: str = "detector settings") -> "DetectorConfig":
+        """Build from a dict (manifest "detector" entry, config file section).
+
+        `source` names where the values came from, for the error message.
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown detector setting(s) {unknown}; known: {sorted(known)}")
+        try:
+            return cls(**dict(values))
+        except ConfigError as error:
+            raise ConfigError(f"{source}: {error}") from None
+        except TypeError as error:
+            raise ConfigError(f"{source}: {error}") from None
+
+    def check_labels(self, labels: Sequence[str]) -> None:
+        """Raise ConfigError if thresholds or background_label name a label not in `labels`."""
+        unknown = sorted(set(self.thresholds) - set(labels))
+        if unknown:
+            raise ConfigError(
+                f"thresholds given for unknown label(s) {unknown}; the model's labels are {list(labels)}"
+            )
+        if self.background_label is not None and self.background_label not in labels:
+            raise ConfigError(
+                f"background_label {self.background_label!r} is not one of the model's labels "
+                f"{list(labels)}; use one of them or null"
+            )
+
+
+class _LabelState:
+    """Onset history and the active event of one label."""
+
+    def __init__(self, of_patches: int) -> None:
+        self.recent: Deque[Tuple[int, float, bool]] = deque(maxlen=of_patches)  # (start, prob, positive)
+        self.active = False
+        self.start_sample = 0
+        self.scores: List[float] = []  # probabilities from the onset patch on
+        self.last_sustain_start = 0
+        self.sustained_count = 0  # len(scores) up to and including the last sustaining patch
+
+    def clear(self) -> None:
+        self.recent.clear()
+        self.active = False
+        self.scores = []
+        self.sustained_count = 0
+
+
+class Detector:
+    """Per-patch event detector over the labels of one head.
+
+    `labels` are in head output order; `params` gives the sample rate and patch length
+    used to turn sample positions into seconds.
+    """
+
+    def __init__(
+        self,
+        config: Optional[DetectorConfig] = None,
+        *,
+        labels: Sequence[str],
+        params: Params = DEFAULT_PARAMS,
+    ) -> None:
+        self.config = DetectorConfig() if config is None else config
+        self.labels: Tuple[str, ...] = tuple(labels)
+        if len(set(self.labels)) != len(self.labels) or not self.labels:
+            raise ConfigError(f"detector labels must be unique and non-empty, got {list(labels)}")
+        self.config.check_labels(self.labels)
+        self.params = params
+        self._hold_samples = self.config.hold_seconds * params.sample_rate_hz
+        self._watched = [
+            (i, label, self.config.threshold_for(label), self.config.release_for(label))
+            for i, label in enumerate(self.labels)
+            if label != self.config.background_label
+        ]
+        self._states = {label: _LabelState(self.config.of_patches) for _, label, _, _ in self._watched}
+
+    # --- state ---
+    def reset(self) -> None:
+        """Forget all history and active events (no events are reported)."""
+        for state in self._states.values():
+            state.clear()
+
+    @property
+    def active_labels(self) -> Tuple[str, ...]:
+        """Labels with an event in progress, in label order."""
+        return tuple(label for _, label, _, _ in self._watched if self._states[label].active)
+
+    # --- updates ---
+    def update(self, patch: "PatchResult") -> Tuple[List[Event], List[Event]]:
+        """Feed one patch's probabilities; return (events started, events ended) by this patch.
+
+        Started events have end_seconds None; ended ones carry their final times and scores.
+        """
+        probabilities = patch.probabilities
+        if len(probabilities) != len(self.labels):
+            raise ValueError(
+                f"patch {patch.index} has {len(probabilities)} probabilities but the detector "
+                f"has {len(self.labels)} labels {list(self.labels)}; build the Detector with the head's labels"
+            )
+        started: List[Event] = []
+        ended: List[Event] = []
+        for index, label, onset, release in self._watched:
+            state = self._states[label]
+            score = float(probabilities[index])
+            positive = score >= onset
+            state.recent.append((patch.start_sample, score, positive))
+            if state.active:
+                state.scores.append(score)
+                if score >= release:
+                    state.last_sustain_start = patch.start_sample
+                    state.sustained_count = len(state.scores)
+                elif patch.start_sample - state.last_sustain_start > self._hold_samples:
+                    ended.append(self._finish(label, state, end_sample=None))
+            elif sum(1 for _, _, p in state.recent if p) >= self.config.min_patches:
+                first = next(i for i, (_, _, p) in enumerate(state.recent) if p)
+                onset_patches = list(state.recent)[first:]
+                state.active = True
+                state.start_sample = onset_patches[0][0]
+                state.scores = [s for _, s, _ in onset_patches]
+                state.last_sustain_start = patch.start_sample
+                state.sustained_count = len(state.scores)
+                event = self._event(label, state, end_seconds=None)
+                logger.debug("event started: %s", event)
+                started.append(event)
+        return started, ended
+
+    def close(self, end_sample: Optional[int] = None) -> List[Event]:
+        """End every active event (stream stopped); `end_sample` caps their end time."""
+        ended = [
+            self._finish(label, self._states[label], end_sample=end_sample)
+            for _, label, _, _ in self._watched
+            if self._states[label].active
+        ]
+        self.reset()
+        return ended
+
+    # --- helpers ---
+    def _event(self, label: str, state: _LabelState, *, end_seconds: Optional[float]) -> Event:
+        scores = state.scores[: state.sustained_count] or state.scores
+        return Event(
+            label=label,
+            start_seconds=state.start_sample / self.params.sample_rate_hz,
+            end_seconds=end_seconds,
+            peak_score=max(scores),
+            mean_score=sum(scores) / len(scores),
+        )
+
+    def _finish(self, label: str, state: _LabelState, *, end_sample: Optional[int]) -> Event:
+        end = state.last_sustain_start + self.params.patch_samples
+        if end_sample is not None:
+            end = max(state.start_sample, min(end, end_sample))
+        event = self._event(label, state, end_seconds=end / self.params.sample_rate_hz)
+        logger.debug("event ended: %s", event)
+        state.clear()
+        return event

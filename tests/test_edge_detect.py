@@ -1,0 +1,209 @@
+"""Detector on synthetic per-patch probabilities (pure numpy): events, smoothing, hysteresis, hold."""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import pytest
+
+from edge.detect import Detector, DetectorConfig, Event
+from edge.errors import ConfigError
+from edge.params import DEFAULT_PARAMS
+from edge.pipeline import PatchResult
+
+LABELS = ("clock_alarm", "water_drops", "other")
+HOP_SECONDS = DEFAULT_PARAMS.hop_seconds
+PATCH_SECONDS = DEFAULT_PARAMS.patch_seconds
+
+
+def patch(index: int, alarm: float = 0.0, drops: float = 0.0) -> PatchResult:
+    probabilities = np.array([alarm, drops, max(0.0, 1.0 - alarm - drops)], np.float32)
+    return PatchResult(
+        index=index,
+        start_sample=index * DEFAULT_PARAMS.hop_samples,
+        probabilities=probabilities,
+        yamnet_scores=np.zeros(DEFAULT_PARAMS.yamnet_classes, np.float32),
+        rms_dbfs=-20.0,
+    )
+
+
+def run(
+    detector: Detector, alarm: Sequence[float], drops: Optional[Sequence[float]] = None, *, close: bool = True
+) -> Tuple[List[Event], List[Event]]:
+    """Feed a probability track; return (all started, all ended) events."""
+    drops = drops if drops is not None else [0.0] * len(alarm)
+    started: List[Event] = []
+    ended: List[Event] = []
+    for i, (a, d) in enumerate(zip(alarm, drops)):
+        new, done = detector.update(patch(i, a, d))
+        started += new
+        ended += done
+    if close:
+        ended += detector.close(len(alarm) * DEFAULT_PARAMS.hop_samples + DEFAULT_PARAMS.patch_samples)
+    return started, ended
+
+
+def detector(**changes: object) -> Detector:
+    config = DetectorConfig(background_label="other").with_changes(**changes)
+    return Detector(config, labels=LABELS)
+
+
+def test_one_continuous_sound_gives_exactly_one_event() -> None:
+    alarm = [0.0] * 4 + [0.9] * 10 + [0.0] * 6
+    started, ended = run(detector(), alarm)
+    assert [e.label for e in started] == ["clock_alarm"]
+    assert len(ended) == 1
+    event = ended[0]
+    assert event.label == "clock_alarm"
+    assert event.start_seconds == pytest.approx(4 * HOP_SECONDS)
+    assert event.end_seconds == pytest.approx(13 * HOP_SECONDS + PATCH_SECONDS)
+    assert event.peak_score == pytest.approx(0.9)
+    assert event.mean_score == pytest.approx(0.9)
+
+
+def test_event_starts_on_the_second_positive_patch_of_three() -> None:
+    d = detector()
+    assert d.update(patch(0, 0.9)) == ([], [])
+    started, _ = d.update(patch(1, 0.9))
+    assert len(started) == 1 and started[0].end_seconds is None
+    assert started[0].start_seconds == 0.0
+    assert d.active_labels == ("clock_alarm",)
+
+
+def test_silence_lights_nothing() -> None:
+    started, ended = run(detector(), [0.0] * 30)
+    assert started == [] and ended == []
+
+
+def test_the_background_label_never_produces_events() -> None:
+    d = detector()
+    started: List[Event] = []
+    for i in range(20):
+        started += d.update(patch(i))[0]  # "other" at probability 1.0 throughout
+    assert started == []
+
+
+def test_a_single_patch_blip_is_smoothed_away() -> None:
+    started, _ = run(detector(), [0.0, 0.0, 0.95, 0.0, 0.0, 0.0, 0.95, 0.0, 0.0])
+    assert started == []
+
+
+def test_k_of_n_counts_non_consecutive_patches() -> None:
+    started, _ = run(detector(min_patches=2, of_patches=3), [0.0, 0.8, 0.0, 0.8, 0.0])
+    assert len(started) == 1
+    assert started[0].start_seconds == pytest.approx(1 * HOP_SECONDS)
+
+
+def test_hysteresis_keeps_one_event_through_dips_above_release() -> None:
+    alarm = [0.8, 0.8, 0.4, 0.3, 0.45, 0.35, 0.8, 0.3, 0.0, 0.0, 0.0, 0.0]
+    started, ended = run(detector(hold_seconds=0.0, release_threshold=0.25), alarm)
+    assert len(started) == 1 and len(ended) == 1
+    assert ended[0].end_seconds == pytest.approx(7 * HOP_SECONDS + PATCH_SECONDS)
+    assert ended[0].peak_score == pytest.approx(0.8)
+
+
+def test_without_hold_a_dip_below_release_ends_the_event() -> None:
+    alarm = [0.8, 0.8, 0.8, 0.0, 0.8, 0.8, 0.8]
+    started, ended = run(detector(hold_seconds=0.0), alarm)
+    assert len(started) == 2 and len(ended) == 2
+
+
+def test_hold_bridges_short_gaps_so_leds_do_not_flicker() -> None:
+    alarm = [0.8, 0.8, 0.8, 0.0, 0.0, 0.8, 0.8, 0.8]  # 2 quiet patches = 0.96 s
+    started, ended = run(detector(hold_seconds=1.0), alarm)
+    assert len(started) == 1 and len(ended) == 1
+    assert ended[0].end_seconds == pytest.approx(7 * HOP_SECONDS + PATCH_SECONDS)
+
+
+def test_a_gap_longer_than_hold_gives_two_events() -> None:
+    alarm = [0.8, 0.8, 0.8] + [0.0] * 4 + [0.8, 0.8, 0.8]
+    started, ended = run(detector(hold_seconds=1.0), alarm)
+    assert len(started) == 2 and len(ended) == 2
+    assert ended[0].end_seconds <= ended[1].start_seconds
+
+
+def test_event_ends_once_hold_has_passed_after_the_last_sustaining_patch() -> None:
+    d = detector(hold_seconds=1.0)
+    for i in range(3):
+        d.update(patch(i, 0.9))
+    ends = [(i, d.update(patch(i, 0.0))[1]) for i in range(3, 8)]
+    first_end = next(i for i, ended in ends if ended)
+    assert (first_end - 2) * HOP_SECONDS > 1.0 >= (first_end - 3) * HOP_SECONDS
+
+
+def test_labels_are_detected_independently() -> None:
+    alarm = [0.0, 0.0, 0.6, 0.6, 0.6, 0.6, 0.0, 0.0, 0.0, 0.0, 0.0]
+    drops = [0.0, 0.0, 0.0, 0.0, 0.35, 0.35, 0.35, 0.35, 0.0, 0.0, 0.0]
+    _, ended = run(detector(thresholds={"water_drops": 0.3}), alarm, drops)
+    assert sorted(e.label for e in ended) == ["clock_alarm", "water_drops"]
+
+
+def test_per_class_thresholds_override_the_default() -> None:
+    alarm = [0.45] * 6
+    assert run(detector(), alarm)[0] == []
+    assert len(run(detector(thresholds={"clock_alarm": 0.4}), alarm)[0]) == 1
+
+
+def test_close_ends_active_events_at_the_stream_end() -> None:
+    d = detector()
+    for i in range(5):
+        d.update(patch(i, 0.9))
+    end_sample = 4 * DEFAULT_PARAMS.hop_samples + 100
+    ended = d.close(end_sample)
+    assert len(ended) == 1
+    assert ended[0].end_seconds == pytest.approx(end_sample / DEFAULT_PARAMS.sample_rate_hz)
+    assert d.active_labels == ()
+
+
+def test_reset_forgets_history_and_active_events() -> None:
+    d = detector()
+    d.update(patch(0, 0.9))
+    d.reset()
+    assert d.update(patch(1, 0.9)) == ([], [])  # the earlier positive patch no longer counts
+    for i in range(2, 4):
+        d.update(patch(i, 0.9))
+    d.reset()
+    assert d.active_labels == () and d.close() == []
+
+
+def test_peak_and_mean_cover_the_event_patches() -> None:
+    _, ended = run(detector(hold_seconds=0.0), [0.6, 0.8, 1.0, 0.7, 0.0, 0.0])
+    assert ended[0].peak_score == pytest.approx(1.0)
+    assert ended[0].mean_score == pytest.approx(np.mean([0.6, 0.8, 1.0, 0.7]))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"thresholds": {"clock_alarm": 1.5}},
+        {"default_threshold": 0.0},
+        {"min_patches": 4, "of_patches": 3},
+        {"hold_seconds": -1.0},
+        {"release_threshold": 2.0},
+    ],
+)
+def test_invalid_settings_raise_config_error(changes: dict) -> None:
+    with pytest.raises(ConfigError):
+        DetectorConfig(**changes)
+
+
+def test_thresholds_for_unknown_labels_are_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown label"):
+        Detector(DetectorConfig(thresholds={"doorbell": 0.5}), labels=LABELS)
+    with pytest.raises(ConfigError, match="background_label"):
+        Detector(DetectorConfig(background_label="noise"), labels=LABELS)
+
+
+def test_from_dict_names_the_source_and_unknown_keys() -> None:
+    with pytest.raises(ConfigError, match="edge.toml.*hold_secs"):
+        DetectorConfig.from_dict({"hold_secs": 1.0}, source="edge.toml [detector]")
+    config = DetectorConfig.from_dict({"hold_seconds": 2.0, "thresholds": {"clock_alarm": 0.7}})
+    assert config.threshold_for("clock_alarm") == 0.7 and config.threshold_for("water_drops") == 0.5
+    assert DetectorConfig.from_dict(config.to_dict()) == config
+
+
+def test_release_threshold_never_exceeds_onset() -> None:
+    config = DetectorConfig(thresholds={"clock_alarm": 0.3}, release_threshold=0.4)
+    assert config.release_for("clock_alarm") == 0.3
+    assert DetectorConfig(release_fraction=0.5).release_for("x") == 0.25
