@@ -1,0 +1,434 @@
+"""`oido-edge`: listen to a microphone, replay files, record clips, list audio inputs.
+
+Parsing and wiring only; the work is in edge.listen (listen/replay), edge.record and
+edge.sources. Never imports TensorFlow: this runs on the Pi with a TF-Lite runtime.
+
+    oido-edge listen [--config /etc/oido/oido.toml] [--device USB] [--duration 60]
+    oido-edge replay clip.wav other.flac [--realtime] [--leds --mock-gpio]
+    oido-edge record --seconds 5 --dataset data/mine --label crying_baby
+    oido-edge devices
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+from edge.config import (
+    STDOUT,
+    AudioConfig,
+    EdgeConfig,
+    check_labels,
+    find_default_config,
+    load_config,
+    parse_assignment,
+)
+from edge.errors import ConfigError, OidoError
+from edge.params import DEFAULT_PARAMS
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+"""Something broke at run time (audio device, disk)."""
+EXIT_USAGE = 2
+"""The user asked for something impossible (bad flag, config, model dir); the message says how to fix it."""
+
+
+# --- argument parsing ---
+
+
+def _threshold_arg(text: str) -> tuple[Optional[str], float]:
+    """`0.6` (every label) or `crying_baby=0.7`."""
+    if "=" in text:
+        label, value = text.split("=", 1)
+        label = label.strip()
+    else:
+        label, value = None, text
+    try:
+        return label, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a probability (e.g. 0.6) or LABEL=PROBABILITY (e.g. crying_baby=0.7)"
+        ) from None
+
+
+def _pin_arg(text: str) -> tuple[str, int]:
+    try:
+        label, value = parse_assignment(text, flag="--pin")
+        return label, int(value)
+    except (ConfigError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r}: give LABEL=BCM_PIN, e.g. crying_baby=17") from None
+
+
+def _device_arg(text: str) -> Any:
+    return int(text) if text.strip().isdigit() else text
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be > 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be > 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # -v/-q are accepted before or after the command (`oido-edge listen -v`).
+    common = argparse.ArgumentParser(add_help=False)
+    verbosity = common.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                           help="debug logging; listen shows the live window view even when not on a terminal")
+    verbosity.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                           help="warnings and errors only")
+    parser = argparse.ArgumentParser(
+        prog="oido-edge",
+        description="Oído on the device: detect custom sounds with YAMNet + a small head and light an LED per class.",
+        parents=[common],
+    )
+    parser.set_defaults(verbose=False, quiet=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    def model_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--config", type=Path,
+                         help="TOML configuration (default: /etc/oido/oido.toml if it exists)")
+        sub.add_argument("--model-dir", type=Path,
+                         help="exported model: manifest.json, yamnet.tflite, head.tflite (default: ./model)")
+        sub.add_argument("--threshold", type=_threshold_arg, action="append", default=[], metavar="[LABEL=]P",
+                         help="onset threshold for every label, replacing the model's (0.6), or for one label "
+                              "(crying_baby=0.7); repeatable")
+        sub.add_argument("--threads", type=_positive_int, help="TF-Lite interpreter threads (default 1)")
+        sub.add_argument("--block-seconds", type=_positive_float,
+                         help=f"audio per block (default {AudioConfig.block_seconds})")
+        sub.add_argument("--event-log", metavar="PATH",
+                         help="append finished events as JSON lines to PATH ('-' = stdout)")
+
+    def led_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--pin", type=_pin_arg, action="append", default=[], metavar="LABEL=BCM",
+                         help="LED pin of a class, overriding the config (repeatable)")
+        sub.add_argument("--status-pin", type=int, metavar="BCM", help="pin of the status LED")
+        sub.add_argument("--mock-gpio", action="store_true",
+                         help="drive gpiozero's MockFactory instead of real pins and print the pin history")
+
+    def device_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--device", type=_device_arg,
+                         help="input device: part of its name or its index (see `oido-edge devices`)")
+        sub.add_argument("--rate", type=_positive_int, metavar="HZ",
+                         help="capture rate (default: the device's default rate; resampled to 16 kHz in stream)")
+
+    listen = commands.add_parser("listen", parents=[common], help="microphone -> detections -> LEDs and event log")
+    model_options(listen)
+    device_options(listen)
+    led_options(listen)
+    listen.add_argument("--duration", type=_positive_float, metavar="SECONDS", help="stop after this much audio")
+    listen.add_argument("--save-events", type=Path, metavar="DIR",
+                        help="save each event's audio as a WAV in DIR (disk budget and count from the config)")
+    listen.add_argument("--no-leds", action="store_true", help="do not touch GPIO")
+    listen.set_defaults(run=cmd_listen)
+
+    replay = commands.add_parser("replay", parents=[common], help="the same pipeline on audio files; prints windows and events")
+    replay.add_argument("files", nargs="+", type=Path, metavar="FILE", help="WAV/FLAC files, any rate")
+    model_options(replay)
+    led_options(replay)
+    replay.add_argument("--realtime", action="store_true", help="feed audio at real-time pace (default: as fast as possible)")
+    replay.add_argument("--leds", action="store_true", help="drive the configured LEDs too")
+    replay.add_argument("--summary-only", action="store_true", help="print only one line per file")
+    replay.set_defaults(run=cmd_replay)
+
+    record = commands.add_parser("record", parents=[common], help="microphone -> 16 kHz mono WAV")
+    record.add_argument("output", nargs="?", type=Path, help="WAV to write (or use --dataset and --label)")
+    record.add_argument("--seconds", type=_positive_float, default=DEFAULT_PARAMS.clip_seconds,
+                        help=f"how long to record (default {DEFAULT_PARAMS.clip_seconds:g})")
+    record.add_argument("--dataset", type=Path, metavar="DIR", help="write DIR/LABEL/NNNN.wav, numbered")
+    record.add_argument("--label", help="class name for --dataset")
+    record.add_argument("--pcm16", action="store_true", help="16-bit PCM instead of float32")
+    record.add_argument("--config", type=Path, help="TOML configuration, for the [audio] settings")
+    device_options(record)
+    record.set_defaults(run=cmd_record)
+
+    devices = commands.add_parser("devices", parents=[common], help="list audio inputs and the capture rates they support")
+    devices.set_defaults(run=cmd_devices)
+    return parser
+
+
+# --- shared wiring ---
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+
+
+def load_edge_config(args: argparse.Namespace) -> EdgeConfig:
+    """The config file (given, or the default if present), with the flags laid over it."""
+    path = getattr(args, "config", None) or find_default_config()
+    config = load_config(path) if path is not None else EdgeConfig()
+    if path is not None:
+        log.info("configuration: %s", path)
+    default_threshold = None
+    thresholds: dict[str, float] = {}
+    for label, value in getattr(args, "threshold", []) or []:
+        if label is None:
+            default_threshold = value
+        else:
+            thresholds[label] = value
+    return config.with_overrides(
+        model_dir=getattr(args, "model_dir", None),
+        device=getattr(args, "device", None),
+        rate_hz=getattr(args, "rate", None),
+        threshold=default_threshold,
+        thresholds=thresholds,
+        status_pin=getattr(args, "status_pin", None),
+        pins=dict(getattr(args, "pin", []) or []),
+        event_log=getattr(args, "event_log", None),
+        save_dir=getattr(args, "save_events", None),
+        num_threads=getattr(args, "threads", None),
+    )
+
+
+def _block_seconds(args: argparse.Namespace, config: EdgeConfig) -> float:
+    return getattr(args, "block_seconds", None) or config.audio.block_seconds
+
+
+def _load_base_pipeline(config: EdgeConfig) -> Any:
+    """The model's pipeline (at the model's rate), with the config's thresholds; checks the config's labels."""
+    from edge.listen import detector_config_for, pipeline_for_rate
+    from edge.pipeline import load_pipeline
+
+    pipeline = load_pipeline(config.model_dir, num_threads=config.num_threads)
+    check_labels(config, pipeline.labels, model_dir=config.model_dir)
+    detector_config = detector_config_for(pipeline.detector.config, config)
+    log.info("model %s: labels %s, thresholds %s (default %.2f)", config.model_dir, list(pipeline.labels),
+             dict(detector_config.thresholds), detector_config.default_threshold)
+    return pipeline_for_rate(pipeline, pipeline.input_rate_hz, detector_config=detector_config)
+
+
+def _open_leds(config: EdgeConfig, *, mock: bool) -> Any:
+    from edge.leds import open_led_bank
+
+    factory = None
+    if mock:
+        from gpiozero.pins.mock import MockFactory
+
+        factory = MockFactory()
+    return open_led_bank(config.leds.pins, status_pin=config.leds.status_pin, pin_factory=factory,
+                         blink_seconds=config.leds.blink_seconds)
+
+
+def _print_pin_history(leds: Any, config: EdgeConfig) -> None:
+    from edge.leds import pin_history
+
+    pins = {**config.leds.pins, **({"status": config.leds.status_pin} if config.leds.status_pin is not None else {})}
+    for name, changes in pin_history(leds).items():
+        states = " ".join(f"{'on' if state else 'off'}@{seconds:.2f}" for seconds, state in changes)
+        print(f"gpio {name} pin {pins.get(name)}: {states}")
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """SIGTERM and SIGINT call `stop` (the loop then ends cleanly) instead of killing the process."""
+
+    def handler(signum: int, frame: Optional[FrameType]) -> None:
+        log.info("%s received; stopping", signal.Signals(signum).name)
+        stop()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# --- commands ---
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    from edge.events import EventAudioSaver, EventLog
+    from edge.leds import NullLedBank
+    from edge.listen import ConsoleView, pipeline_for_rate, run_stream
+    from edge.sources import MicrophoneSource
+
+    config = load_edge_config(args)
+    leds: Any = NullLedBank(config.leds.pins)
+    mic = MicrophoneSource(
+        config.audio.device,
+        config.audio.rate_hz,
+        _block_seconds(args, config),
+        config.audio.channels,
+        on_fault=lambda why: leds.status_fault(),
+        on_recover=lambda: leds.status_alive(),
+    )
+    # Signals are handled from the start: a SIGTERM while the model loads still exits cleanly.
+    with _stop_on_signals(mic.stop), contextlib.ExitStack() as stack:
+        stack.callback(mic.close)
+        base = _load_base_pipeline(config)
+        if mic.stopped:
+            return EXIT_OK
+        if not args.no_leds:
+            leds = _open_leds(config, mock=args.mock_gpio)
+        stack.callback(leds.close)
+        mic.open()
+        assert mic.rate_hz is not None and mic.device is not None
+        pipeline = pipeline_for_rate(base, mic.rate_hz)
+        target = config.event_log_target()
+        event_log = stack.enter_context(EventLog(target))
+        if target != STDOUT:
+            log.info("event log: %s", target)
+        saver = None
+        if config.events.save_dir is not None:
+            events = config.events
+            saver = EventAudioSaver(events.save_dir, rate_hz=mic.rate_hz, budget_mb=events.budget_mb,
+                                    keep=events.keep, pre_roll_seconds=events.pre_roll_seconds,
+                                    max_clip_seconds=events.max_clip_seconds)
+            log.info("saving event audio to %s (at most %d clips, %.0f MB)", events.save_dir, events.keep,
+                     events.budget_mb)
+        console = ConsoleView(enabled=sys.stdout.isatty() or args.verbose)
+        leds.status_alive()
+        report = run_stream(mic, pipeline, leds=leds, event_log=event_log, saver=saver, console=console,
+                            duration_seconds=args.duration, source_name=f"mic:{mic.device.name}",
+                            wall_clock=True)
+        log.info(
+            "listened %.1f s: %d patches, %d windows, %d event(s), %d overflow(s), %d reopen(s); "
+            "processing took %.0f%% of real time",
+            report.input_seconds, report.patches, len(report.windows), len(report.records), mic.overflows,
+            mic.reopens, 100.0 * report.processing_seconds / max(report.input_seconds, 1e-9),
+        )
+        leds.all_off()
+        leds.status_off()
+        if args.mock_gpio:
+            _print_pin_history(leds, config)
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from edge.events import EventLog
+    from edge.leds import NullLedBank
+    from edge.listen import ConsoleView, format_summary, replay_source
+    from edge.sources import FileSource
+
+    config = load_edge_config(args)
+    # Every file is checked before the model loads: a typo fails at once.
+    sources = [FileSource(path, block_seconds=_block_seconds(args, config), realtime=args.realtime)
+               for path in args.files]
+    base = _load_base_pipeline(config)
+    use_leds = args.leds or args.mock_gpio
+    leds = _open_leds(config, mock=args.mock_gpio) if use_leds else NullLedBank(config.leds.pins)
+    summaries = []
+    stopping = threading.Event()
+
+    def stop() -> None:
+        stopping.set()
+        for source in sources:
+            source.stop()
+
+    with contextlib.ExitStack() as stack:
+        stack.callback(leds.close)
+        event_log = stack.enter_context(EventLog(args.event_log)) if args.event_log else None
+        console = ConsoleView(enabled=not args.summary_only)
+        leds.status_alive()
+        with _stop_on_signals(stop):
+            for source in sources:
+                if stopping.is_set():
+                    break
+                console.line(f"== {source.path} ({source.duration_seconds:.2f} s at {source.rate_hz} Hz)")
+                summaries.append(replay_source(source, base, leds=leds, event_log=event_log, console=console,
+                                               name=str(source.path)))
+        leds.status_off()
+        print(format_summary(summaries))
+        if args.mock_gpio:
+            _print_pin_history(leds, config)
+    return EXIT_OK
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from edge.record import SUBTYPES, next_dataset_path, record
+    from edge.sources import MicrophoneSource
+
+    if (args.dataset is None) == (args.output is None):
+        raise ConfigError("give either an output WAV or --dataset DIR --label NAME (not both)")
+    if args.dataset is not None and not args.label:
+        raise ConfigError("--dataset needs --label NAME (the class folder to number the recording in)")
+    config = load_edge_config(args)
+    path = args.output if args.output is not None else next_dataset_path(args.dataset, args.label)
+    mic = MicrophoneSource(config.audio.device, config.audio.rate_hz, config.audio.block_seconds,
+                           config.audio.channels)
+    with contextlib.closing(mic):
+        mic.open()
+        log.info("recording %.1f s to %s", args.seconds, path)
+        with _stop_on_signals(mic.stop):
+            result = record(mic, path, seconds=args.seconds,
+                            subtype=SUBTYPES["pcm16" if args.pcm16 else "float32"])
+    if result.path is None:
+        return EXIT_FAILURE
+    print(f"{result.path}: {result.seconds:.2f} s at {DEFAULT_PARAMS.sample_rate_hz} Hz"
+          + (" (interrupted)" if result.interrupted else ""))
+    return EXIT_OK
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from edge.sources import PROBE_RATES_HZ, import_sounddevice, list_input_devices
+
+    sd = import_sounddevice()
+    devices = list_input_devices(sd=sd)
+    if not devices:
+        print("no audio input devices found (plug in a microphone; check `arecord -l`)")
+        return EXIT_OK
+    default_index = sd.default.device[0]
+    rates = "".join(f"{rate:>7d}" for rate in PROBE_RATES_HZ)
+    print(f"  index  {'name':<40s} {'hostapi':<10s} ch  default{rates}")
+    for device in devices:
+        mark = "*" if device.index == default_index else " "
+        supported = "".join(f"{'yes' if device.supported_rates_hz[r] else 'no':>7s}" for r in PROBE_RATES_HZ)
+        print(f"{mark} {device.index:5d}  {device.name:<40.40s} {device.hostapi:<10.10s} {device.channels:2d}  "
+              f"{device.default_rate_hz:7d}{supported}")
+    print("* = default input; pass --device with part of a name or an index")
+    return EXIT_OK
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the `oido-edge` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args)
+    from edge.sources import SourceError
+
+    try:
+        return int(args.run(args))
+    except OidoError as error:
+        log.error("%s", error)
+        return EXIT_USAGE
+    except SourceError as error:
+        log.error("%s", error)
+        return EXIT_FAILURE
+    except OSError as error:
+        log.error("%s", error)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        # Only before the signal handlers are installed (e.g. while the model loads).
+        log.warning("interrupted")
+        return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

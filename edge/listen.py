@@ -1,0 +1,276 @@
+"""The core of `oido-edge listen` and `oido-edge replay`: a source's blocks through the pipeline to LEDs and logs.
+
+Microphone and file go through the same loop, `run_stream`, which feeds each block to
+StreamingPipeline.push() (so files are measured exactly as the Pi hears them) and routes what
+comes out: window decisions to the console view, event starts/ends to the LEDs, finished
+events to the JSON-lines log and, optionally, their audio to disk. The CLI only parses and
+wires objects together.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import IO, Any, Callable, Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.config import EdgeConfig
+from edge.detect import Detector, DetectorConfig, Event
+from edge.events import EventAudioSaver, EventLog, event_record
+from edge.leds import AnyLedBank, NullLedBank
+from edge.pipeline import StepOutput, StreamingPipeline, WindowDecision, decide
+from edge.sources import Gap
+
+log = logging.getLogger(__name__)
+
+TOP_CLASSES = 3
+"""Classes shown per window in the live console view."""
+
+
+def detector_config_for(model: DetectorConfig, config: EdgeConfig) -> DetectorConfig:
+    """The model's detector settings with the edge config's thresholds laid over them.
+
+    [detection] threshold (or `--threshold 0.6`) replaces every label's threshold, the model's
+    per-label ones included; [detection.thresholds] (or `--threshold LABEL=P`) then sets single labels.
+    """
+    thresholds = dict(model.thresholds)
+    default_threshold = model.default_threshold
+    if config.detection.threshold is not None:
+        default_threshold = float(config.detection.threshold)
+        thresholds = {}
+    thresholds.update(config.detection.thresholds)
+    return model.with_changes(default_threshold=default_threshold, thresholds=thresholds)
+
+
+def pipeline_for_rate(
+    base: StreamingPipeline, input_rate_hz: int, *, detector_config: Optional[DetectorConfig] = None
+) -> StreamingPipeline:
+    """A fresh pipeline sharing `base`'s loaded models, for blocks at input_rate_hz.
+
+    detector_config: None = base's detector settings.
+    """
+    settings = base.detector.config if detector_config is None else detector_config
+    detector = Detector(settings, labels=base.labels, params=base.params)
+    return StreamingPipeline(
+        base.yamnet,
+        base.head,
+        labels=base.labels,
+        params=base.params,
+        detector=detector,
+        input_rate_hz=input_rate_hz,
+    )
+
+
+class ConsoleView:
+    """Human-readable lines: one per window decision (its top classes) and one per event start/end.
+
+    Quiet unless `enabled` (the CLI enables it on a terminal, or with --verbose; replay always).
+    """
+
+    def __init__(self, stream: Optional[IO[str]] = None, *, enabled: bool = True, top_k: int = TOP_CLASSES) -> None:
+        self._stream = stream if stream is not None else sys.stdout
+        self.enabled = enabled
+        self.top_k = top_k
+
+    def _print(self, line: str) -> None:
+        if self.enabled:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
+    def window(self, decision: WindowDecision, *, labels: Sequence[str], sample_rate_hz: int,
+               offset_seconds: float = 0.0) -> None:
+        if not self.enabled:
+            return
+        order = np.argsort(-decision.mean_probabilities)[: self.top_k]
+        tops = "  ".join(f"{labels[i]} {decision.mean_probabilities[i]:.2f}" for i in order)
+        end = offset_seconds + decision.end_sample / sample_rate_hz
+        self._print(f"{end:8.2f} s  window {decision.index:4d}  {decision.label:<16s} | {tops}")
+
+    def started(self, event: Event, *, offset_seconds: float = 0.0) -> None:
+        self._print(f"{event.start_seconds + offset_seconds:8.2f} s  >>> {event.label} started")
+
+    def ended(self, record: Mapping[str, Any]) -> None:
+        self._print(
+            f"{record['end_seconds']:8.2f} s  <<< {record['label']} ended after {record['duration_seconds']:.2f} s "
+            f"(peak {record['peak_score']:.2f}, mean {record['mean_score']:.2f})"
+        )
+
+    def line(self, text: str) -> None:
+        self._print(text)
+
+
+@dataclass
+class StreamReport:
+    """What one run_stream() call did."""
+
+    input_seconds: float = 0.0
+    """Audio consumed, in seconds at the source's rate."""
+    blocks: int = 0
+    patches: int = 0
+    windows: list[WindowDecision] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    """Finished events, as written to the event log (stream times)."""
+    patch_probabilities: list[npt.NDArray[np.float32]] = field(default_factory=list)
+    """float32 [num_labels] per patch, when collected (replay)."""
+    gaps: int = 0
+    stopped: bool = False
+    """True when stop() ended the run (signal), False at end of source or duration."""
+    processing_seconds: float = 0.0
+    """Wall time spent inside the pipeline."""
+
+    @property
+    def labels_detected(self) -> list[str]:
+        return [record["label"] for record in self.records]
+
+
+def run_stream(
+    source: Any,
+    pipeline: StreamingPipeline,
+    *,
+    leds: Optional[AnyLedBank] = None,
+    event_log: Optional[EventLog] = None,
+    saver: Optional[EventAudioSaver] = None,
+    console: Optional[ConsoleView] = None,
+    duration_seconds: Optional[float] = None,
+    source_name: Optional[str] = None,
+    wall_clock: bool = False,
+    collect_patches: bool = False,
+    clock: Callable[[], float] = time.time,
+) -> StreamReport:
+    """Feed every block of `source` through `pipeline` until the source ends, stops, or duration_seconds.
+
+    source: has rate_hz, blocks() -> float32 [n, channels] blocks or Gap, stop(), stopped.
+    The pipeline must take blocks at source.rate_hz. On a Gap the pipeline is flushed (ending
+    open events) and stream time continues. At the end the pipeline is flushed and every class
+    LED is turned off, whatever happened. wall_clock: add *_utc times to the records (live audio).
+    """
+    if pipeline.input_rate_hz != source.rate_hz:
+        raise ValueError(
+            f"the pipeline takes blocks at {pipeline.input_rate_hz} Hz but the source delivers "
+            f"{source.rate_hz} Hz; build it with pipeline_for_rate(pipeline, source.rate_hz)"
+        )
+    leds = leds if leds is not None else NullLedBank()
+    console = console if console is not None else ConsoleView(enabled=False)
+    rate_hz = int(source.rate_hz)
+    params = pipeline.params
+    report = StreamReport()
+    limit = None if duration_seconds is None else round(duration_seconds * rate_hz)
+    consumed = 0  # input samples, all segments
+    segment_start = 0  # input sample where the pipeline's stream time 0 is
+    stream_start_time: Optional[float] = None
+
+    def handle(output: StepOutput) -> None:
+        offset = segment_start / rate_hz
+        report.patches += len(output.patches)
+        if collect_patches:
+            report.patch_probabilities.extend(p.probabilities for p in output.patches)
+        for window in output.windows:
+            report.windows.append(window)
+            console.window(window, labels=pipeline.labels, sample_rate_hz=params.sample_rate_hz,
+                           offset_seconds=offset)
+        for event in output.started:
+            leds.on(event.label)
+            console.started(event, offset_seconds=offset)
+        for event in output.ended:
+            leds.off(event.label)
+            audio_path = saver.save(event, wall_time=clock()) if saver is not None else None
+            record = event_record(
+                event,
+                offset_seconds=offset,
+                stream_start_time=stream_start_time if wall_clock else None,
+                source=source_name,
+                audio_path=audio_path,
+            )
+            report.records.append(record)
+            console.ended(record)
+            if event_log is not None:
+                event_log.write(record)
+
+    def step(work: Callable[[], StepOutput]) -> None:
+        started = time.perf_counter()
+        output = work()
+        report.processing_seconds += time.perf_counter() - started
+        handle(output)
+
+    try:
+        for item in source.blocks():
+            if isinstance(item, Gap):
+                report.gaps += 1
+                step(pipeline.flush)
+                segment_start = consumed
+                stream_start_time = None  # re-anchor the wall clock: the outage took real time
+                if saver is not None:
+                    saver.mark_origin()
+                console.line(f"{consumed / rate_hz:8.2f} s  --- audio gap ({item.reason}); stream restarted")
+                continue
+            block = np.asarray(item, dtype=np.float32)
+            if limit is not None:
+                block = block[: max(0, limit - consumed)]
+            if stream_start_time is None:
+                # This block's last sample was captured about now.
+                stream_start_time = clock() - (consumed + len(block)) / rate_hz
+            if saver is not None:
+                saver.feed(block)
+            step(lambda: pipeline.push(block))
+            consumed += len(block)
+            report.blocks += 1
+            if limit is not None and consumed >= limit:
+                break
+            if source.stopped:
+                break
+        report.stopped = bool(source.stopped) and (limit is None or consumed < limit)
+        step(pipeline.flush)
+    finally:
+        report.input_seconds = consumed / rate_hz
+        leds.all_off()
+    return report
+
+
+@dataclass(frozen=True)
+class ClipSummary:
+    """replay's answer for one file."""
+
+    path: str
+    label: Optional[str]
+    """decide() over all the file's patches (None for a file too short for a patch)."""
+    score: float
+    report: StreamReport
+
+
+def replay_source(
+    source: Any,
+    base_pipeline: StreamingPipeline,
+    *,
+    leds: Optional[AnyLedBank] = None,
+    event_log: Optional[EventLog] = None,
+    console: Optional[ConsoleView] = None,
+    name: str,
+) -> ClipSummary:
+    """run_stream over a file source, plus the clip decision over all its patches."""
+    pipeline = pipeline_for_rate(base_pipeline, source.rate_hz)
+    report = run_stream(
+        source, pipeline, leds=leds, event_log=event_log, console=console, source_name=name, collect_patches=True
+    )
+    if not report.patch_probabilities:
+        return ClipSummary(path=name, label=None, score=0.0, report=report)
+    probabilities = np.stack(report.patch_probabilities)
+    index = decide(probabilities)
+    return ClipSummary(
+        path=name, label=pipeline.labels[index], score=float(probabilities[:, index].mean()), report=report
+    )
+
+
+def format_summary(summaries: Iterable[ClipSummary]) -> str:
+    """One line per replayed file: its decision and its events."""
+    lines = []
+    for summary in summaries:
+        events = ", ".join(
+            f"{r['label']} {r['start_seconds']:.2f}-{r['end_seconds']:.2f} s" for r in summary.report.records
+        ) or "no events"
+        label = summary.label if summary.label is not None else "(too short)"
+        lines.append(f"{summary.path}: {label} {summary.score:.2f}; {events}")
+    return "\n".join(lines)

@@ -1,0 +1,522 @@
+"""Where audio comes from: a microphone, a file, or a scripted fake for tests.
+
+Every source yields float32 blocks [n, channels] at its own `rate_hz`; the pipeline resamples
+to the model's rate. A source may also yield a `Gap` when audio was lost (the microphone was
+reopened), so the consumer knows the blocks either side are not contiguous.
+
+sounddevice is imported only when a microphone is opened or listed: importing it raises
+OSError where PortAudio is missing, and files must still work there.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.config import DeviceSpec
+from edge.errors import AudioError, OidoError
+
+log = logging.getLogger(__name__)
+
+Block = npt.NDArray[np.float32]
+"""float32 [n, channels] in [-1, 1] at the source's rate_hz."""
+
+PROBE_RATES_HZ = (16000, 44100, 48000)
+"""Capture rates `oido-edge devices` checks each input for."""
+
+STALL_SECONDS = 2.0
+"""No audio from an open stream for this long means the device is gone: reopen it."""
+
+QUEUE_SECONDS = 5.0
+"""Audio buffered between the capture callback and the consumer before blocks are dropped."""
+
+BACKOFF_INITIAL_SECONDS = 0.5
+"""First wait before reopening a failed microphone; doubles on each failure."""
+
+BACKOFF_MAX_SECONDS = 30.0
+"""Longest wait between attempts to reopen a failed microphone."""
+
+OVERFLOW_LOG_SECONDS = 10.0
+"""Input overflows are logged at most once per this interval (with running totals)."""
+
+POLL_SECONDS = 0.1
+"""How often a waiting consumer checks for stop() and stalls."""
+
+
+class DeviceError(OidoError):
+    """The requested audio input does not exist or cannot capture as asked; the message lists the inputs."""
+
+
+class SourceError(RuntimeError):
+    """A source failed in a way it cannot recover from."""
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Audio was lost between the blocks before and after this marker (e.g. the microphone was reopened)."""
+
+    reason: str
+
+
+SourceItem = Union[Block, Gap]
+
+
+@dataclass(frozen=True)
+class InputDevice:
+    """One audio input as PortAudio sees it."""
+
+    index: int
+    name: str
+    hostapi: str
+    channels: int
+    default_rate_hz: int
+    supported_rates_hz: Mapping[int, bool]
+    """Rate -> whether sd.check_input_settings accepts it (mono)."""
+
+
+def import_sounddevice() -> ModuleType:
+    """Import sounddevice, turning a missing PortAudio into a SourceError with an install hint."""
+    try:
+        import sounddevice
+    except OSError as error:  # sounddevice raises OSError when libportaudio is missing
+        raise SourceError(
+            f"cannot load PortAudio ({error}); install it with `sudo apt install libportaudio2`"
+        ) from None
+    except ImportError:
+        raise SourceError("sounddevice is not installed; install the edge extra: pip install '.[edge]'") from None
+    return sounddevice
+
+
+def list_input_devices(
+    *, sd: Optional[ModuleType] = None, probe_rates_hz: Sequence[int] = PROBE_RATES_HZ
+) -> list[InputDevice]:
+    """Every device with input channels, with the rates it accepts."""
+    sd = sd or import_sounddevice()
+    hostapis = sd.query_hostapis()
+    devices = []
+    for index, info in enumerate(sd.query_devices()):
+        channels = int(info["max_input_channels"])
+        if channels < 1:
+            continue
+        supported = {}
+        for rate in probe_rates_hz:
+            try:
+                sd.check_input_settings(device=index, samplerate=rate, channels=1, dtype="float32")
+                supported[rate] = True
+            except Exception:  # noqa: BLE001 - PortAudio reports refusals as assorted errors
+                supported[rate] = False
+        hostapi = hostapis[info["hostapi"]]["name"] if info["hostapi"] < len(hostapis) else "?"
+        devices.append(
+            InputDevice(
+                index=index,
+                name=str(info["name"]),
+                hostapi=str(hostapi),
+                channels=channels,
+                default_rate_hz=int(round(info["default_samplerate"])),
+                supported_rates_hz=supported,
+            )
+        )
+    return devices
+
+
+def resolve_input_device(spec: DeviceSpec, *, sd: Optional[ModuleType] = None) -> InputDevice:
+    """The input named by `spec`: an index, a digit string, a case-insensitive name substring, or None (default).
+
+    An exact name beats a substring. Raises DeviceError listing the inputs when none or several match.
+    """
+    sd = sd or import_sounddevice()
+    devices = list_input_devices(sd=sd, probe_rates_hz=())
+    listing = _describe(devices)
+    if not devices:
+        raise DeviceError(
+            "no audio input devices found; plug in a microphone (USB sound card) and check `arecord -l`"
+        )
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
+        default_index = sd.default.device[0]
+        if default_index is None or default_index < 0:
+            return devices[0]
+        for device in devices:
+            if device.index == default_index:
+                return device
+        return devices[0]
+    if isinstance(spec, int) or spec.strip().isdigit():
+        index = int(spec)
+        for device in devices:
+            if device.index == index:
+                return device
+        raise DeviceError(f"no audio input with index {index}; choose one of:\n{listing}")
+    wanted = spec.strip().lower()
+    exact = [d for d in devices if d.name.lower() == wanted]
+    if exact:
+        return exact[0]
+    matches = [d for d in devices if wanted in d.name.lower()]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise DeviceError(f"no audio input matches {spec!r}; choose one of (name part or index):\n{listing}")
+    raise DeviceError(
+        f"{len(matches)} audio inputs match {spec!r}; use a longer name part or the index:\n{_describe(matches)}"
+    )
+
+
+def _describe(devices: Sequence[InputDevice]) -> str:
+    return "\n".join(
+        f"  {d.index:3d}  {d.name}  ({d.channels} ch, {d.default_rate_hz} Hz)" for d in devices
+    ) or "  (none)"
+
+
+class MicrophoneSource:
+    """Blocks from a sounddevice InputStream, surviving overflows and a device that vanishes.
+
+    The PortAudio callback only copies each block into a queue; the consumer iterates `blocks()`.
+    Input overflows are counted and logged, never raised. If the stream errors or stops
+    delivering audio, it is closed and reopened with exponential back-off (on_fault is called
+    once per outage, on_recover when audio flows again, and a Gap is yielded).
+
+    device: name substring, index or None (default input). rate_hz: capture rate, None = the
+    device's default rate. block_seconds: audio per callback. sd: the sounddevice module
+    (passed in by tests; imported on open otherwise).
+    """
+
+    def __init__(
+        self,
+        device: DeviceSpec = None,
+        rate_hz: Optional[int] = None,
+        block_seconds: float = 0.1,
+        channels: int = 1,
+        *,
+        sd: Optional[ModuleType] = None,
+        on_fault: Optional[Callable[[str], None]] = None,
+        on_recover: Optional[Callable[[], None]] = None,
+        stall_seconds: float = STALL_SECONDS,
+        backoff_initial_seconds: float = BACKOFF_INITIAL_SECONDS,
+        backoff_max_seconds: float = BACKOFF_MAX_SECONDS,
+    ) -> None:
+        if block_seconds <= 0:
+            raise ValueError(f"block_seconds must be > 0, got {block_seconds}")
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
+        self._device_spec = device
+        self._requested_rate_hz = rate_hz
+        self.block_seconds = block_seconds
+        self.channels = channels
+        self._sd = sd
+        self._on_fault = on_fault
+        self._on_recover = on_recover
+        self._stall_seconds = stall_seconds
+        self._backoff_initial = backoff_initial_seconds
+        self._backoff_max = backoff_max_seconds
+        self._stop = threading.Event()
+        self._queue: "queue.Queue[Block]" = queue.Queue()
+        self._stream: Any = None
+        self._stream_failed = threading.Event()
+        self.device: Optional[InputDevice] = None
+        self.rate_hz: Optional[int] = rate_hz
+        self.overflows = 0
+        """Callbacks that reported status.input_overflow (audio lost inside PortAudio)."""
+        self.dropped_blocks = 0
+        """Blocks dropped because the consumer fell QUEUE_SECONDS behind."""
+        self.reopens = 0
+        """Times the stream was reopened after a fault."""
+        self._logged_overflows = 0
+        self._last_overflow_log = -float("inf")
+
+    # --- lifecycle ---
+
+    def open(self) -> "MicrophoneSource":
+        """Open the stream; raises DeviceError / SourceError if the device cannot capture as asked."""
+        if self._sd is None:
+            self._sd = import_sounddevice()
+        self.device = resolve_input_device(self._device_spec, sd=self._sd)
+        if self.rate_hz is None:
+            self.rate_hz = self.device.default_rate_hz
+        try:
+            self._sd.check_input_settings(
+                device=self.device.index, samplerate=self.rate_hz, channels=self.channels, dtype="float32"
+            )
+        except Exception as error:  # noqa: BLE001 - PortAudio's refusal types vary by version
+            raise DeviceError(
+                f"audio input {self.device.index} '{self.device.name}' cannot capture {self.channels} channel(s) "
+                f"at {self.rate_hz} Hz ({error}); its default rate is {self.device.default_rate_hz} Hz "
+                f"(see `oido-edge devices`), pass --rate with a supported one"
+            ) from None
+        try:
+            self._start_stream()
+        except Exception as error:  # noqa: BLE001 - sd.PortAudioError and friends
+            raise SourceError(
+                f"cannot open audio input {self.device.index} '{self.device.name}' ({error}); "
+                f"is another program using it? (`fuser -v /dev/snd/*`)"
+            ) from None
+        log.info(
+            "listening on input %d '%s' at %d Hz, %d channel(s), %.3f s blocks",
+            self.device.index, self.device.name, self.rate_hz, self.channels, self.block_seconds,
+        )
+        return self
+
+    def _start_stream(self) -> None:
+        assert self._sd is not None and self.device is not None and self.rate_hz is not None
+        block_frames = max(1, round(self.block_seconds * self.rate_hz))
+        self._queue = queue.Queue(maxsize=max(1, round(QUEUE_SECONDS / self.block_seconds)))
+        self._stream_failed.clear()
+        stream = self._sd.InputStream(
+            device=self.device.index,
+            samplerate=self.rate_hz,
+            channels=self.channels,
+            dtype="float32",
+            blocksize=block_frames,
+            callback=self._callback,
+            finished_callback=self._stream_failed.set,
+        )
+        try:
+            stream.start()
+        except BaseException:
+            stream.close()
+            raise
+        self._stream = stream
+
+    def _callback(self, indata: Any, frames: int, time_info: Any, status: Any) -> None:
+        # Runs on PortAudio's thread: copy and count only; never log or raise here.
+        if status and getattr(status, "input_overflow", False):
+            self.overflows += 1
+        try:
+            self._queue.put_nowait(np.array(indata, dtype=np.float32, copy=True))
+        except queue.Full:
+            self.dropped_blocks += 1
+
+    def _close_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        try:
+            stream.stop()
+        except Exception as error:  # noqa: BLE001 - a vanished device fails to stop; closing still frees it
+            log.debug("stopping the input stream failed: %s", error)
+        try:
+            stream.close()
+        except Exception as error:  # noqa: BLE001
+            log.debug("closing the input stream failed: %s", error)
+
+    def stop(self) -> None:
+        """Make blocks() return soon (safe from a signal handler or another thread)."""
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def close(self) -> None:
+        self.stop()
+        self._close_stream()
+
+    def __enter__(self) -> "MicrophoneSource":
+        if self._stream is None:
+            self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- consuming ---
+
+    def blocks(self) -> Iterator[SourceItem]:
+        """float32 [n, channels] blocks until stop(); a Gap after each recovered outage."""
+        if self._stream is None and not self._stop.is_set():
+            self.open()
+        last_audio = time.monotonic()
+        while not self._stop.is_set():
+            if self._stream is not None:
+                try:
+                    block = self._queue.get(timeout=POLL_SECONDS)
+                except queue.Empty:
+                    if self._stream_failed.is_set() or time.monotonic() - last_audio > self._stall_seconds:
+                        why = "the stream stopped" if self._stream_failed.is_set() else (
+                            f"no audio for {self._stall_seconds:g} s"
+                        )
+                        self._close_stream()
+                        if not self._recover(why):
+                            return
+                        last_audio = time.monotonic()
+                        yield Gap(reason=why)
+                    continue
+                last_audio = time.monotonic()
+                self._log_overflows()
+                yield block
+        self._log_overflows(force=True)
+
+    def _recover(self, why: str) -> bool:
+        """Reopen the stream with back-off until it works or stop(); False if stopped."""
+        log.warning("audio input failed (%s); reopening", why)
+        if self._on_fault is not None:
+            self._on_fault(why)
+        delay = self._backoff_initial
+        while not self._stop.is_set():
+            if self._stop.wait(delay):
+                return False
+            try:
+                self._refresh_devices()
+                self.device = resolve_input_device(self._device_spec, sd=self._sd)
+                self._start_stream()
+            except Exception as error:  # noqa: BLE001 - keep trying whatever PortAudio says
+                log.warning("reopening the audio input failed (%s); next try in %.1f s", error,
+                            min(delay * 2, self._backoff_max))
+                delay = min(delay * 2, self._backoff_max)
+                continue
+            self.reopens += 1
+            log.warning("audio input reopened: %d '%s'", self.device.index, self.device.name)
+            if self._on_recover is not None:
+                self._on_recover()
+            return True
+        return False
+
+    def _refresh_devices(self) -> None:
+        # PortAudio lists devices once per initialisation: re-initialise to see a re-plugged USB microphone.
+        terminate = getattr(self._sd, "_terminate", None)
+        initialize = getattr(self._sd, "_initialize", None)
+        if terminate is not None and initialize is not None:
+            terminate()
+            initialize()
+
+    def _log_overflows(self, *, force: bool = False) -> None:
+        lost = self.overflows + self.dropped_blocks
+        if lost == self._logged_overflows:
+            return
+        now = time.monotonic()
+        if force or now - self._last_overflow_log >= OVERFLOW_LOG_SECONDS:
+            log.warning(
+                "audio input overflowed: %d overflow(s), %d dropped block(s) so far "
+                "(the Pi is too busy: try larger --block or fewer threads)",
+                self.overflows, self.dropped_blocks,
+            )
+            self._logged_overflows = lost
+            self._last_overflow_log = now
+
+
+class FileSource:
+    """Blocks of an audio file (WAV/FLAC/...) at its own rate, as fast as possible or paced in real time.
+
+    Yields float32 [n, channels] blocks of block_seconds (the last may be shorter).
+    """
+
+    def __init__(self, path: Union[str, Path], *, block_seconds: float = 0.1, realtime: bool = False) -> None:
+        import soundfile  # a dependency of the edge extra; imported here so the core does not need it
+
+        if block_seconds <= 0:
+            raise ValueError(f"block_seconds must be > 0, got {block_seconds}")
+        self.path = Path(path)
+        try:
+            info = soundfile.info(str(self.path))
+        except (RuntimeError, OSError) as error:  # LibsndfileError is a RuntimeError
+            raise AudioError(
+                f"{self.path}: cannot read audio ({error}); give a WAV or FLAC file", path=self.path
+            ) from None
+        if info.frames == 0:
+            raise AudioError(f"{self.path}: the file holds no audio; give a non-empty recording", path=self.path)
+        self.rate_hz: int = int(info.samplerate)
+        self.channels: int = int(info.channels)
+        self.duration_seconds = info.frames / info.samplerate
+        self.block_seconds = block_seconds
+        self.realtime = realtime
+        self._stop = threading.Event()
+
+    def blocks(self) -> Iterator[SourceItem]:
+        import soundfile
+
+        block_frames = max(1, round(self.block_seconds * self.rate_hz))
+        started = time.monotonic()
+        emitted = 0
+        with soundfile.SoundFile(str(self.path)) as audio:
+            while not self._stop.is_set():
+                block = audio.read(block_frames, dtype="float32", always_2d=True)
+                if len(block) == 0:
+                    return
+                if self.realtime:
+                    # Pace to the wall clock; wait() returns early on stop().
+                    due = started + (emitted + len(block)) / self.rate_hz
+                    if self._stop.wait(max(0.0, due - time.monotonic())):
+                        return
+                emitted += len(block)
+                yield block
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def close(self) -> None:
+        self.stop()
+
+    def __enter__(self) -> "FileSource":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FakeSource:
+    """Yields the given blocks, for tests; `faults` injects a Gap or raises an exception before block i.
+
+    blocks: float32 [n] or [n, channels] arrays at rate_hz (1-D blocks are given a channel axis).
+    """
+
+    def __init__(
+        self,
+        blocks: Sequence[npt.ArrayLike],
+        *,
+        rate_hz: int,
+        faults: Optional[Mapping[int, Union[Gap, BaseException]]] = None,
+        on_block: Optional[Callable[[int], None]] = None,
+    ) -> None:
+        self._blocks = [np.asarray(b, dtype=np.float32) for b in blocks]
+        self._blocks = [b[:, None] if b.ndim == 1 else b for b in self._blocks]
+        channels = {b.shape[1] for b in self._blocks}
+        if len(channels) > 1:
+            raise ValueError(f"all blocks must have the same channel count, got {sorted(channels)}")
+        self.rate_hz = rate_hz
+        self.channels = channels.pop() if channels else 1
+        self._faults = dict(faults or {})
+        self._on_block = on_block
+        self._stop = threading.Event()
+        self.yielded = 0
+
+    def blocks(self) -> Iterator[SourceItem]:
+        for index, block in enumerate(self._blocks):
+            if self._stop.is_set():
+                return
+            fault = self._faults.get(index)
+            if isinstance(fault, Gap):
+                yield fault
+            elif fault is not None:
+                raise fault
+            if self._on_block is not None:
+                self._on_block(index)
+            if self._stop.is_set():
+                return
+            self.yielded += 1
+            yield block
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def close(self) -> None:
+        self.stop()
+
+    def __enter__(self) -> "FakeSource":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

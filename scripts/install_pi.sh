@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Install Oído on a Raspberry Pi (Raspberry Pi OS bookworm) as a systemd service.
+#
+#   sudo scripts/install_pi.sh [--model-dir DIR] [--extra edge|edge-legacy] [--no-start]
+#
+# Run from the project checkout, with the exported model in ./model (manifest.json,
+# yamnet.tflite, head.tflite; see `oido-convert`). It:
+#   1. installs the system packages (python3-venv, python3-lgpio, libportaudio2, libsndfile1);
+#   2. creates /opt/oido/venv (--system-site-packages, for the apt lgpio) and pip installs .[edge]
+#      (.[edge-legacy] = tflite-runtime 2.14 + numpy<2, for images where ai-edge-litert has no wheel);
+#   3. copies the model to /opt/oido/model;
+#   4. installs scripts/oido.toml as /etc/oido/oido.toml unless that file exists;
+#   5. creates the unprivileged user `oido` (groups gpio, audio);
+#   6. installs and enables oido-edge.service (and starts it unless --no-start).
+# Safe to run again: it updates the code and the model and keeps the configuration.
+set -euo pipefail
+
+prefix=/opt/oido
+config_dir=/etc/oido
+service_user=oido
+unit=oido-edge.service
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+model_dir="$repo/model"
+extra=edge
+start=yes
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --model-dir)
+            model_dir="$2"
+            shift 2
+            ;;
+        --extra)
+            extra="$2"
+            shift 2
+            ;;
+        --no-start)
+            start=no
+            shift
+            ;;
+        -h | --help)
+            sed -n '2,18p' "${BASH_SOURCE[0]}"
+            exit 0
+            ;;
+        *)
+            echo "install_pi.sh: unknown option $1 (see --help)" >&2
+            exit 2
+            ;;
+    esac
+done
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install_pi.sh: run as root: sudo $0 $*" >&2
+    exit 1
+fi
+for file in manifest.json yamnet.tflite head.tflite; do
+    if [ ! -f "$model_dir/$file" ]; then
+        echo "install_pi.sh: $model_dir/$file is missing; export the model first (oido-convert) or pass --model-dir" >&2
+        exit 1
+    fi
+done
+
+echo "== system packages"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends python3-venv python3-lgpio libportaudio2 libsndfile1
+
+echo "== user $service_user"
+for group in gpio audio; do
+    getent group "$group" >/dev/null || groupadd --system "$group"
+done
+if ! id "$service_user" >/dev/null 2>&1; then
+    useradd --system --user-group --home-dir /var/lib/oido --no-create-home \
+        --shell /usr/sbin/nologin --groups gpio,audio "$service_user"
+else
+    usermod --append --groups gpio,audio "$service_user"
+fi
+
+echo "== $prefix/venv"
+install -d -m 0755 "$prefix"
+if [ ! -x "$prefix/venv/bin/python" ]; then
+    # System site packages: python3-lgpio comes from apt (it needs the matching liblgpio).
+    python3 -m venv --system-site-packages "$prefix/venv"
+fi
+"$prefix/venv/bin/python" -m pip install --quiet --upgrade pip
+"$prefix/venv/bin/python" -m pip install --quiet "${repo}[${extra}]"
+
+echo "== model -> $prefix/model"
+rm -rf "$prefix/model.new"
+install -d -m 0755 "$prefix/model.new"
+cp -rL "$model_dir"/. "$prefix/model.new/"  # -L: real files, even if model/ links to assets
+rm -rf "$prefix/model.old"
+if [ -d "$prefix/model" ]; then
+    mv "$prefix/model" "$prefix/model.old"
+fi
+mv "$prefix/model.new" "$prefix/model"
+rm -rf "$prefix/model.old"
+chmod -R a+rX "$prefix/model"
+
+echo "== configuration"
+install -d -m 0755 "$config_dir"
+if [ -e "$config_dir/oido.toml" ]; then
+    echo "keeping the existing $config_dir/oido.toml (the new example is $repo/scripts/oido.toml)"
+else
+    install -m 0644 "$repo/scripts/oido.toml" "$config_dir/oido.toml"
+fi
+
+echo "== service"
+install -m 0644 "$repo/scripts/$unit" "/etc/systemd/system/$unit"
+systemctl daemon-reload
+systemctl enable "$unit"
+if [ "$start" = yes ]; then
+    systemctl restart "$unit"
+    echo "started: journalctl -u $unit -f; events in /var/lib/oido/events.jsonl"
+else
+    echo "installed; start it with: systemctl start $unit"
+fi

@@ -1,0 +1,437 @@
+"""oido-edge: argument handling, the listen/replay core (run_stream), record, the event log and saved audio.
+
+Models are faked here (a loud patch is "clock_alarm") so the wiring is tested without an
+exported model; the last test replays real clips when one is available.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from edge import cli
+from edge.config import EventConfig
+from edge.detect import Detector, DetectorConfig, Event
+from edge.events import EventAudioSaver, EventLog, event_record
+from edge.listen import ConsoleView, pipeline_for_rate, run_stream
+from edge.params import DEFAULT_PARAMS
+from edge.pipeline import StreamingPipeline
+from edge.record import next_dataset_path, record
+from edge.sources import FakeSource, Gap
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE_CONFIG = REPO / "scripts" / "oido.toml"
+LABELS = ["crying_baby", "clock_alarm", "toilet_flush", "water_drops", "other"]
+ESC50_AUDIO = REPO.parent / "shared" / "assets" / "esc50" / "audio"
+
+
+class LoudnessYamnet:
+    """Fake YAMNet: embedding[0] = the patch's RMS."""
+
+    def run(self, patch):
+        embedding = np.zeros(DEFAULT_PARAMS.embedding_size, np.float32)
+        embedding[0] = np.sqrt(np.mean(np.square(patch)))
+        return embedding, np.zeros(DEFAULT_PARAMS.yamnet_classes, np.float32)
+
+
+class LoudIsClockAlarm:
+    """Fake head: a loud patch is clock_alarm (0.9), a quiet one is other (0.9)."""
+
+    def run(self, embeddings):
+        probabilities = np.full((len(embeddings), len(LABELS)), 0.025, np.float32)
+        loud = embeddings[:, 0] > 0.05
+        probabilities[loud, LABELS.index("clock_alarm")] = 0.9
+        probabilities[~loud, LABELS.index("other")] = 0.9
+        return probabilities
+
+
+def fake_pipeline(input_rate_hz: int = DEFAULT_PARAMS.sample_rate_hz) -> StreamingPipeline:
+    detector = Detector(DetectorConfig(background_label="other"), labels=LABELS)
+    return StreamingPipeline(LoudnessYamnet(), LoudIsClockAlarm(), labels=LABELS, detector=detector,
+                             input_rate_hz=input_rate_hz)
+
+
+def loud_then_quiet(rate: int, *, quiet_seconds: float = 3, loud_seconds: float = 4, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.concatenate([
+        np.zeros(round(quiet_seconds * rate)),
+        0.3 * rng.standard_normal(round(loud_seconds * rate)),
+        np.zeros(round(quiet_seconds * rate)),
+    ]).astype(np.float32)
+
+
+def blocks_of(audio: np.ndarray, size: int) -> list[np.ndarray]:
+    return [audio[i : i + size] for i in range(0, len(audio), size)]
+
+
+def config_in(tmp_path: Path) -> Path:
+    """The example config with its paths moved under tmp_path."""
+    text = EXAMPLE_CONFIG.read_text(encoding="utf-8")
+    text = text.replace('state_dir = "/var/lib/oido"', f'state_dir = "{tmp_path / "state"}"')
+    path = tmp_path / "oido.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --- arguments ---
+
+
+@pytest.mark.parametrize("command", [[], ["listen"], ["replay"], ["record"], ["devices"]])
+def test_help_works_for_every_command(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: oido-edge" in capsys.readouterr().out
+
+
+def test_bad_config_exits_2_with_the_file_and_line_and_no_traceback(tmp_path, capsys):
+    bad = tmp_path / "oido.toml"
+    bad.write_text("[leds.pins]\ncrying_baby = 99\n")
+    assert cli.main(["listen", "--config", str(bad)]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{bad}:2:" in err and "2 to 27" in err and "Traceback" not in err
+
+
+def test_bad_threshold_flag_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["replay", "x.wav", "--threshold", "crying_baby=high"])
+    assert exit_.value.code == 2
+    assert "LABEL=PROBABILITY" in capsys.readouterr().err
+
+
+def test_threshold_flags_override_the_config(tmp_path):
+    args = cli.build_parser().parse_args(
+        ["listen", "--config", str(config_in(tmp_path)), "--threshold", "0.6", "--threshold", "clock_alarm=0.8",
+         "--pin", "crying_baby=5", "--device", "3"]
+    )
+    config = cli.load_edge_config(args)
+    assert config.detection.threshold == 0.6 and config.detection.thresholds == {"clock_alarm": 0.8}
+    assert config.leds.pins["crying_baby"] == 5 and config.audio.device == 3
+
+
+def test_replay_of_a_missing_file_names_it_before_loading_any_model(tmp_path, capsys):
+    missing = tmp_path / "nope.wav"
+    assert cli.main(["replay", str(missing), "--model-dir", str(tmp_path)]) == cli.EXIT_USAGE
+    assert str(missing) in capsys.readouterr().err
+
+
+def test_record_needs_an_output_or_a_dataset(capsys):
+    assert cli.main(["record", "--dataset", "d"]) == cli.EXIT_USAGE
+    assert "--label" in capsys.readouterr().err
+    assert cli.main(["record"]) == cli.EXIT_USAGE
+
+
+def test_a_global_threshold_replaces_the_models_per_label_thresholds():
+    from edge.config import parse_config
+    from edge.listen import detector_config_for
+
+    model = DetectorConfig(thresholds={"crying_baby": 0.4, "clock_alarm": 0.7}, default_threshold=0.5)
+    both = parse_config("[detection]\nthreshold = 0.8\n[detection.thresholds]\nwater_drops = 0.3\n")
+    config = detector_config_for(model, both)
+    assert [config.threshold_for(label) for label in LABELS[:4]] == [0.8, 0.8, 0.8, 0.3]
+    one = detector_config_for(model, parse_config("[detection.thresholds]\nclock_alarm = 0.9\n"))
+    assert one.threshold_for("crying_baby") == 0.4 and one.threshold_for("clock_alarm") == 0.9
+    assert detector_config_for(model, parse_config("")) == model
+
+
+def test_file_source_paces_to_real_time_only_when_asked(tmp_path):
+    import time
+
+    import soundfile
+
+    from edge.sources import FileSource
+
+    clip = tmp_path / "short.wav"
+    soundfile.write(str(clip), np.zeros(int(0.4 * 8000), np.float32), 8000)
+    for realtime in (False, True):
+        started = time.monotonic()
+        blocks = list(FileSource(clip, block_seconds=0.05, realtime=realtime).blocks())
+        elapsed = time.monotonic() - started
+        assert sum(len(b) for b in blocks) == 3200 and blocks[0].shape == (400, 1)
+        assert (elapsed >= 0.35) == realtime
+
+
+# --- the CLI wired to fakes ---
+
+
+@pytest.fixture
+def fake_models(monkeypatch):
+    monkeypatch.setattr(cli, "_load_base_pipeline", lambda config: fake_pipeline())
+
+
+def test_replay_prints_windows_events_and_the_mock_pin_history(tmp_path, fake_models, capsys):
+    import soundfile
+
+    clip = tmp_path / "alarm.wav"
+    soundfile.write(str(clip), loud_then_quiet(44100), 44100, subtype="FLOAT")
+    events = tmp_path / "events.jsonl"
+    code = cli.main(["replay", str(clip), "--config", str(config_in(tmp_path)), "--mock-gpio",
+                     "--event-log", str(events)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "window" in out and ">>> clock_alarm started" in out and "<<< clock_alarm ended" in out
+    assert "gpio clock_alarm pin 27: off@0.00 on@" in out
+    assert "gpio crying_baby pin 17: off@0.00\n" in out
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [r["label"] for r in records] == ["clock_alarm"] and records[0]["source"] == str(clip)
+
+
+class FakeSoundDevice:
+    """One input (index 0, "Fake USB Mic", 48 kHz) whose stream delivers `audio` on start()."""
+
+    def __init__(self, audio: np.ndarray) -> None:
+        self.audio = audio
+        self.default = SimpleNamespace(device=[0, 0])
+
+    def query_devices(self):
+        return [{"name": "Fake USB Mic", "max_input_channels": 1, "default_samplerate": 48000.0, "hostapi": 0}]
+
+    def query_hostapis(self):
+        return [{"name": "ALSA"}]
+
+    def check_input_settings(self, **kwargs):
+        pass
+
+    def InputStream(self, *, blocksize, callback, **kwargs):  # noqa: N802 - sounddevice's name
+        audio = self.audio
+
+        class Stream:
+            def start(self) -> None:
+                for block in blocks_of(audio, blocksize):
+                    callback(block[:, None], len(block), None, SimpleNamespace(input_overflow=False))
+
+            def stop(self) -> None:
+                pass
+
+            def close(self) -> None:
+                pass
+
+        return Stream()
+
+
+def test_listen_with_a_fake_microphone_logs_the_event_and_turns_the_led_off(tmp_path, fake_models, monkeypatch,
+                                                                            capsys):
+    import edge.sources
+
+    monkeypatch.setattr(edge.sources, "import_sounddevice",
+                        lambda: FakeSoundDevice(loud_then_quiet(48000, quiet_seconds=1.0, loud_seconds=2.5)))
+    config = config_in(tmp_path)
+    code = cli.main(["listen", "--config", str(config), "--duration", "4.5", "--mock-gpio", "--verbose"])
+    out = capsys.readouterr().out
+    assert code == 0
+    records = [json.loads(line) for line in (tmp_path / "state" / "events.jsonl").read_text().splitlines()]
+    assert [r["label"] for r in records] == ["clock_alarm"]
+    assert records[0]["source"] == "mic:Fake USB Mic" and records[0]["start_utc"].endswith("Z")
+    assert "gpio clock_alarm pin 27: off@0.00 on@" in out and out.count("gpio ") == 5
+    assert "window" in out  # --verbose shows the live view in a pipe
+
+
+# --- run_stream ---
+
+
+def test_duration_stops_after_that_much_audio():
+    rate = 16000
+    source = FakeSource(blocks_of(np.zeros(10 * rate, np.float32), 1000), rate_hz=rate)
+    report = run_stream(source, fake_pipeline(), duration_seconds=4.25)
+    assert report.input_seconds == 4.25 and not report.stopped
+
+
+def test_same_events_whatever_the_block_size():
+    rate = 48000
+    audio = loud_then_quiet(rate)
+    results = []
+    for size in (160, 1023, 4800, 48000):
+        report = run_stream(FakeSource(blocks_of(audio, size), rate_hz=rate), fake_pipeline(rate))
+        results.append(report.records)
+    assert all(records == results[0] for records in results) and len(results[0]) == 1
+
+
+def test_a_gap_ends_open_events_and_stream_time_continues():
+    rate = 16000
+    loud = 0.3 * np.random.default_rng(1).standard_normal(4 * rate).astype(np.float32)
+    blocks = blocks_of(loud, 8000) * 2
+    source = FakeSource(blocks, rate_hz=rate, faults={8: Gap("device unplugged")})
+    console_lines: list[str] = []
+    console = ConsoleView(SimpleNamespace(write=console_lines.append, flush=lambda: None))
+    report = run_stream(source, fake_pipeline(), console=console)
+    assert report.gaps == 1 and [r["label"] for r in report.records] == ["clock_alarm", "clock_alarm"]
+    first, second = report.records
+    assert first["end_seconds"] <= 4.0 and second["start_seconds"] >= 4.0
+    assert any("audio gap (device unplugged)" in line for line in console_lines)
+
+
+def test_stop_ends_the_run_and_is_reported():
+    rate = 16000
+    source = FakeSource([np.zeros(rate, np.float32)] * 10, rate_hz=rate,
+                        on_block=lambda i: source.stop() if i == 3 else None)
+    report = run_stream(source, fake_pipeline())
+    assert report.stopped and report.input_seconds == 3
+
+
+def test_rate_mismatch_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match="pipeline_for_rate"):
+        run_stream(FakeSource([np.zeros(10)], rate_hz=48000), fake_pipeline(16000))
+    assert pipeline_for_rate(fake_pipeline(), 48000).input_rate_hz == 48000
+
+
+# --- event log and saved audio ---
+
+
+def test_event_log_appends_one_json_line_per_event(tmp_path):
+    path = tmp_path / "state" / "events.jsonl"
+    event = Event("crying_baby", 1.5, 4.25, 0.97123, 0.8)
+    for _ in range(2):
+        with EventLog(path) as log:
+            log.write(event_record(event, offset_seconds=10.0, stream_start_time=0.0, source="mic:x"))
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(records) == 2
+    assert records[0] == {
+        "label": "crying_baby", "start_seconds": 11.5, "end_seconds": 14.25, "duration_seconds": 2.75,
+        "peak_score": 0.9712, "mean_score": 0.8, "start_utc": "1970-01-01T00:00:11.500Z",
+        "end_utc": "1970-01-01T00:00:14.250Z", "source": "mic:x",
+    }
+
+
+def test_saved_event_audio_has_pre_roll_and_respects_keep_and_budget(tmp_path):
+    rate = 8000
+    saver = EventAudioSaver(tmp_path / "clips", rate_hz=rate, keep=3, budget_mb=1.0, pre_roll_seconds=0.5,
+                            max_clip_seconds=2.0)
+    ramp = (np.arange(20 * rate) / (20 * rate)).astype(np.float32)
+    for block in blocks_of(ramp, 1000):
+        saver.feed(block)
+    (tmp_path / "clips" / "keep-me.wav").write_bytes(b"not ours")
+    paths = [saver.save(Event("water_drops", 15.0 + i * 0.1, 16.0 + i * 0.1, 0.9, 0.8), wall_time=1_000.0 + i)
+             for i in range(5)]
+    import soundfile
+
+    audio, file_rate = soundfile.read(str(paths[-1]), dtype="float32")
+    assert file_rate == rate and len(audio) == round(1.5 * rate)
+    assert audio[0] == pytest.approx(ramp[round(14.9 * rate)], abs=1e-4)  # start - pre-roll
+    remaining = sorted(p.name for p in (tmp_path / "clips").iterdir())
+    assert remaining == sorted([p.name for p in paths[-3:]] + ["keep-me.wav"])
+    # A tiny budget keeps only what fits (and never touches other files).
+    saver.budget_bytes = os.path.getsize(paths[-1]) + 10
+    saver.enforce_budget()
+    assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == sorted([paths[-1].name, "keep-me.wav"])
+
+
+def test_saver_defaults_come_from_the_config():
+    saver_defaults = EventConfig()
+    assert saver_defaults.keep > 0 and saver_defaults.budget_mb > 0
+
+
+# --- record ---
+
+
+def test_dataset_recordings_are_numbered(tmp_path):
+    assert next_dataset_path(tmp_path, "kettle") == tmp_path / "kettle" / "0000.wav"
+    (tmp_path / "kettle").mkdir()
+    for name in ("0000.wav", "0003.wav", "notes.wav"):
+        (tmp_path / "kettle" / name).write_bytes(b"")
+    assert next_dataset_path(tmp_path, "kettle") == tmp_path / "kettle" / "0004.wav"
+    with pytest.raises(ValueError, match="--label"):
+        next_dataset_path(tmp_path, "../etc")
+
+
+def test_record_resamples_the_capture_to_16k_mono(tmp_path):
+    import soundfile
+
+    rate = 48000
+    stereo = np.stack([np.full(3 * rate, 0.25), np.full(3 * rate, 0.75)], axis=1).astype(np.float32)
+    result = record(FakeSource(blocks_of(stereo, 4800), rate_hz=rate), tmp_path / "a.wav", seconds=2.0)
+    audio, file_rate = soundfile.read(str(result.path), dtype="float32")
+    info = soundfile.info(str(result.path))
+    assert file_rate == 16000 and info.subtype == "FLOAT" and info.channels == 1
+    assert len(audio) == 2 * 16000 and not result.interrupted
+    assert np.allclose(audio[1000:-1000], 0.5, atol=1e-3)
+
+
+def test_interrupted_record_writes_a_valid_wav_of_what_was_captured(tmp_path):
+    import soundfile
+
+    rate = 16000
+    source = FakeSource(blocks_of(np.full(10 * rate, 0.1, np.float32), 1600), rate_hz=rate)
+    source._on_block = lambda i: source.stop() if i == 24 else None
+    result = record(source, tmp_path / "b.wav", seconds=10, subtype="PCM_16")
+    assert result.interrupted and soundfile.info(str(result.path)).frames == 24 * 1600
+    crashing = FakeSource(blocks_of(np.full(10 * rate, 0.1, np.float32), 1600), rate_hz=rate,
+                          faults={5: KeyboardInterrupt()})
+    with pytest.raises(KeyboardInterrupt):
+        record(crashing, tmp_path / "c.wav", seconds=10)
+    assert soundfile.info(str(tmp_path / "c.wav")).frames == 5 * 1600
+
+
+# --- the real models ---
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """The real YAMNet asset + the fixture head over ("beep", "speech", "other")."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from fixtures.edge_models import ASSET_YAMNET, real_model_dir
+
+    if not ASSET_YAMNET.is_file():
+        pytest.skip(f"YAMNet asset not found at {ASSET_YAMNET}")
+    model_dir = tmp_path_factory.mktemp("tiny_model")
+    try:
+        real_model_dir(model_dir)
+    except (ImportError, RuntimeError) as error:  # no TF-Lite runtime here
+        pytest.skip(f"cannot load the TF-Lite models: {error}")
+    return model_dir
+
+
+def test_replay_in_a_subprocess_runs_real_yamnet_and_drives_mock_leds(tiny_model_dir, tmp_path):
+    import soundfile
+
+    rate = 48000
+    t = np.arange(3 * rate) / rate
+    beep = np.concatenate([np.zeros(2 * rate), 0.5 * np.sin(2 * np.pi * 1000 * t), np.zeros(2 * rate)])
+    stereo = np.stack([beep, beep], axis=1).astype(np.float32)  # any rate, any channels
+    clip = tmp_path / "beep.flac"
+    soundfile.write(str(clip), stereo, rate)
+    silence = tmp_path / "silence.wav"
+    soundfile.write(str(silence), np.zeros(5 * 16000, np.float32), 16000)
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "replay", str(clip), str(silence), "--model-dir", str(tiny_model_dir),
+         "--pin", "beep=17", "--pin", "speech=27", "--mock-gpio"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert ">>> beep started" in out and "<<< beep ended" in out
+    assert f"{clip}: " in out and "beep " in out.split(f"{clip}: ")[-1].splitlines()[0]
+    assert f"{silence}: other" in out and "no events" in out.split(f"{silence}: ")[-1].splitlines()[0]
+    assert "gpio beep pin 17: off@0.00 on@" in out and "gpio speech pin 27: off@0.00\n" in out
+    on_off = re.search(r"gpio beep pin 17: (.*)", out).group(1).split()
+    assert [s.split("@")[0] for s in on_off] == ["off", "on", "off"]
+
+
+def model_dir_or_skip() -> Path:
+    for candidate in (os.environ.get("OIDO_MODEL_DIR"), str(REPO / "model")):
+        if candidate and (Path(candidate) / "manifest.json").is_file():
+            return Path(candidate)
+    pytest.skip("no exported model: set OIDO_MODEL_DIR or export one to model/ (oido-convert)")
+
+
+@pytest.mark.slow
+def test_replay_cli_classifies_real_clips_in_a_subprocess(tmp_path):
+    model_dir = model_dir_or_skip()
+    clips = sorted(ESC50_AUDIO.glob("5-*-20.wav"))[:1] + sorted(ESC50_AUDIO.glob("5-*-37.wav"))[:1]
+    if len(clips) < 2:
+        pytest.skip("ESC-50 clips are not available")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "replay", *map(str, clips), "--model-dir", str(model_dir), "--summary-only",
+         "--mock-gpio", "--config", str(config_in(tmp_path))],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"{clips[0]}: crying_baby" in result.stdout and f"{clips[1]}: clock_alarm" in result.stdout

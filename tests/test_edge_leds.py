@@ -1,0 +1,295 @@
+"""edge.leds through gpiozero's MockFactory: pin states and their history.
+
+The last tests replay audio through the real StreamingPipeline (fake models, then the real
+YAMNet + head when a model directory is available) and check which LED lit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gpiozero")
+from gpiozero import LED  # noqa: E402
+from gpiozero.pins.mock import MockFactory  # noqa: E402
+
+from edge.detect import Detector, DetectorConfig  # noqa: E402
+from edge.leds import FAULT_BLINK_SPEEDUP, LedBank, NullLedBank, open_led_bank, pin_history  # noqa: E402
+from edge.listen import run_stream  # noqa: E402
+from edge.params import DEFAULT_PARAMS  # noqa: E402
+from edge.pipeline import StreamingPipeline  # noqa: E402
+from edge.sources import FakeSource, FileSource  # noqa: E402
+
+PINS = {"crying_baby": 17, "clock_alarm": 27, "toilet_flush": 22, "water_drops": 23}
+STATUS_PIN = 24
+LABELS = ["crying_baby", "clock_alarm", "toilet_flush", "water_drops", "other"]
+REPO = Path(__file__).resolve().parents[1]
+ESC50_AUDIO = REPO.parent / "shared" / "assets" / "esc50" / "audio"
+ESC50_TARGETS = {"crying_baby": 20, "clock_alarm": 37, "toilet_flush": 18, "water_drops": 15}
+
+
+@pytest.fixture
+def factory():
+    factory = MockFactory()
+    yield factory
+    factory.reset()
+
+
+def states(factory: MockFactory, pin: int) -> list[bool]:
+    return [bool(s.state) for s in factory.pin(pin).states]
+
+
+def wait_for(condition: Callable[[], bool], *, timeout: float = 5.0) -> None:
+    """Poll a condition set by gpiozero's blink thread (it offers nothing to wait on)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.005)
+
+
+def test_on_and_off_light_only_that_led_and_record_the_history(factory):
+    with LedBank(PINS, pin_factory=factory) as bank:
+        bank.on("clock_alarm")
+        assert bank.is_lit("clock_alarm") and not bank.is_lit("crying_baby")
+        bank.off("clock_alarm")
+    assert states(factory, 27) == [False, True, False]
+    for label, pin in PINS.items():
+        if label != "clock_alarm":
+            assert states(factory, pin) == [False]
+
+
+def test_labels_without_a_pin_are_ignored(factory):
+    with LedBank(PINS, pin_factory=factory) as bank:
+        bank.on("other")
+        bank.off("other")
+        assert not bank.is_lit("other")
+    assert all(states(factory, pin) == [False] for pin in PINS.values())
+
+
+def test_all_off_and_close_turn_every_led_off_and_free_the_pins(factory):
+    bank = LedBank(PINS, pin_factory=factory)
+    bank.on("crying_baby")
+    bank.on("water_drops")
+    bank.all_off()
+    assert states(factory, 17) == [False, True, False]
+    bank.on("toilet_flush")
+    bank.close()
+    bank.close()  # twice is fine
+    assert states(factory, 22) == [False, True, False]
+    bank.on("toilet_flush")  # after close: ignored, no error
+    LED(22, pin_factory=factory).close()  # the pin was released
+
+
+def test_status_led_blinks_while_alive_and_faster_on_a_fault(factory):
+    half_period = 0.08
+    with LedBank(PINS, status_pin=STATUS_PIN, pin_factory=factory, blink_seconds=half_period) as bank:
+        pin = factory.pin(STATUS_PIN)
+        bank.status_alive()
+        wait_for(lambda: len(pin.states) >= 5)
+        alive = [s.timestamp for s in pin.states[2:5]]
+        assert bank.status_mode == "alive"
+        bank.status_fault()
+        pin.clear_states()
+        wait_for(lambda: len(pin.states) >= 6)
+        fault = [s.timestamp for s in pin.states[3:6]]
+        assert bank.status_mode == "fault"
+    # Timing on a loaded machine is loose; the fault blink is FAULT_BLINK_SPEEDUP times faster.
+    assert statistics.median(fault) < statistics.median(alive)
+    assert statistics.median(alive) == pytest.approx(half_period, abs=0.06)
+    assert statistics.median(fault) == pytest.approx(half_period / FAULT_BLINK_SPEEDUP, abs=0.06)
+    assert not pin.state  # close() leaves the status LED off
+
+
+def test_busy_pin_gives_one_warning_and_a_null_bank_that_keeps_working(factory, caplog):
+    holder = LED(17, pin_factory=factory)  # another program has the pin
+    with caplog.at_level(logging.WARNING, logger="edge.leds"):
+        bank = open_led_bank(PINS, status_pin=STATUS_PIN, pin_factory=factory)
+    assert isinstance(bank, NullLedBank)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "running without LEDs" in warnings[0].getMessage()
+    bank.on("crying_baby")
+    bank.status_alive()
+    bank.close()
+    holder.close()
+    # The partly built bank released the pins it had claimed before failing.
+    LED(27, pin_factory=factory).close()
+
+
+def test_no_pi_gives_one_warning_and_a_null_bank(caplog):
+    model = Path("/proc/device-tree/model")
+    if model.exists() and "raspberry" in model.read_text(errors="ignore").lower():
+        pytest.skip("on a Raspberry Pi the default pin factory works")
+    with caplog.at_level(logging.WARNING):
+        bank = open_led_bank(PINS, status_pin=STATUS_PIN)
+    assert isinstance(bank, NullLedBank)
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
+
+
+def test_no_pins_configured_gives_a_null_bank_silently(caplog):
+    with caplog.at_level(logging.WARNING):
+        assert isinstance(open_led_bank({}), NullLedBank)
+    assert not caplog.records
+
+
+def test_pin_history_reports_changes_in_time_order(factory):
+    with LedBank({"crying_baby": 17}, pin_factory=factory) as bank:
+        bank.on("crying_baby")
+        bank.off("crying_baby")
+        history = pin_history(bank)
+    times = [t for t, _ in history["crying_baby"]]
+    assert [s for _, s in history["crying_baby"]] == [False, True, False]
+    assert times == sorted(times)
+
+
+# --- LEDs driven by the streaming pipeline ---
+
+
+class LoudnessYamnet:
+    """Fake YAMNet: embedding[0] = the patch's RMS."""
+
+    def run(self, patch):
+        embedding = np.zeros(DEFAULT_PARAMS.embedding_size, np.float32)
+        embedding[0] = np.sqrt(np.mean(np.square(patch)))
+        return embedding, np.zeros(DEFAULT_PARAMS.yamnet_classes, np.float32)
+
+
+class LoudIsClockAlarm:
+    """Fake head: a loud patch is clock_alarm (0.9), a quiet one is other (0.9)."""
+
+    def run(self, embeddings):
+        probabilities = np.full((len(embeddings), len(LABELS)), 0.025, np.float32)
+        loud = embeddings[:, 0] > 0.05
+        probabilities[loud, LABELS.index("clock_alarm")] = 0.9
+        probabilities[~loud, LABELS.index("other")] = 0.9
+        return probabilities
+
+
+def fake_pipeline(input_rate_hz: int) -> StreamingPipeline:
+    detector = Detector(DetectorConfig(background_label="other"), labels=LABELS)
+    return StreamingPipeline(LoudnessYamnet(), LoudIsClockAlarm(), labels=LABELS, detector=detector,
+                             input_rate_hz=input_rate_hz)
+
+
+def test_a_loud_stretch_lights_only_the_clock_alarm_led_once(factory):
+    rate = 48000
+    rng = np.random.default_rng(0)
+    audio = np.concatenate([np.zeros(3 * rate), 0.3 * rng.standard_normal(4 * rate), np.zeros(4 * rate)])
+    blocks = [audio[i : i + 4800].astype(np.float32) for i in range(0, len(audio), 4800)]
+    with LedBank(PINS, pin_factory=factory) as bank:
+        report = run_stream(FakeSource(blocks, rate_hz=rate), fake_pipeline(rate), leds=bank)
+    assert report.labels_detected == ["clock_alarm"]
+    assert states(factory, PINS["clock_alarm"]) == [False, True, False]
+    for label in ("crying_baby", "toilet_flush", "water_drops"):
+        assert states(factory, PINS[label]) == [False]
+    record = report.records[0]
+    assert 2.0 < record["start_seconds"] < 4.0 and 6.5 < record["end_seconds"] < 9.0
+
+
+def test_silence_lights_nothing(factory):
+    rate = 16000
+    with LedBank(PINS, pin_factory=factory) as bank:
+        report = run_stream(FakeSource([np.zeros(rate, np.float32)] * 8, rate_hz=rate), fake_pipeline(rate),
+                            leds=bank)
+    assert report.records == [] and len(report.windows) > 0
+    assert all(states(factory, pin) == [False] for pin in PINS.values())
+
+
+def test_leds_go_off_when_the_stream_fails_mid_event(factory):
+    rate = 16000
+    loud = [0.3 * np.ones(rate, np.float32)] * 4
+    source = FakeSource(loud + loud, rate_hz=rate, faults={5: RuntimeError("device unplugged")})
+    with LedBank(PINS, pin_factory=factory) as bank:
+        with pytest.raises(RuntimeError, match="unplugged"):
+            run_stream(source, fake_pipeline(rate), leds=bank)
+        assert states(factory, PINS["clock_alarm"]) == [False, True, False]
+
+
+# --- the real models ---
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """The real YAMNet asset + the fixture head over ("beep", "speech", "other")."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from fixtures.edge_models import ASSET_YAMNET, real_model_dir
+
+    if not ASSET_YAMNET.is_file():
+        pytest.skip(f"YAMNet asset not found at {ASSET_YAMNET}")
+    model_dir = tmp_path_factory.mktemp("tiny_model")
+    try:
+        real_model_dir(model_dir)
+    except (ImportError, RuntimeError) as error:  # no TF-Lite runtime here
+        pytest.skip(f"cannot load the TF-Lite models: {error}")
+    return model_dir
+
+
+def write_beep(path: Path, *, rate_hz: int = 44100) -> Path:
+    """2 s silence, 3 s of a 0.5-amplitude 1 kHz tone, 3 s silence, as 16-bit PCM at rate_hz."""
+    import soundfile
+
+    t = np.arange(3 * rate_hz) / rate_hz
+    audio = np.concatenate([np.zeros(2 * rate_hz), 0.5 * np.sin(2 * np.pi * 1000 * t), np.zeros(3 * rate_hz)])
+    soundfile.write(str(path), audio.astype(np.float32), rate_hz, subtype="PCM_16")
+    return path
+
+
+def test_replayed_beep_lights_only_the_beep_led_through_real_yamnet(factory, tiny_model_dir, tmp_path):
+    from edge.listen import replay_source
+    from edge.pipeline import load_pipeline
+
+    base = load_pipeline(tiny_model_dir)
+    clip = write_beep(tmp_path / "beep.wav")
+    with LedBank({"beep": 17, "speech": 27}, status_pin=STATUS_PIN, pin_factory=factory) as bank:
+        bank.status_alive()
+        summary = replay_source(FileSource(clip, block_seconds=0.1), base, leds=bank, name="beep")
+    assert summary.report.labels_detected == ["beep"]
+    record = summary.report.records[0]
+    assert 1.0 < record["start_seconds"] < 3.0 and 4.5 < record["end_seconds"] < 7.0
+    assert states(factory, 17) == [False, True, False]
+    assert states(factory, 27) == [False]
+    assert not factory.pin(STATUS_PIN).state
+
+
+def model_dir_or_skip() -> Path:
+    candidates = [os.environ.get("OIDO_MODEL_DIR"), str(REPO / "model")]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "manifest.json").is_file():
+            return Path(candidate)
+    pytest.skip("no exported model: set OIDO_MODEL_DIR or export one to model/ (oido-convert)")
+
+
+def esc50_clip(label: str) -> Path:
+    """An ESC-50 fold-5 clip of `label` (the test fold: held out from training), 44.1 kHz."""
+    clips = sorted(ESC50_AUDIO.glob(f"5-*-{ESC50_TARGETS[label]}.wav")) if ESC50_AUDIO.is_dir() else []
+    if not clips:
+        pytest.skip(f"no ESC-50 clip of {label} under {ESC50_AUDIO}")
+    return clips[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("label", ["crying_baby", "clock_alarm"])
+def test_replayed_esc50_clip_lights_only_its_led(factory, label):
+    from edge.listen import replay_source
+    from edge.pipeline import load_pipeline
+
+    model_dir = model_dir_or_skip()
+    base = load_pipeline(model_dir)
+    pins = {name: pin for name, pin in PINS.items() if name in base.labels}
+    with LedBank(pins, pin_factory=factory) as bank:
+        summary = replay_source(FileSource(esc50_clip(label), block_seconds=0.064), base, leds=bank, name=label)
+    assert summary.label == label
+    history = states(factory, PINS[label])
+    assert history[0] is False and True in history and history[-1] is False
+    for other, pin in pins.items():
+        if other != label:
+            assert states(factory, pin) == [False], f"{other} lit for a {label} clip"

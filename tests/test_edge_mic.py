@@ -1,0 +1,474 @@
+"""The microphone path: MicrophoneSource against a scripted sounddevice, then the real one.
+
+The first group passes a fake sounddevice module (hardware is passed in) to check overflow
+counting, reopening with back-off, and device choice. The `mic` group runs the real
+PortAudio capture through PulseAudio's ALSA "pulse" device, with a null sink as a virtual
+microphone (scripts/virtual_mic.sh) and an ESC-50 clip played into it with paplay.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable, Optional
+
+import numpy as np
+import pytest
+
+from edge.sources import DeviceError, Gap, MicrophoneSource, list_input_devices, resolve_input_device
+
+REPO = Path(__file__).resolve().parents[1]
+VIRTUAL_MIC = REPO / "scripts" / "virtual_mic.sh"
+ESC50_AUDIO = REPO.parent / "shared" / "assets" / "esc50" / "audio"
+ESC50_TARGETS = {"crying_baby": 20, "clock_alarm": 37, "toilet_flush": 18, "water_drops": 15}
+PINS = {"crying_baby": 17, "clock_alarm": 27, "toilet_flush": 22, "water_drops": 23}
+
+
+# --- a scripted sounddevice ---
+
+
+class FakeStream:
+    """Delivers its scripted blocks synchronously on start(), then optionally reports the stream finished."""
+
+    def __init__(self, sd: "FakeSoundDevice", *, device: int, samplerate: float, channels: int, dtype: str,
+                 blocksize: int, callback: Callable[..., None], finished_callback: Callable[[], None]) -> None:
+        self.sd = sd
+        self.samplerate = samplerate
+        self.blocksize = blocksize
+        self.channels = channels
+        self.callback = callback
+        self.finished_callback = finished_callback
+        self.closed = False
+
+    def start(self) -> None:
+        behaviour = self.sd.next_behaviour()
+        if isinstance(behaviour, BaseException):
+            raise behaviour
+        blocks, overflow_at, then_fail = behaviour
+        for index in range(blocks):
+            indata = np.full((self.blocksize, self.channels), index / 100.0, np.float32)
+            status = SimpleNamespace(input_overflow=index in overflow_at)
+            self.callback(indata, self.blocksize, None, status)
+        if then_fail:
+            self.finished_callback()
+
+    def stop(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeSoundDevice:
+    """Just enough of the sounddevice module: devices, check_input_settings, InputStream."""
+
+    def __init__(self, behaviours: list[Any], *, devices: Optional[list[dict[str, Any]]] = None,
+                 rates: tuple[int, ...] = (16000, 44100, 48000)) -> None:
+        self._behaviours = list(behaviours)
+        self.devices = devices if devices is not None else [
+            {"name": "bcm2835 Headphones", "max_input_channels": 0, "default_samplerate": 48000.0, "hostapi": 0},
+            {"name": "USB PnP Sound Device: Audio (hw:2,0)", "max_input_channels": 1,
+             "default_samplerate": 44100.0, "hostapi": 0},
+            {"name": "pulse", "max_input_channels": 32, "default_samplerate": 44100.0, "hostapi": 0},
+        ]
+        self.rates = rates
+        self.default = SimpleNamespace(device=[1, 0])
+        self.streams: list[FakeStream] = []
+        self.reinitialised = 0
+
+    def next_behaviour(self) -> Any:
+        return self._behaviours.pop(0) if self._behaviours else (0, (), False)
+
+    def query_devices(self) -> list[dict[str, Any]]:
+        return self.devices
+
+    def query_hostapis(self) -> list[dict[str, Any]]:
+        return [{"name": "ALSA"}]
+
+    def check_input_settings(self, *, device: int, samplerate: float, channels: int, dtype: str) -> None:
+        if int(samplerate) not in self.rates:
+            raise ValueError("Invalid sample rate [PaErrorCode -9997]")
+
+    def InputStream(self, **kwargs: Any) -> FakeStream:  # noqa: N802 - sounddevice's name
+        stream = FakeStream(self, **kwargs)
+        self.streams.append(stream)
+        return stream
+
+    def _terminate(self) -> None:
+        self.reinitialised += 1
+
+    def _initialize(self) -> None:
+        pass
+
+
+def collect(source: MicrophoneSource, *, until: Callable[[list[Any]], bool]) -> list[Any]:
+    items: list[Any] = []
+    for item in source.blocks():
+        items.append(item)
+        if until(items):
+            source.stop()
+    return items
+
+
+def test_overflows_are_counted_and_logged_never_raised(caplog):
+    sd = FakeSoundDevice([(6, {1, 4}, False)])
+    mic = MicrophoneSource("USB", None, 0.1, 1, sd=sd)
+    with caplog.at_level(logging.WARNING, logger="edge.sources"):
+        items = collect(mic, until=lambda items: len(items) == 6)
+    mic.close()
+    assert mic.overflows == 2 and len(items) == 6
+    assert all(isinstance(b, np.ndarray) and b.dtype == np.float32 and b.shape == (4410, 1) for b in items)
+    assert any("overflow" in r.getMessage() for r in caplog.records)
+
+
+def test_a_failed_stream_is_reopened_with_back_off_and_a_gap_is_reported():
+    opening_error = OSError("Error opening InputStream: Device unavailable [PaErrorCode -9985]")
+    sd = FakeSoundDevice([(3, (), True), opening_error, opening_error, (2, (), False)])
+    faults: list[str] = []
+    recoveries: list[bool] = []
+    mic = MicrophoneSource(1, 16000, 0.05, 1, sd=sd, on_fault=faults.append,
+                           on_recover=lambda: recoveries.append(True),
+                           backoff_initial_seconds=0.001, backoff_max_seconds=0.004)
+    items = collect(mic, until=lambda items: sum(isinstance(i, np.ndarray) for i in items) == 5)
+    mic.close()
+    kinds = ["gap" if isinstance(i, Gap) else "block" for i in items]
+    assert kinds == ["block"] * 3 + ["gap"] + ["block"] * 2
+    assert len(faults) == 1 and recoveries == [True] and mic.reopens == 1
+    assert sd.reinitialised == 3  # PortAudio re-listed devices before each attempt (a re-plugged USB mic)
+    assert all(stream.closed for stream in sd.streams)
+
+
+def test_a_stream_that_goes_silent_is_treated_as_gone():
+    sd = FakeSoundDevice([(2, (), False), (1, (), False)])
+    mic = MicrophoneSource("pulse", 48000, 0.1, 1, sd=sd, stall_seconds=0.2, backoff_initial_seconds=0.001)
+    items = collect(mic, until=lambda items: sum(isinstance(i, np.ndarray) for i in items) == 3)
+    assert isinstance(items[2], Gap) and "no audio" in items[2].reason
+
+
+def test_stop_ends_the_iteration_while_waiting_for_audio():
+    sd = FakeSoundDevice([(0, (), False)])
+    mic = MicrophoneSource("pulse", 48000, 0.1, 1, sd=sd)
+    timer = threading.Timer(0.2, mic.stop)
+    timer.start()
+    assert list(mic.blocks()) == []
+    timer.join()
+
+
+def test_device_is_chosen_by_name_part_or_index_and_rate_defaults_to_the_devices():
+    sd = FakeSoundDevice([])
+    assert resolve_input_device("usb", sd=sd).index == 1
+    assert resolve_input_device("2", sd=sd).name == "pulse"
+    assert resolve_input_device(None, sd=sd).index == 1  # the default input
+    mic = MicrophoneSource("USB PnP", None, 0.1, 1, sd=sd).open()
+    assert mic.rate_hz == 44100
+    mic.close()
+
+
+def test_missing_device_lists_the_available_inputs():
+    with pytest.raises(DeviceError) as error:
+        resolve_input_device("Blue Yeti", sd=FakeSoundDevice([]))
+    message = str(error.value)
+    assert "Blue Yeti" in message and "USB PnP Sound Device" in message and "pulse" in message
+    assert "bcm2835 Headphones" not in message  # an output only
+    with pytest.raises(DeviceError, match="no audio input with index 7"):
+        resolve_input_device(7, sd=FakeSoundDevice([]))
+
+
+def test_unsupported_rate_says_which_rate_to_use():
+    mic = MicrophoneSource("USB", 22050, 0.1, 1, sd=FakeSoundDevice([], rates=(44100,)))
+    with pytest.raises(DeviceError, match="22050 Hz.*default rate is 44100 Hz.*--rate"):
+        mic.open()
+
+
+def test_devices_listing_reports_supported_rates():
+    devices = list_input_devices(sd=FakeSoundDevice([], rates=(44100, 48000)))
+    assert [d.name for d in devices] == ["USB PnP Sound Device: Audio (hw:2,0)", "pulse"]
+    assert dict(devices[0].supported_rates_hz) == {16000: False, 44100: True, 48000: True}
+
+
+# --- the real capture path, through a PulseAudio virtual microphone ---
+
+
+def esc50_clip(label: str) -> Path:
+    clips = sorted(ESC50_AUDIO.glob(f"5-*-{ESC50_TARGETS[label]}.wav")) if ESC50_AUDIO.is_dir() else []
+    if not clips:
+        pytest.skip(f"no ESC-50 clip of {label} under {ESC50_AUDIO}")
+    return clips[0]
+
+
+@pytest.fixture(scope="module")
+def virtual_mic():
+    """Environment for subprocesses that capture from the virtual microphone (PULSE_SERVER set)."""
+    for tool in ("pulseaudio", "pactl", "paplay"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (apt install pulseaudio pulseaudio-utils)")
+    was_running = subprocess.run(["bash", str(VIRTUAL_MIC), "status"], capture_output=True).returncode == 0
+    started = subprocess.run(["bash", str(VIRTUAL_MIC), "start"], capture_output=True, text=True, timeout=60)
+    if started.returncode != 0:
+        pytest.skip(f"PulseAudio could not start here: {started.stderr.strip()}")
+    env = dict(os.environ)
+    for line in started.stdout.splitlines():
+        match = re.match(r"export (\w+)=(.*)$", line)
+        if match:
+            env[match.group(1)] = match.group(2)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    yield env
+    if not was_running:
+        subprocess.run(["bash", str(VIRTUAL_MIC), "stop"], capture_output=True, timeout=60)
+
+
+class Running:
+    """A subprocess whose output is read on threads, so a test can wait for a log line."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.process = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True)
+        self.lines: "queue.Queue[str]" = queue.Queue()
+        self.stderr: list[str] = []
+        self.stdout: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.process.stderr, self.stderr, self.lines), daemon=True),
+            threading.Thread(target=self._read, args=(self.process.stdout, self.stdout, None), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream: Any, lines: list[str], notify: "Optional[queue.Queue[str]]") -> None:
+        for line in stream:
+            lines.append(line)
+            if notify is not None:
+                notify.put(line)
+
+    def wait_for_line(self, pattern: str, *, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.process.poll() is not None and self.lines.empty():
+                self.process.kill()
+                raise AssertionError(f"no log line matching {pattern!r}; stderr:\n{''.join(self.stderr)}")
+            try:
+                line = self.lines.get(timeout=min(remaining, 0.5))
+            except queue.Empty:
+                continue
+            if re.search(pattern, line):
+                return line
+
+    def finish(self, *, timeout: float) -> tuple[int, str, str]:
+        """Wait for the exit; (return code, stdout, stderr)."""
+        try:
+            self.process.wait(timeout=timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+        for reader in self._readers:
+            reader.join(timeout=10)
+        return self.process.returncode, "".join(self.stdout), "".join(self.stderr)
+
+
+def play(clip: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(["paplay", f"--device={env['OIDO_PULSE_SINK']}", str(clip)], env=env, timeout=60,
+                          capture_output=True)
+
+
+def edge_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "edge", *args]
+
+
+def normalised_correlation_peak(recorded: np.ndarray, reference: np.ndarray) -> float:
+    """Max over lags of the normalised cross-correlation (1.0 = a shifted copy)."""
+    size = 1 << int(np.ceil(np.log2(len(recorded) + len(reference))))
+    spectrum = np.fft.rfft(recorded, size) * np.conj(np.fft.rfft(reference, size))
+    correlation = np.fft.irfft(spectrum, size)
+    lag = int(np.argmax(np.abs(correlation)))
+    segment = np.roll(np.pad(recorded, (0, size - len(recorded))), -lag)[: len(reference)]
+    denominator = np.linalg.norm(segment) * np.linalg.norm(reference)
+    return float(abs(np.dot(segment, reference)) / denominator) if denominator else 0.0
+
+
+@pytest.mark.mic
+def test_record_through_the_virtual_mic_captures_the_played_clip(virtual_mic, tmp_path):
+    import soundfile
+
+    from edge.audio import read_audio
+
+    clip = esc50_clip("clock_alarm")
+    output = tmp_path / "captured.wav"
+    recorder = Running(edge_command("record", str(output), "--device", "pulse", "--rate", "48000",
+                                    "--seconds", "7"), virtual_mic, REPO)
+    recorder.wait_for_line("recording 7.0 s", timeout=60)
+    assert play(clip, virtual_mic).returncode == 0
+    returncode, stdout, stderr = recorder.finish(timeout=60)
+    assert returncode == 0, stderr
+    info = soundfile.info(str(output))
+    assert info.samplerate == 16000 and info.channels == 1 and info.subtype == "FLOAT"
+    assert info.frames == pytest.approx(7 * 16000, abs=16)
+    recorded, _ = soundfile.read(str(output), dtype="float32")
+    reference = read_audio(clip)  # the clip at 16 kHz
+    assert normalised_correlation_peak(recorded, reference) > 0.9
+
+
+@pytest.mark.mic
+def test_sigterm_during_record_leaves_a_valid_wav_of_what_was_captured(virtual_mic, tmp_path):
+    import soundfile
+
+    output = tmp_path / "data" / "kettle"
+    recorder = Running(edge_command("record", "--dataset", str(tmp_path / "data"), "--label", "kettle",
+                                    "--device", "pulse", "--rate", "44100", "--seconds", "60", "--pcm16"),
+                       virtual_mic, REPO)
+    recorder.wait_for_line("recording 60.0 s", timeout=60)
+    play(esc50_clip("water_drops"), virtual_mic)  # about 5 s of audio, then stop
+    recorder.process.send_signal(signal.SIGTERM)
+    returncode, stdout, stderr = recorder.finish(timeout=60)
+    assert returncode == 0, stderr
+    info = soundfile.info(str(output / "0000.wav"))
+    assert info.samplerate == 16000 and info.subtype == "PCM_16"
+    assert 4.0 < info.duration < 30.0
+    assert "(interrupted)" in stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """The real YAMNet asset + the fixture head over ("beep", "speech", "other")."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from fixtures.edge_models import ASSET_YAMNET, real_model_dir
+
+    if not ASSET_YAMNET.is_file():
+        pytest.skip(f"YAMNet asset not found at {ASSET_YAMNET}")
+    model_dir = tmp_path_factory.mktemp("tiny_model")
+    try:
+        real_model_dir(model_dir)
+    except (ImportError, RuntimeError) as error:  # no TF-Lite runtime here
+        pytest.skip(f"cannot load the TF-Lite models: {error}")
+    return model_dir
+
+
+def write_beep(path: Path, *, rate_hz: int = 44100) -> Path:
+    """2 s silence, 3 s of a 0.5-amplitude 1 kHz tone, 2 s silence, as 16-bit PCM at rate_hz."""
+    import soundfile
+
+    t = np.arange(3 * rate_hz) / rate_hz
+    audio = np.concatenate([np.zeros(2 * rate_hz), 0.5 * np.sin(2 * np.pi * 1000 * t), np.zeros(2 * rate_hz)])
+    soundfile.write(str(path), audio.astype(np.float32), rate_hz, subtype="PCM_16")
+    return path
+
+
+@pytest.mark.mic
+def test_listen_on_the_virtual_mic_lights_the_beep_led_through_real_yamnet(virtual_mic, tiny_model_dir, tmp_path):
+    """The whole appliance path: PortAudio at 48 kHz -> resampler -> YAMNet asset + head -> LED and log."""
+    events = tmp_path / "events.jsonl"
+    saved = tmp_path / "saved"
+    listener = Running(edge_command("listen", "--model-dir", str(tiny_model_dir), "--device", "pulse",
+                                    "--rate", "48000", "--duration", "10", "--pin", "beep=17", "--pin", "speech=27",
+                                    "--status-pin", "24", "--mock-gpio", "--event-log", str(events),
+                                    "--save-events", str(saved)),
+                       virtual_mic, REPO)
+    listener.wait_for_line("listening on input", timeout=120)
+    assert play(write_beep(tmp_path / "beep.wav"), virtual_mic).returncode == 0
+    returncode, stdout, stderr = listener.finish(timeout=120)
+    assert returncode == 0, stderr
+    import json
+
+    import soundfile
+
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [r["label"] for r in records] == ["beep"], (records, stderr)
+    assert 2.0 < records[0]["duration_seconds"] < 6.0
+    changes = pin_changes(stdout)
+    assert changes["beep"] == [False, True, False]
+    assert changes["speech"] == [False]
+    assert changes["status"][-1] is False and True in changes["status"]  # blinked while alive, off at exit
+    clip = Path(records[0]["audio"])
+    assert clip.parent == saved and soundfile.info(str(clip)).samplerate == 48000
+
+
+@pytest.mark.mic
+def test_a_vanished_microphone_is_reopened_and_recording_goes_on(virtual_mic, tmp_path):
+    import soundfile
+
+    output = tmp_path / "gap.wav"
+    recorder = Running(edge_command("record", str(output), "--device", "pulse", "--rate", "48000",
+                                    "--seconds", "6"), virtual_mic, REPO)
+    recorder.wait_for_line("recording 6.0 s", timeout=60)
+    modules = subprocess.run(["pactl", "list", "short", "modules"], env=virtual_mic, capture_output=True,
+                             text=True, timeout=30).stdout
+    sink_module = next(line.split()[0] for line in modules.splitlines() if "module-null-sink" in line)
+    try:
+        # The source disappears: PortAudio's stream dies and the first reopen attempts fail.
+        subprocess.run(["pactl", "unload-module", sink_module], env=virtual_mic, check=True, timeout=30)
+        recorder.wait_for_line("reopening the audio input failed", timeout=30)
+    finally:
+        subprocess.run(["bash", str(VIRTUAL_MIC), "start"], capture_output=True, timeout=60, check=True)
+    recorder.wait_for_line("audio input reopened", timeout=60)
+    returncode, stdout, stderr = recorder.finish(timeout=60)
+    assert returncode == 0, stderr
+    assert soundfile.info(str(output)).frames == pytest.approx(6 * 16000, abs=16)
+
+
+def model_dir_or_skip() -> Path:
+    for candidate in (os.environ.get("OIDO_MODEL_DIR"), str(REPO / "model")):
+        if candidate and (Path(candidate) / "manifest.json").is_file():
+            return Path(candidate)
+    pytest.skip("no exported model: set OIDO_MODEL_DIR or export one to model/ (oido-convert)")
+
+
+def pin_changes(stdout: str) -> dict[str, list[bool]]:
+    """Parse `gpio <name> pin <n>: off@0.00 on@3.41 off@7.88` lines printed by --mock-gpio."""
+    changes = {}
+    for match in re.finditer(r"^gpio (\S+) pin \S+: (.*)$", stdout, re.MULTILINE):
+        changes[match.group(1)] = [item.startswith("on@") for item in match.group(2).split()]
+    return changes
+
+
+@pytest.mark.mic
+@pytest.mark.slow
+@pytest.mark.parametrize("label", ["crying_baby", "clock_alarm"])
+def test_listen_on_the_virtual_mic_lights_the_led_of_the_played_clip(virtual_mic, tmp_path, label):
+    model_dir = model_dir_or_skip()
+    events = tmp_path / "events.jsonl"
+    listener = Running(edge_command("listen", "--config", str(REPO / "scripts" / "oido.toml"),
+                                    "--model-dir", str(model_dir), "--device", "pulse", "--rate", "48000",
+                                    "--duration", "9", "--mock-gpio", "--event-log", str(events)),
+                       virtual_mic, REPO)
+    listener.wait_for_line("listening on input", timeout=120)
+    play(esc50_clip(label), virtual_mic)
+    returncode, stdout, stderr = listener.finish(timeout=120)
+    assert returncode == 0, stderr
+    import json
+
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    # A clip may hold several bursts (an alarm's rings): each may be an event, all of its class.
+    assert records and {r["label"] for r in records} == {label}, records
+    assert records[0]["source"] == "mic:pulse" and "start_utc" in records[0]
+    changes = pin_changes(stdout)
+    assert changes[label][0] is False and True in changes[label] and changes[label][-1] is False
+    for other in PINS:
+        if other != label and other in changes:
+            assert changes[other] == [False], f"{other} lit while playing {label}"
+
+
+@pytest.mark.mic
+def test_sigterm_stops_listen_cleanly_with_every_led_off(virtual_mic, tiny_model_dir, tmp_path):
+    listener = Running(edge_command("listen", "--model-dir", str(tiny_model_dir), "--device", "pulse",
+                                    "--pin", "beep=17", "--pin", "speech=27", "--status-pin", "24", "--mock-gpio",
+                                    "--event-log", str(tmp_path / "events.jsonl")), virtual_mic, REPO)
+    listener.wait_for_line("listening on input", timeout=120)
+    play(write_beep(tmp_path / "beep.wav"), virtual_mic)  # lights the beep LED; SIGTERM comes while it is lit
+    listener.process.send_signal(signal.SIGTERM)
+    returncode, stdout, stderr = listener.finish(timeout=60)
+    assert returncode == 0, stderr
+    assert "SIGTERM received" in stderr
+    changes = pin_changes(stdout)
+    assert set(changes) == {"beep", "speech", "status"}
+    assert all(states[-1] is False for states in changes.values())
+    assert (tmp_path / "events.jsonl").exists()
