@@ -1,0 +1,7 @@
+"""`python -m convert`: the same as oido-convert."""
+
+import sys
+
+from convert.cli import main
+
+sys.exit(main())

@@ -1,0 +1,147 @@
+"""oido-convert: export the trained model for the edge, report parity, check golden decisions.
+
+    oido-convert [export] [--model-dir model] [--data-dir data]
+                 [--quantization auto|dynamic_range|full_int8|int8_weights] [--no-parity]
+    oido-convert check [--model-dir model] [--data-dir data]   # golden decisions, installed runtime, no TF
+
+`export` (the default) needs TensorFlow and a trained head (model/head.keras + head.json);
+it writes model/yamnet.tflite, head.tflite, parity.json, parity.md, golden.json and
+manifest.json (last), after checking every file. `check` replays model/golden.json's clips
+through the edge pipeline with whichever TF-Lite runtime is installed and exits 1 if any
+decision differs. Exit codes: 0 success, 1 a project error (message names the file), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from edge.errors import OidoError
+
+logger = logging.getLogger(__name__)
+
+COMMANDS = ("export", "check")
+VERBOSITY_FLAGS = ("-v", "--verbose", "-q", "--quiet")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from convert.export import AUTO, QUANTIZATIONS, ExportOptions
+
+    defaults = ExportOptions()
+    parser = argparse.ArgumentParser(
+        prog="oido-convert",
+        description="Export YAMNet + the trained head as checked TF-Lite files with a manifest.",
+    )
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    commands = parser.add_subparsers(dest="command")
+
+    def common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--model-dir", type=Path, default=Path("model"), help="model directory (default: model)")
+        sub.add_argument("--data-dir", type=Path, default=Path("data"), help="prepared data directory (default: data)")
+
+    export = commands.add_parser("export", help="export and check the model (default command)")
+    common(export)
+    export.add_argument(
+        "--quantization",
+        choices=(AUTO, *QUANTIZATIONS),
+        default=defaults.quantization,
+        help="'auto' measures every candidate and keeps the fastest accurate one (default: auto)",
+    )
+    export.add_argument(
+        "--calibration-patches",
+        type=int,
+        default=defaults.calibration_patches,
+        help=f"training patches that calibrate full int8 (default: {defaults.calibration_patches})",
+    )
+    export.add_argument(
+        "--cosine-target",
+        type=float,
+        default=defaults.cosine_target,
+        help=f"mean embedding cosine a candidate needs (default: {defaults.cosine_target})",
+    )
+    export.add_argument(
+        "--cosine-floor",
+        type=float,
+        default=defaults.cosine_floor,
+        help=f"1st-percentile embedding cosine a candidate needs (default: {defaults.cosine_floor})",
+    )
+    export.add_argument("--no-parity", action="store_true", help="skip the parity report and golden file")
+    export.add_argument("--yamnet-weights", type=Path, help="YAMNet weights file (default: found automatically)")
+    export.add_argument("--class-map", type=Path, help="yamnet_class_map.csv (default: beside the weights)")
+    export.add_argument("--seed", type=int, default=defaults.seed, help="seed for sampling clips and patches")
+
+    check = commands.add_parser("check", help="replay golden.json in the installed TF-Lite runtime")
+    common(check)
+    check.add_argument("--limit", type=int, help="check only the first N golden clips")
+    return parser
+
+
+def _configure_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+        for noisy in ("absl", "tensorflow", "h5py"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from convert.export import ExportOptions, export_model
+
+    options = ExportOptions(
+        quantization=args.quantization,
+        calibration_patches=args.calibration_patches,
+        cosine_target=args.cosine_target,
+        cosine_floor=args.cosine_floor,
+        evaluate=not args.no_parity,
+        yamnet_weights=args.yamnet_weights,
+        class_map=args.class_map,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    result = export_model(args.model_dir, args.data_dir, options=options)
+    if not args.quiet:
+        print(result.summary())
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from convert.parity import check_golden
+
+    report = check_golden(args.model_dir, args.data_dir, limit=args.limit)
+    print(report.describe())
+    return 0 if not report.failures else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of oido-convert and `python -m convert`; returns the exit code."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    # -v/-q may stand anywhere; no command means export.
+    flags = [a for a in arguments if a in VERBOSITY_FLAGS]
+    rest = [a for a in arguments if a not in VERBOSITY_FLAGS]
+    if not (rest and rest[0] in COMMANDS) and rest[:1] not in (["-h"], ["--help"]):
+        rest = ["export"] + rest
+    arguments = flags + rest
+    parser = _parser()
+    args = parser.parse_args(arguments)
+    _configure_logging(args.verbose, args.quiet)
+    try:
+        if args.command == "check":
+            return _check(args)
+        return _export(args)
+    except OidoError as error:
+        logger.error("%s", error)
+        return 1
+    except KeyboardInterrupt:
+        logger.error("interrupted; the previous model in %s is unchanged", getattr(args, "model_dir", "model"))
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,545 @@
+"""oido-convert: checked exports, errors that name the file, the same decisions in every runtime.
+
+Groups
+- Runtime parity (no TensorFlow): model/golden.json, written by the last `oido-convert`, replayed
+  through the edge pipeline in the INSTALLED runtime. `scripts/legacy_env.sh` runs this file under
+  tflite-runtime 2.14 + numpy<2 and `scripts/edge_env.sh` under ai-edge-litert, both without
+  TensorFlow, so the same test proves both runtimes give the exported decisions. Skipped until
+  model/ and data/ exist. Golden file: regenerate it by re-running `oido-convert` (every export
+  rewrites model/golden.json; nothing under model/ is committed).
+- Checks and bad files (no TensorFlow; a TF-Lite runtime and the shared YAMNet asset).
+- Export (pytest.importorskip("tensorflow")): head conversion per quantization, the YAMNet recipe on
+  a miniature YAMNet, bad heads, atomic writes, and one full export into a temporary directory (slow).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from convert.errors import ConvertError
+from convert.parity import GOLDEN_NAME, check_golden, read_golden
+from convert.sanity import (
+    MIN_YAMNET_BYTES,
+    TONE_AMPLITUDE,
+    TONE_CLASSES,
+    check_yamnet_file,
+    read_class_map,
+    silence,
+    tone,
+)
+from edge.errors import ManifestError, ModelError
+from edge.manifest import MANIFEST_NAME, load_manifest
+from edge.params import DEFAULT_PARAMS
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL_DIR = Path(os.environ.get("OIDO_MODEL_DIR", REPO / "model"))
+"""The export the runtime-parity tests replay ($OIDO_MODEL_DIR overrides model/)."""
+DATA_DIR = Path(os.environ.get("OIDO_DATA_DIR", REPO / "data"))
+YAMNET_ASSETS = REPO.parent / "shared" / "assets" / "yamnet"
+ASSET_YAMNET = YAMNET_ASSETS / "yamnet_public_int8w.tflite"
+CLASS_MAP = YAMNET_ASSETS / "yamnet_class_map.csv"
+EXPORTED = ("yamnet.tflite", "head.tflite", MANIFEST_NAME, GOLDEN_NAME)
+
+
+def needs_runtime() -> None:
+    from edge.runtime import available_backend
+
+    if available_backend() is None:
+        pytest.skip("no TF-Lite runtime installed")
+
+
+def needs_export() -> None:
+    """Skip unless `oido-convert` has exported model/ from the prepared data/."""
+    needs_runtime()
+    missing = [name for name in EXPORTED if not (MODEL_DIR / name).is_file()]
+    if missing or not (DATA_DIR / "testData.json").is_file():
+        pytest.skip(f"no exported model to check (missing {missing or ['data/testData.json']}): run oido-convert")
+
+
+def copy_export(target: Path) -> Path:
+    target.mkdir(parents=True, exist_ok=True)
+    for name in EXPORTED:
+        shutil.copy2(MODEL_DIR / name, target / name)
+    return target
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file under directory (names relative) with its bytes."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+# --- runtime parity: the exported decisions in the installed runtime (no TensorFlow) ----------
+
+
+def test_exported_model_gives_the_golden_decisions_in_this_runtime() -> None:
+    needs_export()
+    report = check_golden(MODEL_DIR, DATA_DIR)
+    assert report.clips, "golden.json lists no clips"
+    assert not report.failures, report.describe()
+
+
+def test_golden_file_of_another_export_is_refused(tmp_path: Path) -> None:
+    needs_export()
+    model_dir = copy_export(tmp_path / "model")
+    golden = read_golden(model_dir)
+    golden["yamnet_sha256"] = "0" * 64
+    (model_dir / GOLDEN_NAME).write_text(json.dumps(golden))
+    with pytest.raises(ManifestError, match=GOLDEN_NAME):
+        check_golden(model_dir, DATA_DIR, limit=1)
+
+
+def test_manifest_of_another_model_is_refused_naming_the_file(tmp_path: Path) -> None:
+    needs_export()
+    if not ASSET_YAMNET.is_file():
+        pytest.skip(f"YAMNet asset missing: {ASSET_YAMNET}")
+    model_dir = copy_export(tmp_path / "model")
+    shutil.copy2(ASSET_YAMNET, model_dir / "yamnet.tflite")  # another model under the manifest's name
+    with pytest.raises(ManifestError, match="yamnet.tflite"):
+        load_manifest(model_dir)
+
+
+# --- checks and bad files (no TensorFlow) ----------------------------------------------------
+
+
+def test_class_map_is_read_in_score_order() -> None:
+    if not CLASS_MAP.is_file():
+        pytest.skip(f"class map missing: {CLASS_MAP}")
+    names = read_class_map(CLASS_MAP)
+    assert len(names) == DEFAULT_PARAMS.yamnet_classes
+    assert names[0] == "Speech"
+    assert "Silence" in names and all(name in names for name in TONE_CLASSES)
+
+
+def test_unreadable_class_map_raises_convert_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "classes.csv"
+    path.write_text("no,columns,here\n1,2,3\n")
+    with pytest.raises(ConvertError, match="classes.csv"):
+        read_class_map(path)
+
+
+def test_probe_sounds_are_what_they_claim() -> None:
+    beep = tone()
+    assert beep.dtype == np.float32 and len(beep) > DEFAULT_PARAMS.patch_samples
+    assert np.isclose(np.abs(beep).max(), TONE_AMPLITUDE, atol=1e-3)
+    spectrum = np.abs(np.fft.rfft(beep))
+    peak_hz = np.argmax(spectrum) * DEFAULT_PARAMS.sample_rate_hz / len(beep)
+    assert abs(peak_hz - 1000.0) < 2.0
+    assert not silence().any()
+
+
+def test_synthesized_speech_probe_is_audible() -> None:
+    pytest.importorskip("soxr")
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed")
+    from convert.sanity import synthesized_speech
+
+    speech = synthesized_speech()
+    assert len(speech) > DEFAULT_PARAMS.sample_rate_hz  # over a second
+    assert np.sqrt(np.mean(speech**2)) > 0.01
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_corrupt_tflite_raises_model_error_naming_the_file(tmp_path: Path, damage: str) -> None:
+    needs_runtime()
+    if not ASSET_YAMNET.is_file():
+        pytest.skip(f"YAMNet asset missing: {ASSET_YAMNET}")
+    from edge.yamnet import YamnetTflite
+
+    path = tmp_path / "yamnet.tflite"
+    data = ASSET_YAMNET.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncated" else np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ModelError, match=str(path)):
+        YamnetTflite(path)
+
+
+def test_weightless_stub_fails_the_yamnet_check(tmp_path: Path) -> None:
+    stub = tmp_path / "stub.tflite"
+    stub.write_bytes(b"\0" * 1000)
+    with pytest.raises(ConvertError, match="yamnet.tflite.*weights are missing"):
+        check_yamnet_file(stub, class_names=["x"] * DEFAULT_PARAMS.yamnet_classes, probes={})
+    assert MIN_YAMNET_BYTES > 1000
+
+
+def test_yamnet_without_named_outputs_fails_the_check() -> None:
+    needs_runtime()
+    if not (ASSET_YAMNET.is_file() and CLASS_MAP.is_file()):
+        pytest.skip("YAMNet asset missing")
+    probes = {"silence": (silence(), ("Silence",))}
+    with pytest.raises(ConvertError, match="not named outputs"):
+        check_yamnet_file(ASSET_YAMNET, class_names=read_class_map(CLASS_MAP), probes=probes)
+
+
+# --- export (TensorFlow) ---------------------------------------------------------------------
+
+LABELS = ["tone", "noise"]
+
+
+def keras_head(
+    num_labels: int = len(LABELS), *, embedding_size: int = 1024, hidden_units: int = 32, seed: int = 0
+) -> Any:
+    pytest.importorskip("tensorflow")
+    from train.head import build_head, seed_everything
+
+    seed_everything(seed, deterministic=False)
+    return build_head(num_labels, embedding_size=embedding_size, hidden_units=hidden_units)
+
+
+def save_trained_head(model_dir: Path, model: Any, *, labels: list[str], yamnet_sha256: str = "a" * 64) -> None:
+    from train.head import TrainConfig, TrainedHead, save_head
+
+    save_head(
+        TrainedHead(
+            model=model,
+            labels=labels,
+            background_label=None,
+            params=DEFAULT_PARAMS,
+            train_config=TrainConfig(hidden_units=int(model.layers[1].units)),
+            yamnet_weights_sha256=yamnet_sha256,
+            embedding_size=int(model.inputs[0].shape[-1]),
+        ),
+        model_dir,
+    )
+
+
+def fake_embeddings(count: int, *, seed: int = 1) -> np.ndarray:
+    """Non-negative, sparse-ish vectors shaped like YAMNet embeddings (mean-pooled ReLU)."""
+    rng = np.random.default_rng(seed)
+    return (np.maximum(rng.normal(0.0, 1.0, (count, 1024)), 0.0) * rng.uniform(0.2, 2.0, (count, 1))).astype(np.float32)
+
+
+@pytest.mark.parametrize("quantization", ["dynamic_range", "full_int8", "int8_weights"])
+def test_head_conversion_agrees_with_keras_and_stays_loadable_in_tflite_runtime_2_14(
+    tmp_path: Path, quantization: str
+) -> None:
+    needs_runtime()
+    model = keras_head()
+    from convert.export import convert_head
+    from convert.graph import TfliteGraph
+    from edge.head import HeadTflite
+
+    embeddings = fake_embeddings(64)
+    data = convert_head(
+        model, quantization=quantization, calibration_embeddings=fake_embeddings(32, seed=2), params=DEFAULT_PARAMS
+    )
+    graph = TfliteGraph(data)
+    dense_versions = {graph.op_version(op) for op in graph.graph.operators if graph.op_name(op) == "FULLY_CONNECTED"}
+    assert dense_versions and max(dense_versions) < 12  # v12 = per-channel int8 dense, unknown to 2.14
+    assert graph.tensor_name(graph.inputs[0]) == "embeddings"
+    assert [graph.tensor_name(i) for i in graph.outputs] == ["probabilities"]
+    if quantization != "full_int8":
+        assert graph.count_types().get("INT8", 0) >= 1  # quantized, not float
+
+    path = tmp_path / "head.tflite"
+    path.write_bytes(data)
+    probabilities = HeadTflite(path).run(embeddings)
+    expected = np.asarray(model(embeddings), np.float32)
+    step = 1 / 256 if quantization == "full_int8" else 0.0
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-3 + len(LABELS) * step)
+    assert np.mean(np.argmax(probabilities, 1) == np.argmax(expected, 1)) >= 0.95
+    assert np.max(np.abs(probabilities - expected)) < 0.05
+
+
+def mini_yamnet() -> Any:
+    """A miniature YAMNet with the real front end (train.yamnet) and the real output contract."""
+    tf = pytest.importorskip("tensorflow")
+    import keras
+
+    from train.yamnet import log_mel_spectrogram, mel_weight_matrix
+
+    params = DEFAULT_PARAMS
+    mel = mel_weight_matrix(params)
+
+    class LogMel(keras.layers.Layer):
+        def call(self, waveform: Any) -> Any:
+            return log_mel_spectrogram(waveform, mel, params=params)
+
+        def compute_output_shape(self, shape: Any) -> Any:
+            return (shape[0], params.patch_frames, params.mel_bands)
+
+    keras.utils.set_random_seed(0)
+    waveform = keras.Input(shape=(params.patch_samples,), name="waveform")
+    log_mel = LogMel(name="log_mel")(waveform)
+    net = keras.layers.Reshape((params.patch_frames, params.mel_bands, 1))(log_mel)
+    net = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(net)
+    net = keras.layers.DepthwiseConv2D(3, strides=2, padding="same", activation="relu")(net)
+    net = keras.layers.Conv2D(params.embedding_size, 1, padding="same", activation="relu")(net)
+    embeddings = keras.layers.GlobalAveragePooling2D()(net)
+    scores = keras.layers.Dense(params.yamnet_classes, activation="sigmoid")(embeddings)
+    model = keras.Model(waveform, {"embeddings": embeddings, "scores": scores, "log_mel": log_mel})
+
+    @tf.function(input_signature=[tf.TensorSpec([params.patch_samples], tf.float32)])
+    def serve(patch: Any) -> Any:
+        outputs = model(patch[tf.newaxis], training=False)
+        return {name: value[0] for name, value in outputs.items()}
+
+    return SimpleNamespace(model=model, concrete_function=serve.get_concrete_function)
+
+
+def test_yamnet_recipe_keeps_the_front_end_and_depthwise_convs_float(tmp_path: Path) -> None:
+    needs_runtime()
+    standin = mini_yamnet()
+    from convert.export import convert_yamnet
+    from convert.graph import TfliteGraph
+    from edge.yamnet import YamnetTflite
+    from tensorflow.lite.python.schema_py_generated import TensorType
+
+    rng = np.random.default_rng(0)
+    patches = (rng.normal(0, 0.1, (6, DEFAULT_PARAMS.patch_samples)) * rng.uniform(0.01, 1, (6, 1))).astype(np.float32)
+    candidates = {
+        c.name: c
+        for c in convert_yamnet(
+            standin,
+            quantizations=["dynamic_range", "full_int8", "int8_weights"],
+            calibration_patches=patches,
+            params=DEFAULT_PARAMS,
+        )
+    }
+    assert set(candidates) == {"dynamic_range", "full_int8", "int8_weights"}
+    expected = {k: np.asarray(v)[0] for k, v in standin.model(patches[:1]).items()}
+
+    for name, candidate in candidates.items():
+        assert candidate.error is None, candidate.error
+        graph = TfliteGraph(candidate.model_bytes, source=name)
+        assert graph.tensor_name(graph.inputs[0]) == "waveform"
+        assert [graph.tensor_name(i) for i in graph.outputs] == ["embeddings", "scores", "log_mel"]
+        front_end = graph.ancestors(graph.output_with_shape((DEFAULT_PARAMS.patch_frames, DEFAULT_PARAMS.mel_bands)))
+        for index in front_end:  # no op of the front end computes with or reads int8
+            op = graph.graph.operators[index]
+            types = {graph.graph.tensors[t].type for t in list(op.inputs) + list(op.outputs) if t >= 0}
+            assert TensorType.INT8 not in types, graph.op_name(op)
+        assert all(graph.model.buffers[entry.buffer].data is not None for entry in graph.model.metadata or [])
+        hybrid = {graph.op_name(graph.graph.operators[i]) for i in graph.quantized_weight_ops()}
+        if name == "dynamic_range":
+            assert "DEPTHWISE_CONV_2D" not in hybrid and "CONV_2D" in hybrid
+        if name == "int8_weights":
+            assert not hybrid and any(graph.op_name(op) == "DEQUANTIZE" for op in graph.graph.operators)
+
+        path = tmp_path / f"{name}.tflite"
+        path.write_bytes(candidate.model_bytes)
+        outputs = YamnetTflite(path).run_all(patches[0])
+        assert outputs.log_mel is not None
+        assert np.allclose(outputs.log_mel, expected["log_mel"], atol=1e-3)  # the front end is float everywhere
+        if name != "full_int8":
+            cosine = np.dot(outputs.embedding, expected["embeddings"]) / (
+                np.linalg.norm(outputs.embedding) * np.linalg.norm(expected["embeddings"])
+            )
+            assert cosine > 0.99
+
+
+def write_tiny_data(
+    data_dir: Path, *, labels: list[str] = LABELS, clips_per_label: int = 3, test_per_label: int = 2
+) -> None:
+    """A prepared data/ of synthetic 2 s clips: label 0 tones, label 1 noise."""
+    from edge.audio import write_wav
+
+    rng = np.random.default_rng(0)
+    rate = DEFAULT_PARAMS.sample_rate_hz
+    time_s = np.arange(2 * rate) / rate
+    (data_dir / "audio").mkdir(parents=True)
+    splits: dict[str, list[dict[str, Any]]] = {"trainData.json": [], "testData.json": []}
+    for number, label in enumerate(labels):
+        for index in range(clips_per_label + test_per_label):
+            if number == 0:
+                waveform = 0.3 * np.sin(2 * np.pi * rng.uniform(500, 2000) * time_s)
+            else:
+                waveform = rng.normal(0, 0.1, len(time_s))
+            name = f"{label}-{index}.wav"
+            write_wav(data_dir / "audio" / name, waveform.astype(np.float32), rate_hz=rate)
+            split = "trainData.json" if index < clips_per_label else "testData.json"
+            fold = 1 if split == "trainData.json" else 5
+            splits[split].append(
+                {"fileName": name, "className": label, "classNumber": number, "fold": fold, "source": name}
+            )
+    for name, entries in splits.items():
+        (data_dir / name).write_text(json.dumps(entries))
+    (data_dir / "classes.json").write_text(json.dumps({"labels": labels, "background_label": None, "task": "test"}))
+
+
+def previous_model(model_dir: Path) -> dict[str, bytes]:
+    """Stand-ins for a previous export, to prove a failed export leaves them alone."""
+    for name in ("yamnet.tflite", "head.tflite", MANIFEST_NAME, GOLDEN_NAME):
+        (model_dir / name).write_bytes(f"previous {name}".encode())
+    return snapshot(model_dir)
+
+
+def assert_untouched(model_dir: Path, before: dict[str, bytes]) -> None:
+    assert snapshot(model_dir) == before
+    assert not [p for p in model_dir.iterdir() if p.name.startswith(".")], "temporary files left in model/"
+
+
+class StubYamnet:
+    """Enough of train.yamnet.YamnetTF for export's input checks (no conversion happens)."""
+
+    weights_sha256 = "a" * 64
+    weights_path = CLASS_MAP.parent / "yamnet_public_int8w.tflite"
+
+    def embed_patches(self, patches: np.ndarray, **_: Any) -> tuple[np.ndarray, np.ndarray]:
+        count = len(patches)
+        return fake_embeddings(count, seed=count), np.zeros((count, DEFAULT_PARAMS.yamnet_classes), np.float32)
+
+
+@pytest.mark.parametrize(
+    "problem, match",
+    [
+        ("embedding_size", r"head\.keras takes 512-value embeddings"),
+        ("label_count", r"outputs 2 classes but .*head\.json lists 3 labels"),
+        ("missing_head", r"head\.json not found"),
+        ("other_yamnet", r"head\.json: the head was trained on embeddings of YAMNet weights"),
+    ],
+)
+def test_export_refuses_a_bad_head_naming_the_file_and_writes_nothing(tmp_path: Path, problem: str, match: str) -> None:
+    pytest.importorskip("tensorflow")
+    from convert.export import export_model
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    data_dir = tmp_path / "data"
+    write_tiny_data(data_dir)
+    if problem != "missing_head":
+        model = keras_head(embedding_size=512 if problem == "embedding_size" else 1024)
+        save_trained_head(
+            model_dir, model, labels=LABELS, yamnet_sha256="b" * 64 if problem == "other_yamnet" else "a" * 64
+        )
+    if problem == "label_count":
+        metadata = json.loads((model_dir / "head.json").read_text())
+        metadata["labels"] = LABELS + ["extra"]
+        (model_dir / "head.json").write_text(json.dumps(metadata))
+    before = previous_model(model_dir)
+    with pytest.raises(ConvertError, match=match):
+        export_model(model_dir, data_dir, yamnet=StubYamnet())
+    assert_untouched(model_dir, before)
+
+
+def test_a_file_failing_its_check_leaves_the_previous_model_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("tensorflow")
+    needs_runtime()
+    if not (ASSET_YAMNET.is_file() and CLASS_MAP.is_file()):
+        pytest.skip("YAMNet asset missing")
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed")
+    import convert.export as export
+    from convert.export import Candidate, ExportOptions
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    data_dir = tmp_path / "data"
+    write_tiny_data(data_dir)
+    save_trained_head(model_dir, keras_head(), labels=LABELS)
+    before = previous_model(model_dir)
+    # The converter "succeeds" with a YAMNet that lacks named outputs: the check must stop it.
+    monkeypatch.setattr(
+        export, "convert_yamnet", lambda *a, **k: [Candidate("dynamic_range", ASSET_YAMNET.read_bytes())]
+    )
+    with pytest.raises(ConvertError, match="yamnet.tflite.*failed its check"):
+        export.export_model(
+            model_dir,
+            data_dir,
+            yamnet=StubYamnet(),
+            options=ExportOptions(quantization="dynamic_range", latency_rounds=1),
+        )
+    assert_untouched(model_dir, before)
+
+
+@pytest.mark.slow
+def test_full_export_writes_a_checked_model_that_replays_its_golden_decisions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("tensorflow")
+    needs_runtime()
+    if not (ASSET_YAMNET.is_file() and CLASS_MAP.is_file()):
+        pytest.skip("YAMNet asset missing")
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed")
+    import convert.export as export
+    from convert.export import ExportOptions, clip_patches, read_clips
+    from train.head import TrainConfig, fit_head
+    from train.yamnet import load_yamnet
+
+    yamnet = load_yamnet(source="tflite", weights_path=ASSET_YAMNET)
+    data_dir = tmp_path / "data"
+    write_tiny_data(data_dir)
+    model_dir = tmp_path / "model"
+    clips = read_clips(data_dir, "trainData.json", labels=LABELS)
+    embeddings = [yamnet.embed_patches(clip_patches(c, data_dir, params=DEFAULT_PARAMS))[0] for c in clips]
+    fit = fit_head(
+        embeddings,
+        [c.class_number for c in clips],
+        num_labels=2,
+        config=TrainConfig(hidden_units=32, epochs=5, validation_fraction=0.0, deterministic=False),
+    )
+    save_trained_head(model_dir, fit.model, labels=LABELS, yamnet_sha256=yamnet.weights_sha256)
+
+    options = ExportOptions(calibration_patches=8, latency_rounds=1, latency_patches=4)
+    result = export.export_model(model_dir, data_dir, yamnet=yamnet, options=options)
+
+    manifest = load_manifest(model_dir, check_models=True)
+    assert manifest.labels == tuple(LABELS)
+    assert manifest.thresholds == {"tone": 0.5, "noise": 0.5}  # no thresholds from training: defaults
+    trials = manifest.evaluation["quantization"]["trials"]
+    assert set(trials) == {"dynamic_range", "full_int8", "int8_weights"}  # auto tried them all
+    assert all("latency_ms" in trial and "cosine" in trial for trial in trials.values())
+    assert manifest.yamnet.quantization in trials and trials[manifest.yamnet.quantization]["accurate"]
+    assert manifest.head.quantization == manifest.yamnet.quantization  # the head is quantized the same way
+    assert set(manifest.yamnet.outputs) == {"embeddings", "scores", "log_mel"}
+    assert MIN_YAMNET_BYTES <= (model_dir / "yamnet.tflite").stat().st_size <= 4.2e6
+    assert (model_dir / "head.tflite").stat().st_size <= 0.6e6
+    assert {"tensorflow", "numpy", "python", "oido"} <= set(manifest.versions)
+    summary = manifest.evaluation["parity"]
+    assert summary["embedding_cosine"]["mean"] >= 0.995
+    assert summary["decisions_agree"]["agree"] == summary["clips"] == 4
+    assert json.loads((model_dir / "parity.json").read_text())["per_clip"]
+    assert "| embedding cosine" in (model_dir / "parity.md").read_text()
+    assert not check_golden(model_dir, data_dir).failures
+    assert f"kept {manifest.yamnet.quantization}" in result.summary()
+
+    # A second export whose head fails its check changes nothing of the first.
+    before = snapshot(model_dir)
+    options = ExportOptions(quantization="int8_weights", evaluate=False, latency_rounds=1, latency_patches=4)
+
+    def failing_head_check(path: Path, **_: Any) -> Any:
+        raise ConvertError(f"head.tflite (exported to {path}) failed its check: test; not written")
+
+    monkeypatch.setattr(export, "check_head_file", failing_head_check)
+    with pytest.raises(ConvertError, match="head.tflite"):
+        export.export_model(model_dir, data_dir, yamnet=yamnet, options=options)
+    assert snapshot(model_dir) == before
+    assert not [p for p in os.listdir(model_dir) if p.startswith(".")]
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def test_check_without_an_export_fails_naming_the_missing_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from convert.cli import main
+
+    assert main(["check", "--model-dir", str(tmp_path), "--data-dir", str(tmp_path)]) == 1
+    assert str(tmp_path / GOLDEN_NAME) in caplog.text
+
+
+def test_unknown_quantization_is_a_usage_error() -> None:
+    from convert.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--quantization", "float16"])
+    assert exit_info.value.code == 2
+
+
+def test_export_without_a_trained_head_fails_naming_head_json(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    pytest.importorskip("tensorflow")
+    from convert.cli import main
+
+    assert main(["-q", "--model-dir", str(tmp_path), "--data-dir", str(tmp_path)]) == 1
+    assert str(tmp_path / "head.json") in caplog.text
+    assert list(tmp_path.iterdir()) == []
