@@ -1,7 +1,20 @@
 """`python -m edge` = the `oido-edge` console script."""
 
+import signal
 import sys
 
-from edge.cli import main
 
-sys.exit(main())
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+# A service manager may send SIGTERM while Python is still importing: stop cleanly (exit 0)
+# instead of dying by the signal. main() installs the same handler, then the commands their own.
+signal.signal(signal.SIGTERM, _interrupt)
+try:
+    from edge.cli import main
+
+    status = main()
+except KeyboardInterrupt:
+    status = 0
+sys.exit(status)

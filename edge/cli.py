@@ -22,7 +22,7 @@ from types import FrameType
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 from edge.config import (
-    STDOUT,
+    MAX_BLOCK_SECONDS,
     AudioConfig,
     EdgeConfig,
     check_labels,
@@ -82,6 +82,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _block_seconds_arg(text: str) -> float:
+    value = _positive_float(text)
+    if value > MAX_BLOCK_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text!r}: at most {MAX_BLOCK_SECONDS:g} s (e.g. 0.1)")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -118,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="onset threshold for every label, replacing the model's (0.6), or for one label "
                               "(crying_baby=0.7); repeatable")
         sub.add_argument("--threads", type=_positive_int, help="TF-Lite interpreter threads (default 1)")
-        sub.add_argument("--block-seconds", type=_positive_float,
+        sub.add_argument("--block-seconds", type=_block_seconds_arg,
                          help=f"audio per block (default {AudioConfig.block_seconds})")
         sub.add_argument("--event-log", metavar="PATH",
                          help="append finished events as JSON lines to PATH ('-' = stdout)")
@@ -264,9 +271,8 @@ def _stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
-    from edge.events import EventAudioSaver, EventLog
     from edge.leds import NullLedBank
-    from edge.listen import ConsoleView, pipeline_for_rate, run_stream
+    from edge.listen import ConsoleView, listen_to
     from edge.sources import MicrophoneSource
 
     config = load_edge_config(args)
@@ -290,29 +296,16 @@ def cmd_listen(args: argparse.Namespace) -> int:
         stack.callback(leds.close)
         mic.open()
         assert mic.rate_hz is not None and mic.device is not None
-        pipeline = pipeline_for_rate(base, mic.rate_hz)
-        target = config.event_log_target()
-        event_log = stack.enter_context(EventLog(target))
-        if target != STDOUT:
-            log.info("event log: %s", target)
-        saver = None
-        if config.events.save_dir is not None:
-            events = config.events
-            saver = EventAudioSaver(events.save_dir, rate_hz=mic.rate_hz, budget_mb=events.budget_mb,
-                                    keep=events.keep, pre_roll_seconds=events.pre_roll_seconds,
-                                    max_clip_seconds=events.max_clip_seconds)
-            log.info("saving event audio to %s (at most %d clips, %.0f MB)", events.save_dir, events.keep,
-                     events.budget_mb)
         console = ConsoleView(enabled=sys.stdout.isatty() or args.verbose)
         leds.status_alive()
-        report = run_stream(mic, pipeline, leds=leds, event_log=event_log, saver=saver, console=console,
-                            duration_seconds=args.duration, source_name=f"mic:{mic.device.name}",
-                            wall_clock=True)
+        report = listen_to(mic, base, config, leds=leds, console=console, duration_seconds=args.duration,
+                           source_name=f"mic:{mic.device.name}")
         log.info(
-            "listened %.1f s: %d patches, %d windows, %d event(s), %d overflow(s), %d reopen(s); "
-            "processing took %.0f%% of real time",
-            report.input_seconds, report.patches, len(report.windows), len(report.records), mic.overflows,
-            mic.reopens, 100.0 * report.processing_seconds / max(report.input_seconds, 1e-9),
+            "listened %.1f s: %d patches, %d windows, %d event(s) (%d not logged), %d overflow(s), "
+            "%d underflow(s), %d dropped block(s), %d reopen(s); processing took %.0f%% of real time",
+            report.input_seconds, report.patches, report.window_count, report.event_count, report.events_lost,
+            mic.overflows, mic.underflows, mic.dropped_blocks, mic.reopens,
+            100.0 * report.processing_seconds / max(report.input_seconds, 1e-9),
         )
         leds.all_off()
         leds.status_off()
@@ -383,7 +376,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     print(f"{result.path}: {result.seconds:.2f} s at {DEFAULT_PARAMS.sample_rate_hz} Hz"
           + (" (interrupted)" if result.interrupted else ""))
-    return EXIT_OK
+    return EXIT_FAILURE if result.error is not None else EXIT_OK
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
@@ -406,10 +399,35 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _interrupt(signum: int, frame: Optional[FrameType]) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Until a command installs its own handlers, SIGTERM behaves like Ctrl-C (exit 0, cleanups run)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the `oido-edge` console script; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    with _sigterm_interrupts():
+        return _main(argv)
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        return EXIT_OK
     _configure_logging(args)
     from edge.sources import SourceError
 

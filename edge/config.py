@@ -11,6 +11,7 @@ A mistake in the file raises ConfigError naming the file, the line, the key and 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -36,6 +37,12 @@ EVENT_LOG_NAME = "events.jsonl"
 
 STDOUT = "-"
 """Event log path meaning "write JSON lines to standard output"."""
+
+MAX_BLOCK_SECONDS = 1.0
+"""Longest audio block: the microphone counts 2 s without a block as a vanished device."""
+
+MAX_EVENT_AUDIO_SECONDS = 300.0
+"""Longest pre_roll_seconds + max_clip_seconds: the saver holds that much audio in RAM (58 MB at 48 kHz)."""
 
 DeviceSpec = Union[str, int, None]
 
@@ -92,6 +99,8 @@ class EventConfig:
     """Audio saved from before an event's start."""
     max_clip_seconds: float = 15.0
     """Longest audio saved per event (the end of longer events is kept)."""
+    keep_days: float = 7.0
+    """Saved clips older than this many days are deleted (privacy: audio of the home is not kept for long)."""
 
 
 @dataclass(frozen=True)
@@ -193,6 +202,7 @@ _TABLES: dict[str, dict[str, tuple[type, ...]]] = {
         "keep": (int,),
         "pre_roll_seconds": (int, float),
         "max_clip_seconds": (int, float),
+        "keep_days": (int, float),
     },
 }
 # Keys of the file whose dataclass field has another name.
@@ -301,8 +311,11 @@ def validate(config: EdgeConfig, *, where: str, locate: Optional["_Locator"] = N
         )
     if audio.rate_hz is not None and audio.rate_hz <= 0:
         raise ConfigError(f"{at('audio', 'rate_hz')}: rate_hz = {audio.rate_hz}; use e.g. 48000 or leave it out")
-    if audio.block_seconds <= 0:
-        raise ConfigError(f"{at('audio', 'block_seconds')}: block_seconds must be > 0, e.g. 0.1")
+    if not 0 < audio.block_seconds <= MAX_BLOCK_SECONDS:  # also refuses nan
+        raise ConfigError(
+            f"{at('audio', 'block_seconds')}: block_seconds = {audio.block_seconds} must be > 0 and at most "
+            f"{MAX_BLOCK_SECONDS:g}, e.g. 0.1"
+        )
     if audio.channels < 1:
         raise ConfigError(f"{at('audio', 'channels')}: channels = {audio.channels}; use 1 or more")
 
@@ -327,17 +340,25 @@ def validate(config: EdgeConfig, *, where: str, locate: Optional["_Locator"] = N
                 f"(also by '{used[pin]}'); give each LED its own pin"
             )
         used[pin] = key
-    if leds.blink_seconds <= 0:
-        raise ConfigError(f"{at('leds', 'blink_seconds')}: blink_seconds must be > 0, e.g. 0.5")
+    if not (math.isfinite(leds.blink_seconds) and leds.blink_seconds > 0):
+        raise ConfigError(f"{at('leds', 'blink_seconds')}: blink_seconds = {leds.blink_seconds} must be > 0, e.g. 0.5")
 
-    if events.budget_mb <= 0:
-        raise ConfigError(f"{at('events', 'budget_mb')}: budget_mb must be > 0, e.g. 200")
+    if not (math.isfinite(events.budget_mb) and events.budget_mb > 0):
+        raise ConfigError(f"{at('events', 'budget_mb')}: budget_mb = {events.budget_mb} must be > 0, e.g. 200")
     if events.keep < 1:
         raise ConfigError(f"{at('events', 'keep')}: keep must be >= 1, e.g. 500")
-    if events.pre_roll_seconds < 0:
+    if not (math.isfinite(events.keep_days) and events.keep_days > 0):
+        raise ConfigError(f"{at('events', 'keep_days')}: keep_days = {events.keep_days} must be > 0, e.g. 7")
+    if not events.pre_roll_seconds >= 0:  # also refuses nan
         raise ConfigError(f"{at('events', 'pre_roll_seconds')}: pre_roll_seconds must be >= 0")
-    if events.max_clip_seconds <= 0:
+    if not events.max_clip_seconds > 0:
         raise ConfigError(f"{at('events', 'max_clip_seconds')}: max_clip_seconds must be > 0, e.g. 15")
+    if not events.pre_roll_seconds + events.max_clip_seconds <= MAX_EVENT_AUDIO_SECONDS:
+        key = "max_clip_seconds" if events.max_clip_seconds >= events.pre_roll_seconds else "pre_roll_seconds"
+        raise ConfigError(
+            f"{at('events', key)}: pre_roll_seconds + max_clip_seconds must be at most "
+            f"{MAX_EVENT_AUDIO_SECONDS:g} s (that much audio is kept in memory), e.g. 1 and 15"
+        )
 
 
 def check_labels(config: EdgeConfig, labels: Iterable[str], *, model_dir: Optional[Path] = None) -> None:

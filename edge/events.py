@@ -19,8 +19,9 @@ import os
 import re
 import sys
 import time
+from collections import deque
 from pathlib import Path
-from typing import IO, Any, Optional, Union
+from typing import IO, Any, Deque, Optional, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -45,6 +46,10 @@ CLIP_PREFIX = "oido-"
 _CLIP_NAME = re.compile(r"^oido-\d{8}T\d{9}-.+\.wav$")
 
 BYTES_PER_MB = 1024 * 1024
+
+SECONDS_PER_DAY = 24 * 60 * 60
+
+_LOG_FILE_MODE = 0o644
 
 
 def utc_iso(timestamp: float) -> str:
@@ -89,20 +94,25 @@ def event_record(
 class EventLog:
     """Appends one JSON line per event to a file (created with its directory) or to stdout ("-").
 
-    Each line is flushed as written, so a crash loses at most the event being written.
+    Each line goes to the file in one write as it happens, so a crash loses at most the event being
+    written. A disk that is full or read-only never stops the listener: the failure is logged once
+    (with what was lost), a partly written line is cut off so every line stays valid JSON, and
+    writing resumes by itself when the disk has room again. `lost` counts the records not written.
+    A log file deleted or rotated (renamed) while the device runs is recreated at its path.
     """
 
     def __init__(self, target: Union[str, Path, IO[str]]) -> None:
         self._owned = False
+        self._fd: Optional[int] = None
+        self._stream: Optional[IO[str]] = None
+        self.path: Optional[Path] = None
         if isinstance(target, (str, Path)):
             if str(target) == STDOUT:
-                self._stream: IO[str] = sys.stdout
-                self.path: Optional[Path] = None
+                self._stream = sys.stdout
             else:
                 self.path = Path(target)
                 try:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    self._stream = open(self.path, "a", encoding="utf-8", buffering=1)
+                    self._open()
                 except OSError as error:
                     raise OSError(
                         f"{self.path}: cannot open the event log ({error.strerror}); give a writable "
@@ -111,17 +121,77 @@ class EventLog:
                 self._owned = True
         else:
             self._stream = target
-            self.path = None
         self.count = 0
+        """Records written."""
+        self.lost = 0
+        """Records that could not be written (disk full or read-only)."""
+        self._failing = False
 
-    def write(self, record: dict[str, Any]) -> None:
-        self._stream.write(json.dumps(record, separators=(", ", ": ")) + "\n")
-        self._stream.flush()
+    def write(self, record: dict[str, Any]) -> bool:
+        """Append one record; False (after logging the first failure only) if the disk refused it."""
+        line = json.dumps(record, separators=(", ", ": "), ensure_ascii=False) + "\n"
+        try:
+            if self._owned:
+                if self._fd is None:  # a reopen failed earlier
+                    self._open()
+                self._append(line.encode("utf-8"))
+            else:
+                assert self._stream is not None
+                self._stream.write(line)
+                self._stream.flush()
+        except OSError as error:
+            self.lost += 1
+            if not self._failing:
+                self._failing = True
+                log.error(
+                    "cannot write the event log %s (%s); events are not logged until it can be written "
+                    "again (the LEDs keep working)", self.path or "<stream>", error.strerror or error,
+                )
+            return False
+        if self._failing:
+            self._failing = False
+            log.warning("event log %s writable again; %d event(s) were not logged", self.path or "<stream>",
+                        self.lost)
         self.count += 1
+        return True
+
+    def _open(self) -> None:
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, _LOG_FILE_MODE)
+
+    def _reopen_if_moved(self) -> None:
+        # Appending to a deleted or rotated file would lose every later event without a word.
+        assert self._fd is not None and self.path is not None
+        try:
+            moved = os.stat(self.path).st_ino != os.fstat(self._fd).st_ino
+        except FileNotFoundError:
+            moved = True
+        if moved:
+            os.close(self._fd)
+            self._fd = None
+            self._open()
+            log.warning("event log %s was deleted or moved; writing a new one", self.path)
+
+    def _append(self, data: bytes) -> None:
+        self._reopen_if_moved()
+        assert self._fd is not None
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError:
+            try:  # a torn line would corrupt the next one: cut it off
+                os.ftruncate(self._fd, start)
+            except OSError as error:  # pragma: no cover - the file system is gone
+                log.debug("cannot cut the torn event line: %s", error)
+            raise
 
     def close(self) -> None:
-        if self._owned and not self._stream.closed:
-            self._stream.close()
+        if self._owned and self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> "EventLog":
         return self
@@ -135,8 +205,10 @@ class EventAudioSaver:
 
     feed() every input block (float32 [n] or [n, channels] at rate_hz), in order; mark_origin()
     where the pipeline's stream time restarts at 0 (after a gap); save(event) once it has ended.
-    After each save the oldest clips are deleted until at most `keep` remain and they use at
-    most `budget_mb`.
+    At start and after each save the oldest clips are deleted until at most `keep` remain, they
+    use at most `budget_mb`, and none is older than `keep_days`. A full or read-only disk (or a
+    vanished directory) never stops the listener: one line is logged when saving starts failing
+    and one when it works again.
     """
 
     def __init__(
@@ -148,24 +220,37 @@ class EventAudioSaver:
         keep: int = EventConfig.keep,
         pre_roll_seconds: float = EventConfig.pre_roll_seconds,
         max_clip_seconds: float = EventConfig.max_clip_seconds,
+        keep_days: float = EventConfig.keep_days,
     ) -> None:
-        if rate_hz <= 0 or budget_mb <= 0 or keep < 1 or pre_roll_seconds < 0 or max_clip_seconds <= 0:
+        if not (rate_hz > 0 and budget_mb > 0 and keep >= 1 and pre_roll_seconds >= 0 and max_clip_seconds > 0
+                and keep_days > 0):
             raise ValueError(
                 f"EventAudioSaver: need rate_hz > 0, budget_mb > 0, keep >= 1, pre_roll_seconds >= 0, "
-                f"max_clip_seconds > 0; got {rate_hz}, {budget_mb}, {keep}, {pre_roll_seconds}, {max_clip_seconds}"
+                f"max_clip_seconds > 0, keep_days > 0; got {rate_hz}, {budget_mb}, {keep}, {pre_roll_seconds}, "
+                f"{max_clip_seconds}, {keep_days}"
             )
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.rate_hz = rate_hz
         self.budget_bytes = int(budget_mb * BYTES_PER_MB)
         self.keep = keep
+        self.keep_seconds = keep_days * SECONDS_PER_DAY
         self.pre_roll_seconds = pre_roll_seconds
         self.max_clip_seconds = max_clip_seconds
         capacity = round((pre_roll_seconds + max_clip_seconds + RING_SLACK_SECONDS) * rate_hz)
-        self._ring = np.zeros(capacity, dtype=np.float32)
+        # np.full touches every page now: the memory the device needs is taken at start, not over the first minute.
+        self._ring = np.full(capacity, 0.0, dtype=np.float32)
         self._total = 0  # samples fed so far
         self._origin = 0  # sample where stream time 0 of the current pipeline segment is
-        self.saved: list[Path] = []
+        self.saved: Deque[Path] = deque(maxlen=keep)
+        """The most recent clips this saver wrote (at most `keep`: a long run must not grow)."""
+        self.failures = 0
+        """Events whose audio could not be written."""
+        self._failing = False
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            self._failed(error, what=f"cannot create {self.directory}")
+        self.enforce_budget()  # a lowered budget or retention applies at once
 
     def feed(self, block: npt.NDArray[np.float32]) -> None:
         mono = np.asarray(block, dtype=np.float32)
@@ -185,26 +270,30 @@ class EventAudioSaver:
         """Stream time 0 is now (the pipeline was reset)."""
         self._origin = self._total
 
-    def _audio(self, start_sample: int, end_sample: int) -> npt.NDArray[np.float32]:
+    def _audio(self, start_sample: int, end_sample: int) -> list[npt.NDArray[np.float32]]:
+        """The buffered samples [start_sample, end_sample) as at most two views of the ring (no copy)."""
         oldest = max(0, self._total - len(self._ring))
         start = max(start_sample, oldest)
         end = min(end_sample, self._total)
         if end <= start:
-            return np.zeros(0, dtype=np.float32)
-        indices = np.arange(start, end) % len(self._ring)
-        return self._ring[indices]
+            return []
+        capacity = len(self._ring)
+        first, last = start % capacity, (end - 1) % capacity + 1
+        if first < last:
+            return [self._ring[first:last]]
+        return [self._ring[first:], self._ring[:last]]
 
     def save(self, event: Event, *, wall_time: Optional[float] = None) -> Optional[Path]:
         """Write the event's audio; returns the path, or None if nothing was written."""
-        from edge.audio import write_wav  # soundfile is needed only when saving
+        from edge.audio import WavWriter
 
         if event.end_seconds is None:
             return None
         end = self._origin + round(event.end_seconds * self.rate_hz)
         start = self._origin + round((event.start_seconds - self.pre_roll_seconds) * self.rate_hz)
         start = max(start, end - round(self.max_clip_seconds * self.rate_hz))
-        audio = self._audio(start, end)
-        if len(audio) == 0:
+        pieces = self._audio(start, end)
+        if not pieces:
             log.warning("event %s at %.2f s: its audio is no longer buffered; not saved", event.label,
                         event.start_seconds)
             return None
@@ -217,25 +306,62 @@ class EventAudioSaver:
             path = self.directory / f"{CLIP_PREFIX}{stamp}-{safe_label}-{suffix}.wav"
             suffix += 1
         try:
-            write_wav(path, np.clip(audio, -1.0, 1.0), rate_hz=self.rate_hz, subtype="PCM_16")
+            self.directory.mkdir(parents=True, exist_ok=True)  # it may have been deleted meanwhile
+            writer = WavWriter(path, rate_hz=self.rate_hz, subtype="PCM_16")  # clips to [-1, 1]
+            try:
+                for piece in pieces:
+                    writer.write(piece)
+                writer.close()
+            except BaseException:
+                writer.abort()  # a clip is all or nothing: no partial event audio
+                raise
         except OSError as error:
-            log.warning("cannot save event audio to %s: %s", path, error)
+            self.failures += 1
+            self._failed(error, what=f"cannot save event audio to {path}")
+            self.enforce_budget()  # make room for the next one
             return None
+        if self._failing:
+            self._failing = False
+            log.warning("saving event audio to %s works again (%d event(s) were not saved)", self.directory,
+                        self.failures)
         self.saved.append(path)
         self.enforce_budget()
         return path if path.exists() else None
 
-    def clips(self) -> list[Path]:
-        """Saved clips in the directory, oldest first (names sort by time)."""
-        return sorted(p for p in self.directory.iterdir() if _CLIP_NAME.match(p.name) and p.is_file())
+    def _failed(self, error: OSError, *, what: str) -> None:
+        # One line per outage: a full disk would otherwise log every event.
+        if not self._failing:
+            self._failing = True
+            log.error("%s (%s); event audio is not saved until that works again (detection goes on)",
+                      what, error.strerror or error)
 
-    def enforce_budget(self) -> list[Path]:
-        """Delete the oldest clips beyond `keep` files or `budget_mb`; returns what was deleted."""
-        clips = self.clips()
-        sizes = {p: p.stat().st_size for p in clips}
+    def clips(self) -> list[Path]:
+        """Saved clips in the directory, oldest first (names sort by time); [] if it cannot be listed."""
+        try:
+            return sorted(p for p in self.directory.iterdir() if _CLIP_NAME.match(p.name) and p.is_file())
+        except OSError:
+            return []
+
+    def enforce_budget(self, *, now: Optional[float] = None) -> list[Path]:
+        """Delete the oldest clips beyond `keep` files, `budget_mb` or `keep_days`; returns what was deleted.
+
+        now: POSIX time to measure ages from (default: the clock).
+        """
+        now = time.time() if now is None else now
+        sizes: dict[Path, int] = {}
+        mtimes: dict[Path, float] = {}
+        for clip in self.clips():
+            try:
+                status = clip.stat()
+            except OSError:  # deleted meanwhile
+                continue
+            sizes[clip], mtimes[clip] = status.st_size, status.st_mtime
+        clips = list(sizes)
         total = sum(sizes.values())
         deleted = []
-        while clips and (len(clips) > self.keep or total > self.budget_bytes):
+        while clips and (
+            len(clips) > self.keep or total > self.budget_bytes or now - mtimes[clips[0]] > self.keep_seconds
+        ):
             oldest = clips.pop(0)
             total -= sizes[oldest]
             try:
@@ -245,6 +371,6 @@ class EventAudioSaver:
                 continue
             deleted.append(oldest)
         if deleted:
-            log.info("deleted %d old event clip(s) to stay within %d clips / %.0f MB", len(deleted), self.keep,
-                     self.budget_bytes / BYTES_PER_MB)
+            log.info("deleted %d old event clip(s) to stay within %d clips / %.0f MB / %g days", len(deleted),
+                     self.keep, self.budget_bytes / BYTES_PER_MB, self.keep_seconds / SECONDS_PER_DAY)
         return deleted

@@ -18,7 +18,7 @@ from typing import IO, Any, Callable, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from edge.config import EdgeConfig
+from edge.config import STDOUT, EdgeConfig
 from edge.detect import Detector, DetectorConfig, Event
 from edge.events import EventAudioSaver, EventLog, event_record
 from edge.leds import AnyLedBank, NullLedBank
@@ -111,6 +111,12 @@ class StreamReport:
     """Audio consumed, in seconds at the source's rate."""
     blocks: int = 0
     patches: int = 0
+    window_count: int = 0
+    """Window decisions made (kept in `windows` only with keep_history)."""
+    event_count: int = 0
+    """Events finished (kept in `records` only with keep_history)."""
+    events_lost: int = 0
+    """Finished events the event log could not write (disk full or read-only)."""
     windows: list[WindowDecision] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
     """Finished events, as written to the event log (stream times)."""
@@ -139,6 +145,7 @@ def run_stream(
     source_name: Optional[str] = None,
     wall_clock: bool = False,
     collect_patches: bool = False,
+    keep_history: bool = True,
     clock: Callable[[], float] = time.time,
 ) -> StreamReport:
     """Feed every block of `source` through `pipeline` until the source ends, stops, or duration_seconds.
@@ -147,6 +154,8 @@ def run_stream(
     The pipeline must take blocks at source.rate_hz. On a Gap the pipeline is flushed (ending
     open events) and stream time continues. At the end the pipeline is flushed and every class
     LED is turned off, whatever happened. wall_clock: add *_utc times to the records (live audio).
+    keep_history: keep every window decision and event record in the report (replay, tests);
+    a listener that runs for weeks keeps only the counts.
     """
     if pipeline.input_rate_hz != source.rate_hz:
         raise ValueError(
@@ -168,8 +177,10 @@ def run_stream(
         report.patches += len(output.patches)
         if collect_patches:
             report.patch_probabilities.extend(p.probabilities for p in output.patches)
+        report.window_count += len(output.windows)
         for window in output.windows:
-            report.windows.append(window)
+            if keep_history:
+                report.windows.append(window)
             console.window(window, labels=pipeline.labels, sample_rate_hz=params.sample_rate_hz,
                            offset_seconds=offset)
         for event in output.started:
@@ -185,10 +196,12 @@ def run_stream(
                 source=source_name,
                 audio_path=audio_path,
             )
-            report.records.append(record)
+            report.event_count += 1
+            if keep_history:
+                report.records.append(record)
             console.ended(record)
-            if event_log is not None:
-                event_log.write(record)
+            if event_log is not None and not event_log.write(record):
+                report.events_lost += 1
 
     def step(work: Callable[[], StepOutput]) -> None:
         started = time.perf_counter()
@@ -228,6 +241,41 @@ def run_stream(
         report.input_seconds = consumed / rate_hz
         leds.all_off()
     return report
+
+
+def listen_to(
+    source: Any,
+    base_pipeline: StreamingPipeline,
+    config: EdgeConfig,
+    *,
+    leds: Optional[AnyLedBank] = None,
+    console: Optional[ConsoleView] = None,
+    duration_seconds: Optional[float] = None,
+    source_name: Optional[str] = None,
+    clock: Callable[[], float] = time.time,
+) -> StreamReport:
+    """What `oido-edge listen` does once its source is open (the soak test runs exactly this).
+
+    run_stream to the LEDs, the event log (config.event_log_target(), wall-clock times) and, when
+    config.events.save_dir is set (off by default), the event audio saver. Keeps counts, no
+    history, so memory stays flat over weeks.
+    """
+    pipeline = pipeline_for_rate(base_pipeline, source.rate_hz)
+    target = config.event_log_target()
+    with EventLog(target) as event_log:
+        if target != STDOUT:
+            log.info("event log: %s", target)
+        saver = None
+        if config.events.save_dir is not None:
+            events = config.events
+            saver = EventAudioSaver(events.save_dir, rate_hz=source.rate_hz, budget_mb=events.budget_mb,
+                                    keep=events.keep, pre_roll_seconds=events.pre_roll_seconds,
+                                    max_clip_seconds=events.max_clip_seconds, keep_days=events.keep_days)
+            log.info("saving event audio to %s (at most %d clips, %.0f MB, %g days)", events.save_dir,
+                     events.keep, events.budget_mb, events.keep_days)
+        return run_stream(source, pipeline, leds=leds, event_log=event_log, saver=saver, console=console,
+                          duration_seconds=duration_seconds, source_name=source_name, wall_clock=True,
+                          keep_history=False, clock=clock)
 
 
 @dataclass(frozen=True)

@@ -259,6 +259,9 @@ class Manifest:
         background = values.get("background_label")
         if background is not None and not isinstance(background, str):
             raise ValueError('"background_label" must be a label or null')
+        for key in ("versions", "evaluation"):
+            if not isinstance(values.get(key) or {}, Mapping):
+                raise ValueError(f'"{key}" must be an object')
         return cls(
             labels=tuple(labels),
             background_label=background,
@@ -415,7 +418,7 @@ def read_manifest(model_dir: PathArg) -> Manifest:
         raise ManifestError(f"{path}: not valid JSON ({error}); re-run `oido-convert`", path=path) from None
     try:
         return Manifest.from_dict(values, model_dir=directory)
-    except ValueError as error:
+    except (ValueError, TypeError) as error:  # TypeError: a value of a type no check foresaw
         raise ManifestError(f"{path}: {error}", path=path) from None
 
 

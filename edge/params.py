@@ -11,6 +11,10 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 
+_MAY_BE_ZERO = frozenset({"overlap", "mel_min_hz"})
+"""Float fields for which 0 is a valid value; every other number must be > 0."""
+
+
 @dataclass(frozen=True)
 class Params:
     """Audio front end, YAMNet patching and window decisions (YAMNet's params.py, extended)."""
@@ -45,8 +49,16 @@ class Params:
     """Length of one ESC-50 clip."""
 
     def __post_init__(self) -> None:
-        if self.sample_rate_hz <= 0:
-            raise ValueError(f"sample_rate_hz must be positive, got {self.sample_rate_hz}")
+        # A manifest is read from disk: refuse what would crash (NaN, inf, 16000.5 Hz) or be absurd later.
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.type in ("int", int):
+                if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                    raise ValueError(f"{item.name} must be a positive whole number, got {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{item.name} must be a finite number, got {value!r}")
+            elif value <= 0 and item.name not in _MAY_BE_ZERO:
+                raise ValueError(f"{item.name} must be positive, got {value!r}")
         if not 0.0 <= self.overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.window_seconds * self.sample_rate_hz < self.patch_samples:

@@ -17,7 +17,17 @@ bit for bit, for any block split. The price is up to one chunk of latency
 The filter's passband ends at 92 % of the lower Nyquist frequency and its
 stopband (>= 100 dB down) starts just below that Nyquist frequency, so nothing
 aliases. The band edges were fitted to soxr's default (HQ) response: on the
-ESC-50 clips the two agree to >= 53 dB SNR. Samples are never clipped.
+ESC-50 clips the two agree to >= 53 dB SNR. Samples are never clipped: band-limiting
+makes full-scale audio overshoot (clipped recordings by a few percent), and no input
+in [-1, 1] can come out beyond `peak_gain(from_hz, to_hz)` (the filter's worst case,
+2.5-2.8 for the common ratios).
+
+Odd rates: the dense matrix grows with up x down (44101 -> 16000 Hz is up 16000 /
+down 44101: a 10 GB matrix), so ratios whose matrix would exceed
+DENSE_PLAN_MAX_ELEMENTS use a per-phase tap table instead (memory ~ filter length,
+same chunking, so still streaming == batch). A ratio whose filter would need more
+than MAX_FILTER_TAPS taps (an exotic rate above ~48 kHz) is refused with a
+ValueError saying to convert the audio to a standard rate first.
 """
 
 from __future__ import annotations
@@ -51,6 +61,15 @@ class FilterSpec:
 
 DEFAULT_FILTER = FilterSpec()
 
+DENSE_PLAN_MAX_ELEMENTS = 4_000_000
+"""Largest dense polyphase matrix (float32 elements, 16 MB) built; every common rate needs < 1 M."""
+
+MAX_FILTER_TAPS = 1 << 23
+"""Longest filter (taps) designed for any ratio: 32 MB as a tap table; covers every rate <= 48 kHz."""
+
+_PHASE_BLOCK = 1024
+"""Output phases evaluated per step of the tap-table plan (bounds its temporaries)."""
+
 
 def rational_ratio(from_hz: int, to_hz: int) -> Tuple[int, int]:
     """(up, down) with to_hz / from_hz = up / down in lowest terms: 44100 -> 16000 gives (160, 441)."""
@@ -66,11 +85,21 @@ def output_length(num_samples: int, from_hz: int, to_hz: int) -> int:
     return (num_samples * up + down // 2) // down
 
 
-def design_lowpass(up: int, down: int, spec: FilterSpec = DEFAULT_FILTER) -> npt.NDArray[np.float64]:
-    """Kaiser-windowed sinc low-pass at the up-sampled rate, gain `up`, odd length, centred.
+@dataclass(frozen=True)
+class _LowpassShape:
+    taps: int
+    """Odd filter length at the up-sampled rate."""
+    cutoff: float
+    """Cutoff as a fraction of the up-sampled rate."""
+    beta: float
+    """Kaiser window shape."""
 
-    Returns float64 [taps]; cutoff and transition are relative to the lower Nyquist frequency.
-    """
+    @property
+    def centre(self) -> int:
+        return (self.taps - 1) // 2
+
+
+def _lowpass_shape(up: int, down: int, spec: FilterSpec) -> _LowpassShape:
     # Frequencies as fractions of the up-sampled rate (input rate x up).
     nyquist = 0.5 / max(up, down)
     f_pass = spec.passband_fraction * nyquist
@@ -84,10 +113,62 @@ def design_lowpass(up: int, down: int, spec: FilterSpec = DEFAULT_FILTER) -> npt
     )
     taps = int(math.ceil((attenuation - 7.95) / (2.285 * 2 * math.pi * (f_stop - f_pass)))) + 1
     taps += 1 - taps % 2  # odd: integer centre
-    cutoff = 0.5 * (f_pass + f_stop)
-    centre = (taps - 1) // 2
-    k = np.arange(taps, dtype=np.float64) - centre
-    return up * 2 * cutoff * np.sinc(2 * cutoff * k) * np.kaiser(taps, beta)
+    return _LowpassShape(taps=taps, cutoff=0.5 * (f_pass + f_stop), beta=beta)
+
+
+def filter_taps(from_hz: int, to_hz: int, *, spec: FilterSpec = DEFAULT_FILTER) -> int:
+    """Length of the low-pass filter converting from_hz -> to_hz (0 for equal rates)."""
+    up, down = rational_ratio(from_hz, to_hz)
+    return 0 if up == down else _lowpass_shape(up, down, spec).taps
+
+
+def design_lowpass(up: int, down: int, spec: FilterSpec = DEFAULT_FILTER) -> npt.NDArray[np.float64]:
+    """Kaiser-windowed sinc low-pass at the up-sampled rate, gain `up`, odd length, centred.
+
+    Returns float64 [taps]; cutoff and transition are relative to the lower Nyquist frequency.
+    """
+    shape = _lowpass_shape(up, down, spec)
+    k = np.arange(shape.taps, dtype=np.float64) - shape.centre
+    return up * 2 * shape.cutoff * np.sinc(2 * shape.cutoff * k) * np.kaiser(shape.taps, shape.beta)
+
+
+def _bessel_i0(x: npt.NDArray[np.float64], *, x_max: float) -> npt.NDArray[np.float64]:
+    """Modified Bessel function I0 by its power series, exact to float64 for 0 <= x <= x_max.
+
+    np.i0 takes ~0.5 us per value; the tap-table plan needs millions of them.
+    """
+    quarter_square = 0.25 * x * x
+    total = np.ones_like(x)
+    term = np.ones_like(x)
+    k, largest = 1, 1.0
+    while True:  # the series at x_max bounds every x below it
+        term *= quarter_square / (k * k)
+        total += term
+        largest *= 0.25 * x_max * x_max / (k * k)
+        if largest < 1e-17:
+            return total
+        k += 1
+
+
+def _lowpass_at(indices: npt.NDArray[np.int64], up: int, shape: _LowpassShape) -> npt.NDArray[np.float64]:
+    """design_lowpass(...)[indices] without building the whole filter (0 outside [0, taps))."""
+    inside = (indices >= 0) & (indices < shape.taps)
+    n = np.where(inside, indices, shape.centre).astype(np.float64)
+    alpha = (shape.taps - 1) / 2.0
+    window = _bessel_i0(shape.beta * np.sqrt(np.maximum(0.0, 1.0 - ((n - alpha) / alpha) ** 2)), x_max=shape.beta)
+    window /= _bessel_i0(np.array([shape.beta]), x_max=shape.beta)[0]
+    values = up * 2 * shape.cutoff * np.sinc(2 * shape.cutoff * (n - shape.centre)) * window
+    return np.where(inside, values, 0.0)
+
+
+def _dense_plan_elements(up: int, down: int, shape: _LowpassShape) -> int:
+    """Float32 elements _PolyphasePlan's block matrices would hold for this ratio."""
+    group = max(1, int(round(shape.taps / up / (2 * down))))
+    outputs_per_row, inputs_per_row = group * up, group * down
+    first_input = -(shape.centre // up)
+    last_input = ((outputs_per_row - 1) * down + shape.centre) // up
+    num_blocks = -(-(last_input - first_input + 1) // inputs_per_row)
+    return outputs_per_row * num_blocks * inputs_per_row
 
 
 class _PolyphasePlan:
@@ -121,6 +202,11 @@ class _PolyphasePlan:
         self.chunk_outputs = self.rows_per_chunk * self.outputs_per_row
         self._work = np.zeros(self.chunk_inputs, np.float32)
 
+    @property
+    def peak_gain(self) -> float:
+        """Largest sum of |taps| over the outputs: the output peak for an input peak of 1."""
+        return float(np.max(sum(np.sum(np.abs(block), axis=0, dtype=np.float64) for block in self.blocks)))
+
     def run_chunk(self, samples: FloatArray) -> FloatArray:
         """samples: float32 [chunk_inputs] starting at a row boundary -> float32 [chunk_outputs]."""
         work = self._work  # same buffer, same shapes every call: results independent of block splits
@@ -130,6 +216,62 @@ class _PolyphasePlan:
         for b in range(1, self.num_blocks):
             out += rows[b : b + self.rows_per_chunk] @ self.blocks[b]
         return out.reshape(-1)
+
+
+class _PhaseTablePlan:
+    """The filter as a tap table per output phase, for ratios whose dense matrix would be too big.
+
+    Same interface and chunking as _PolyphasePlan (rows of `down` inputs -> `up` outputs), so
+    streaming == batch still holds; memory is ~ one float32 per filter tap.
+    """
+
+    def __init__(self, up: int, down: int, spec: FilterSpec) -> None:
+        shape = _lowpass_shape(up, down, spec)
+        if shape.taps > MAX_FILTER_TAPS:
+            raise ValueError(
+                f"resampling at the ratio {up}/{down} needs a {shape.taps}-tap filter (more than "
+                f"{MAX_FILTER_TAPS}); convert the audio to a standard rate (e.g. 48000 Hz) first"
+            )
+        per_output = -(-shape.taps // up) + 1  # taps any one output uses, at most
+        phases = np.arange(up, dtype=np.int64)
+        last = (phases * down + shape.centre) // up  # last input (from the row start) each phase uses
+        first = last - (per_output - 1)
+        self.first_input = int(first[0])  # `first` never decreases with the phase
+        self.rows_per_chunk = max(1, -(-spec.chunk_output_samples // up))
+        self.chunk_step = self.rows_per_chunk * down
+        self.chunk_outputs = self.rows_per_chunk * up
+        self.chunk_inputs = (self.rows_per_chunk - 1) * down + int(last[-1]) - self.first_input + 1
+        self._down, self._up = down, up
+        self._offsets = first - self.first_input  # [up]: where each phase's taps start in a chunk
+        self._taps = np.arange(per_output, dtype=np.int64)
+        self._table = np.empty((up, per_output), np.float32)
+        for start in range(0, up, _PHASE_BLOCK):
+            block = phases[start : start + _PHASE_BLOCK, None]
+            tap = block * down + shape.centre - (first[start : start + _PHASE_BLOCK, None] + self._taps[None, :]) * up
+            self._table[start : start + _PHASE_BLOCK] = _lowpass_at(tap, up, shape)
+
+    @property
+    def peak_gain(self) -> float:
+        return float(np.max(np.sum(np.abs(self._table), axis=1, dtype=np.float64)))
+
+    def run_chunk(self, samples: FloatArray) -> FloatArray:
+        """samples: float32 [chunk_inputs] starting at a row boundary -> float32 [chunk_outputs]."""
+        out = np.empty(self.chunk_outputs, np.float32)
+        for row in range(self.rows_per_chunk):
+            for start in range(0, self._up, _PHASE_BLOCK):
+                stop = min(self._up, start + _PHASE_BLOCK)
+                where = row * self._down + self._offsets[start:stop, None] + self._taps[None, :]
+                out[row * self._up + start : row * self._up + stop] = np.einsum(
+                    "pk,pk->p", samples[where], self._table[start:stop]
+                )
+        return out
+
+
+def _plan(up: int, down: int, spec: FilterSpec) -> "_PolyphasePlan | _PhaseTablePlan":
+    shape = _lowpass_shape(up, down, spec)
+    if _dense_plan_elements(up, down, shape) <= DENSE_PLAN_MAX_ELEMENTS:
+        return _PolyphasePlan(up, down, spec)
+    return _PhaseTablePlan(up, down, spec)
 
 
 class StreamingResampler:
@@ -142,7 +284,7 @@ class StreamingResampler:
         self.from_hz, self.to_hz = int(from_hz), int(to_hz)
         self.up, self.down = rational_ratio(from_hz, to_hz)
         self.spec = spec
-        self._plan = None if self.up == self.down else _PolyphasePlan(self.up, self.down, spec)
+        self._plan = None if self.up == self.down else _plan(self.up, self.down, spec)
         self.reset()
 
     def reset(self) -> None:
@@ -157,6 +299,11 @@ class StreamingResampler:
     def inputs_seen(self) -> int:
         """Input samples pushed since reset()."""
         return self._inputs_seen
+
+    @property
+    def peak_gain(self) -> float:
+        """Largest |output| for inputs in [-1, 1] (1.0 for equal rates; slightly more otherwise)."""
+        return 1.0 if self._plan is None else self._plan.peak_gain
 
     @property
     def latency_samples(self) -> int:
@@ -218,3 +365,11 @@ def resample(x: npt.ArrayLike, from_hz: int, to_hz: int, *, spec: FilterSpec = D
         return samples.copy()
     resampler = StreamingResampler(from_hz, to_hz, spec=spec)
     return np.concatenate([resampler.push(samples), resampler.flush()])
+
+
+def peak_gain(from_hz: int, to_hz: int, *, spec: FilterSpec = DEFAULT_FILTER) -> float:
+    """Largest |sample| resample() can return for input in [-1, 1] (the sum of |taps| of its worst phase).
+
+    Real audio stays far below it; full-scale square waves and clipped recordings come close.
+    """
+    return StreamingResampler(from_hz, to_hz, spec=spec).peak_gain

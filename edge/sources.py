@@ -178,7 +178,7 @@ class MicrophoneSource:
     """Blocks from a sounddevice InputStream, surviving overflows and a device that vanishes.
 
     The PortAudio callback only copies each block into a queue; the consumer iterates `blocks()`.
-    Input overflows are counted and logged, never raised. If the stream errors or stops
+    Input overflows and underflows are counted and logged, never raised. If the stream errors or stops
     delivering audio, it is closed and reopened with exponential back-off (on_fault is called
     once per outage, on_recover when audio flows again, and a Gap is yielded).
 
@@ -223,6 +223,8 @@ class MicrophoneSource:
         self.rate_hz: Optional[int] = rate_hz
         self.overflows = 0
         """Callbacks that reported status.input_overflow (audio lost inside PortAudio)."""
+        self.underflows = 0
+        """Callbacks that reported status.input_underflow (PortAudio padded the block with silence)."""
         self.dropped_blocks = 0
         """Blocks dropped because the consumer fell QUEUE_SECONDS behind."""
         self.reopens = 0
@@ -287,6 +289,8 @@ class MicrophoneSource:
         # Runs on PortAudio's thread: copy and count only; never log or raise here.
         if status and getattr(status, "input_overflow", False):
             self.overflows += 1
+        if status and getattr(status, "input_underflow", False):
+            self.underflows += 1
         try:
             self._queue.put_nowait(np.array(indata, dtype=np.float32, copy=True))
         except queue.Full:
@@ -386,15 +390,15 @@ class MicrophoneSource:
             initialize()
 
     def _log_overflows(self, *, force: bool = False) -> None:
-        lost = self.overflows + self.dropped_blocks
+        lost = self.overflows + self.underflows + self.dropped_blocks
         if lost == self._logged_overflows:
             return
         now = time.monotonic()
         if force or now - self._last_overflow_log >= OVERFLOW_LOG_SECONDS:
             log.warning(
-                "audio input overflowed: %d overflow(s), %d dropped block(s) so far "
-                "(the Pi is too busy: try larger --block or fewer threads)",
-                self.overflows, self.dropped_blocks,
+                "audio input lost samples: %d overflow(s), %d underflow(s), %d dropped block(s) so far "
+                "(the Pi is too busy or the device is failing: try larger --block-seconds or fewer threads)",
+                self.overflows, self.underflows, self.dropped_blocks,
             )
             self._logged_overflows = lost
             self._last_overflow_log = now
@@ -414,7 +418,7 @@ class FileSource:
         self.path = Path(path)
         try:
             info = soundfile.info(str(self.path))
-        except (RuntimeError, OSError) as error:  # LibsndfileError is a RuntimeError
+        except (RuntimeError, ValueError, TypeError, OSError) as error:  # LibsndfileError is a RuntimeError
             raise AudioError(
                 f"{self.path}: cannot read audio ({error}); give a WAV or FLAC file", path=self.path
             ) from None
@@ -433,9 +437,21 @@ class FileSource:
         block_frames = max(1, round(self.block_seconds * self.rate_hz))
         started = time.monotonic()
         emitted = 0
-        with soundfile.SoundFile(str(self.path)) as audio:
+        try:
+            audio = soundfile.SoundFile(str(self.path))
+        except (RuntimeError, ValueError, TypeError, OSError) as error:  # changed or removed since __init__
+            raise AudioError(f"{self.path}: cannot read audio ({error}); give a WAV or FLAC file",
+                             path=self.path) from None
+        with audio:
             while not self._stop.is_set():
-                block = audio.read(block_frames, dtype="float32", always_2d=True)
+                try:
+                    block = audio.read(block_frames, dtype="float32", always_2d=True)
+                except (RuntimeError, ValueError, TypeError, OSError, MemoryError) as error:
+                    # A file corrupt past its header (truncated FLAC, ...): say which, after `emitted` samples.
+                    raise AudioError(
+                        f"{self.path}: unreadable after {emitted / self.rate_hz:.2f} s ({error}); the file is "
+                        f"corrupt or truncated: re-export it", path=self.path,
+                    ) from None
                 if len(block) == 0:
                     return
                 if self.realtime:

@@ -1,0 +1,163 @@
+"""`oido-train` (train.cli): user errors exit 2 with one clear line; the commands run end to end.
+
+The error-path tests need no TensorFlow. The end-to-end test builds a tiny data set by hand
+(two synthetic classes, 1 s clips, folds 1-2 train and 5 test), runs embed / fit / evaluate /
+cv / plot-clip with the real YAMNet, and checks that a second embed computes nothing; it skips
+without TensorFlow or the YAMNet weights file.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from train.cli import EXIT_USAGE, main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("oido-train: error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_evaluate_without_a_model_exits_2_naming_head_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["evaluate", "--model-dir", str(tmp_path / "model"), "--data-dir", str(tmp_path / "data")])
+    assert status == EXIT_USAGE
+    line = one_error_line(capsys)
+    assert str(tmp_path / "model" / "head.json") in line and "oido-train fit" in line
+
+
+def test_fit_without_prepared_data_exits_2_and_says_to_prepare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-q", "fit", "--data-dir", str(tmp_path / "nothing")]) == EXIT_USAGE
+    line = one_error_line(capsys)
+    assert str(tmp_path / "nothing") in line and "oido-train prepare" in line
+
+
+def test_a_bad_training_option_exits_2_naming_the_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fit", "--validation-fraction", "1.5", "--data-dir", str(tmp_path)]) == EXIT_USAGE
+    assert "validation_fraction" in one_error_line(capsys)
+
+
+def test_an_unknown_flag_is_an_argparse_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--epocs", "3"])
+    assert exit_info.value.code == 2
+    assert "--epocs" in capsys.readouterr().err
+
+
+def test_train_config_flags_reach_the_config() -> None:
+    from train.cli import _train_config, parse_args
+
+    args = parse_args(
+        ["fit", "--epochs", "7", "--batch-size", "32", "--class-weight", "none", "--no-deterministic", "--seed", "3"]
+    )
+    config = _train_config(args)
+    assert (config.epochs, config.batch_size, config.class_weight, config.deterministic, config.seed) == (7, 32, "none", False, 3)
+    assert config.hidden_units == 512
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["-q", "evaluate", "--model-dir", "elsewhere"], ["evaluate", "-q", "--model-dir", "elsewhere"],
+     ["--model-dir", "elsewhere", "-q", "evaluate"]],
+)  # fmt: skip
+def test_global_options_work_before_or_after_the_command(argv: list[str]) -> None:
+    from train.cli import parse_args
+
+    args = parse_args(argv)
+    assert args.quiet and not args.verbose
+    assert args.model_dir == Path("elsewhere") and args.data_dir == Path("data")
+
+
+def test_python_dash_m_train_shows_every_command() -> None:
+    result = subprocess.run([sys.executable, "-m", "train", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for command in ("prepare", "embed", "fit", "evaluate", "cv", "plot-clip", "all"):
+        assert command in result.stdout
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def write_tiny_dataset(data_dir: Path) -> list[Path]:
+    """Two classes (a ~1 kHz beep, white noise), 3 clips per class in each of folds 1, 2 and 5."""
+    from edge.audio import write_wav
+
+    rate = 16000
+    rng = np.random.default_rng(0)
+    time_axis = np.arange(rate) / rate
+    audio = data_dir / "audio"
+    audio.mkdir(parents=True)
+    train, test, paths = [], [], []
+    for fold in (1, 2, 5):
+        for label, name in enumerate(("beep", "noise")):
+            for take in range(3):
+                if name == "beep":
+                    waveform = (0.3 + 0.05 * take) * np.sin(2 * np.pi * (900 + 60 * fold + 20 * take) * time_axis)
+                else:
+                    waveform = (0.1 + 0.02 * take) * rng.standard_normal(rate)
+                file_name = f"{fold}-{name}{take}.wav"
+                write_wav(audio / file_name, waveform.astype(np.float32), rate_hz=rate)
+                entry = {"fileName": file_name, "className": name, "classNumber": label, "fold": fold,
+                         "source": f"{fold}-{name}{take}"}  # fmt: skip
+                (test if fold == 5 else train).append(entry)
+                paths.append(audio / file_name)
+    (data_dir / "trainData.json").write_text(json.dumps(train))
+    (data_dir / "testData.json").write_text(json.dumps(test))
+    (data_dir / "classes.json").write_text(json.dumps({"labels": ["beep", "noise"], "background_label": None, "task": "tiny"}))
+    return paths
+
+
+def test_embed_fit_evaluate_cv_and_plot_on_a_tiny_data_set(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("matplotlib")
+    from train import yamnet
+    from train.head import load_head
+
+    if not any(path.is_file() for path in yamnet.default_weight_paths()):
+        pytest.skip("no YAMNet weights file (see train.yamnet.default_weight_paths)")
+    paths = write_tiny_dataset(tmp_path / "data")
+    folders = ["--data-dir", str(tmp_path / "data"), "--model-dir", str(tmp_path / "model"),
+               "--reports-dir", str(tmp_path / "reports")]  # fmt: skip
+    fast = ["--epochs", "4", "--batch-size", "8"]
+
+    builds = []
+    real_load = yamnet.load_yamnet
+    monkeypatch.setattr(yamnet, "load_yamnet", lambda **kwargs: builds.append(kwargs) or real_load(**kwargs))
+
+    assert main(["embed", *folders]) == 0
+    assert len(builds) == 1
+    entries = list((tmp_path / "data" / "cache" / "embeddings").rglob("*.npz"))
+    assert len(entries) == len(paths)
+
+    assert main(["fit", *folders, *fast]) == 0
+    assert len(builds) == 1, "a warm cache must not even build YAMNet"
+    head = load_head(tmp_path / "model")
+    assert head.labels == ["beep", "noise"] and head.background_label is None
+
+    assert main(["evaluate", *folders]) == 0
+    out = capsys.readouterr().out
+    assert "Test fold 5: accuracy 6/6" in out
+    evaluation = json.loads((tmp_path / "model" / "eval.json").read_text())
+    assert evaluation["accuracy_text"] == "6/6"
+    assert json.loads((tmp_path / "model" / "head.json").read_text())["metrics"]["evaluation"]["accuracy_text"] == "6/6"
+
+    assert main(["cv", *folders, *fast]) == 0
+    cv = json.loads((tmp_path / "reports" / "cv.json").read_text())
+    assert cv["folds"] == [1, 2, 5] and cv["mean_accuracy"] == 1.0
+
+    assert main(["plot-clip", str(paths[0]), *folders]) == 0
+    assert "beep" in capsys.readouterr().out
+    for figure in ("training_curves.png", "confusion.png", "cv_confusion.png", f"{paths[0].stem}.png"):
+        assert (tmp_path / "reports" / figure).read_bytes()[:4] == b"\x89PNG"

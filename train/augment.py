@@ -1,0 +1,212 @@
+"""Training augmentation for open-set detection, on audio (YAMNet then embeds the result).
+
+A target clip is time-shifted (so its patches fall on other phases of the 0.48 s grid, as in a
+stream), given a random gain, and mixed over a background clip at a random SNR. Every patch of
+the result is labelled by what it holds of the TARGET: a patch where the target is near-silent
+(more than `quiet_below_peak_db` under the target's loudest patch) holds only background and is
+labelled as the background class. The same rule cleans the plain clips: ESC-50 clips contain
+silent stretches that carry the clip's label, which teaches the head to call silence a target.
+
+Mixed clips are embedded once per (plan, YAMNet weights) and cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.params import DEFAULT_PARAMS, Params
+from train.streams import DEFAULT_STREAM_OPTIONS, AudioLibrary, PatchEmbedder, StreamOptions, active_power, patch_rms_dbfs
+
+logger = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float32]
+BoolArray = npt.NDArray[np.bool_]
+
+DEFAULT_AUGMENT_CACHE = Path("data/cache/augment")
+
+
+@dataclass(frozen=True)
+class MixOptions:
+    """How augmented copies of the target clips are made."""
+
+    copies: int = 2
+    """Augmented copies of every target training clip."""
+    snr_db: tuple[float, float] = (0.0, 20.0)
+    """Range of the target-to-background SNR (uniform, dB)."""
+    gain_db: tuple[float, float] = (-12.0, 0.0)
+    """Range of the gain applied to the mixture (uniform, dB); peaks are kept within full scale."""
+    background_probability: float = 0.8
+    """Chance that a copy is mixed over a background clip (else: shifted and gained only)."""
+    shift: bool = True
+    """Delay the clip by a random fraction of a hop, so patches sample other phases."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.copies < 0:
+            raise ValueError(f"MixOptions.copies must be 0 or more, got {self.copies}")
+        for name in ("snr_db", "gain_db"):
+            low, high = getattr(self, name)
+            if low > high:
+                raise ValueError(f"MixOptions.{name} must be (low, high), got {getattr(self, name)}")
+        if not 0.0 <= self.background_probability <= 1.0:
+            raise ValueError(f"MixOptions.background_probability must be in [0, 1], got {self.background_probability}")
+
+
+@dataclass(frozen=True)
+class MixPlan:
+    """One augmented clip: target (shifted, gained) + optional background at an SNR."""
+
+    target: str
+    target_sha256: str
+    background: str | None
+    background_sha256: str | None
+    snr_db: float
+    gain_db: float
+    shift_samples: int
+
+
+def plan_mixes(
+    targets: Sequence[str | os.PathLike[str]],
+    backgrounds: Sequence[str | os.PathLike[str]],
+    *,
+    options: MixOptions,
+    library: AudioLibrary,
+    params: Params = DEFAULT_PARAMS,
+) -> list[MixPlan]:
+    """`options.copies` seeded plans per target clip; backgrounds drawn at random (with repeats)."""
+    rng = np.random.default_rng(options.seed)
+    plans = []
+    for _ in range(options.copies):
+        for target in targets:
+            use_background = bool(backgrounds) and rng.random() < options.background_probability
+            background = backgrounds[int(rng.integers(len(backgrounds)))] if use_background else None
+            plans.append(
+                MixPlan(
+                    target=str(Path(target).resolve()),
+                    target_sha256=library.sha256(target),
+                    background=None if background is None else str(Path(background).resolve()),
+                    background_sha256=None if background is None else library.sha256(background),
+                    snr_db=round(float(rng.uniform(*options.snr_db)), 3),
+                    gain_db=round(float(rng.uniform(*options.gain_db)), 3),
+                    shift_samples=int(rng.integers(params.hop_samples)) if options.shift else 0,
+                )
+            )
+    return plans
+
+
+def render_mix(
+    plan: MixPlan, *, library: AudioLibrary, options: StreamOptions = DEFAULT_STREAM_OPTIONS, params: Params = DEFAULT_PARAMS
+) -> tuple[FloatArray, FloatArray]:
+    """(mixture float32 [n], target part float32 [n]) of one plan, at params.sample_rate_hz."""
+    target = library.waveform(plan.target).astype(np.float64)
+    signal = np.concatenate([np.zeros(plan.shift_samples), target])
+    mixture = signal.copy()
+    if plan.background is not None:
+        background = library.waveform(plan.background).astype(np.float64)
+        bed = np.resize(background, len(signal))  # repeat a short bed; cut a long one
+        signal_power = active_power(target, options=options, params=params)
+        bed_power = active_power(bed, options=options, params=params)
+        if signal_power > 0 and bed_power > 0:
+            mixture = mixture + bed * math.sqrt(signal_power / bed_power / 10.0 ** (plan.snr_db / 10.0))
+    gain = 10.0 ** (plan.gain_db / 20.0)
+    peak = float(np.max(np.abs(mixture))) if len(mixture) else 0.0
+    if peak * gain > 1.0:
+        gain = 1.0 / peak
+    return (mixture * gain).astype(np.float32), (signal * gain).astype(np.float32)
+
+
+def quiet_patches(
+    target_part: npt.ArrayLike, *, quiet_below_peak_db: float, params: Params = DEFAULT_PARAMS
+) -> BoolArray:
+    """bool [p]: patches (edge framing) where the target is more than quiet_below_peak_db under its loudest patch."""
+    from edge.framing import waveform_to_patches
+
+    levels = patch_rms_dbfs(waveform_to_patches(np.asarray(target_part, np.float32), params=params))
+    return levels < levels.max() - quiet_below_peak_db
+
+
+@dataclass(frozen=True)
+class AugmentedClip:
+    """Embeddings of one augmented clip, with which patches hold target sound."""
+
+    plan: MixPlan
+    embeddings: FloatArray
+    """float32 [p, 1024]"""
+    yamnet_scores: FloatArray
+    """float32 [p, 521]"""
+    target_level_db: FloatArray
+    """float32 [p]: RMS of the target part per patch, dB full scale."""
+
+
+def embed_mixes(
+    plans: Sequence[MixPlan],
+    embedder: PatchEmbedder,
+    *,
+    library: AudioLibrary,
+    cache_dir: str | os.PathLike[str] | None = DEFAULT_AUGMENT_CACHE,
+    params: Params = DEFAULT_PARAMS,
+    options: StreamOptions = DEFAULT_STREAM_OPTIONS,
+) -> list[AugmentedClip]:
+    """YAMNet outputs of every plan, cached as one .npz per plan list and YAMNet weights."""
+    from edge.framing import waveform_to_patches
+
+    if not plans:
+        return []
+    key = hashlib.sha256(json.dumps([asdict(p) for p in plans], sort_keys=True).encode()).hexdigest()[:24]
+    path = None if cache_dir is None else Path(cache_dir) / embedder.weights_sha256[:16] / f"{key}.npz"
+    if path is not None and path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as entry:
+                counts = entry["counts"]
+                bounds = np.concatenate([[0], np.cumsum(counts)])
+                return [
+                    AugmentedClip(
+                        plan=plan,
+                        embeddings=entry["embeddings"][bounds[i] : bounds[i + 1]],
+                        yamnet_scores=entry["yamnet_scores"][bounds[i] : bounds[i + 1]],
+                        target_level_db=entry["target_level_db"][bounds[i] : bounds[i + 1]],
+                    )
+                    for i, plan in enumerate(plans)
+                ]
+        except (OSError, ValueError, KeyError) as error:
+            logger.warning("augmentation cache %s unreadable (%s); computing it again", path, error)
+    logger.info("YAMNet over %d augmented clips", len(plans))
+    clips = []
+    for plan in plans:
+        mixture, target_part = render_mix(plan, library=library, options=options, params=params)
+        embeddings, scores = embedder.embed_patches(waveform_to_patches(mixture, params=params))
+        levels = patch_rms_dbfs(waveform_to_patches(target_part, params=params))
+        clips.append(AugmentedClip(plan, np.asarray(embeddings, np.float32), np.asarray(scores, np.float32), levels))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, staged = tempfile.mkstemp(prefix=".augment-", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(descriptor, "wb") as stream:
+                np.savez(
+                    stream,
+                    counts=np.array([len(c.embeddings) for c in clips]),
+                    embeddings=np.concatenate([c.embeddings for c in clips]),
+                    yamnet_scores=np.concatenate([c.yamnet_scores for c in clips]),
+                    target_level_db=np.concatenate([c.target_level_db for c in clips]),
+                )
+            os.replace(staged, path)
+        except BaseException:
+            Path(staged).unlink(missing_ok=True)
+            raise
+    return clips
+
+
+def describe(options: MixOptions) -> dict[str, Any]:
+    return asdict(options)

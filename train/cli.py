@@ -1,0 +1,347 @@
+"""`oido-train` (also `python -m train`): prepare data, embed, train the head, evaluate, plot.
+
+Parsing only; the work is in train.core. Examples:
+
+    oido-train all                                   # the default task, end to end
+    oido-train prepare --classes dog,rooster --background none
+    oido-train embed
+    oido-train fit --epochs 30 --class-weight none
+    oido-train evaluate
+    oido-train cv
+    oido-train plot-clip data/audio/5-200334-A-18.wav
+
+A user mistake (missing data, bad flag value, a model directory from another run) prints one
+line on stderr and exits with status 2; -v/--verbose adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from train.head import DEFAULT_TRAIN_CONFIG, TrainConfig, field_docs
+
+logger = logging.getLogger(__name__)
+
+PROG = "oido-train"
+EXIT_OK = 0
+EXIT_FAILURE = 1
+"""Something broke at run time (disk, TensorFlow)."""
+EXIT_USAGE = 2
+"""The user asked for something impossible (missing data or model, bad option); the message says how to fix it."""
+EXIT_INTERRUPTED = 130
+
+BACKGROUND_NONE = "none"
+COMMON_DEFAULTS: dict[str, Any] = {
+    "verbose": False, "quiet": False, "data_dir": Path("data"), "model_dir": Path("model"),
+    "reports_dir": Path("reports"), "threads": 0,
+}  # fmt: skip
+"""Defaults of the options accepted before or after the command. They are filled in after parsing:
+the main parser and every sub-parser share these option objects (argparse parents), so a default
+set on one would overwrite the value given to the other."""
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _classes_arg(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: give class names separated by commas, e.g. crying_baby,clock_alarm")
+    return names
+
+
+def _optional_float(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number, or 'none' to turn this off") from None
+
+
+def _add_train_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field (--epochs, --batch-size, ...), help from its docstring."""
+    docs = field_docs(TrainConfig)
+    group = parser.add_argument_group("training (TrainConfig; defaults: the TF.js tutorial's)")
+    for spec in dataclasses.fields(TrainConfig):
+        flag = "--" + spec.name.replace("_", "-")
+        default = getattr(DEFAULT_TRAIN_CONFIG, spec.name)
+        help_text = f"{docs.get(spec.name, '')} (default: {default})"
+        if isinstance(default, bool):
+            group.add_argument(flag, dest=spec.name, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        elif spec.name == "class_weight":
+            group.add_argument(flag, dest=spec.name, choices=("none", "balanced"), default=default, help=help_text)
+        elif "None" in str(spec.type):
+            group.add_argument(flag, dest=spec.name, type=_optional_float, default=default, metavar="DB|none", help=help_text)
+        else:
+            group.add_argument(flag, dest=spec.name, type=type(default), default=default, metavar=spec.name.upper(), help=help_text)
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(**{spec.name: getattr(args, spec.name) for spec in dataclasses.fields(TrainConfig)})
+
+
+def _add_prepare_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data set")
+    group.add_argument("--classes", type=_classes_arg, default=None, metavar="A,B,C",
+                       help="ESC-50 class names in head order (default: crying_baby,clock_alarm,toilet_flush,water_drops); "
+                            "with --own-data, the label folders to use")  # fmt: skip
+    group.add_argument("--own-data", type=Path, default=None, metavar="DIR",
+                       help="your recordings as DIR/<label>/<clip>.wav instead of ESC-50")  # fmt: skip
+    group.add_argument("--background", default="esc10", metavar="esc10|none|DIR",
+                       help="'esc10': ESC-10 clips of other classes as the label 'other' (default); "
+                            "'none': no background class; DIR: your own background recordings")  # fmt: skip
+    group.add_argument("--esc50", type=Path, default=None, metavar="PATH",
+                       help="the ESC-50 folder (default: found in the shared assets or the user cache)")  # fmt: skip
+
+
+def _add_yamnet_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("YAMNet")
+    group.add_argument("--yamnet-source", choices=("auto", "tflite", "hub"), default="auto",
+                       help="where the YAMNet weights come from (default: auto = the weights file if found, else TF Hub)")  # fmt: skip
+    group.add_argument("--yamnet-weights", type=Path, default=None, metavar="FILE",
+                       help="the YAMNet weights file (yamnet_public_int8w.tflite); overrides the search")  # fmt: skip
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; options given nowhere get COMMON_DEFAULTS."""
+    args = build_parser().parse_args(argv)
+    for name, value in COMMON_DEFAULTS.items():
+        if not hasattr(args, name):
+            setattr(args, name, value)
+    return args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # -v/-q and the folders are accepted before or after the command.
+    common = argparse.ArgumentParser(add_help=False)
+    verbosity = common.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                           help="debug logging (every epoch; tracebacks for errors)")  # fmt: skip
+    verbosity.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                           help="warnings and errors only; no tables")  # fmt: skip
+    folders = common.add_argument_group("folders")
+    folders.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, metavar="DIR",
+                         help="prepared data: audio/, trainData.json, testData.json, cache/ (default: data)")  # fmt: skip
+    folders.add_argument("--model-dir", type=Path, default=argparse.SUPPRESS, metavar="DIR",
+                         help="head.keras, head.json, eval.json (default: model)")  # fmt: skip
+    folders.add_argument("--reports-dir", type=Path, default=argparse.SUPPRESS, metavar="DIR",
+                         help="PNG figures and cv.json (default: reports)")  # fmt: skip
+    common.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N",
+                        help="TensorFlow CPU threads (default: 0 = TensorFlow's choice)")  # fmt: skip
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Oído training: YAMNet embeddings + the TF.js tutorial's small head, evaluated as the Pi decides.",
+        parents=[common],
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    prepare = commands.add_parser("prepare", parents=[common], help="write data/: 16 kHz clips and the fold lists")
+    _add_prepare_flags(prepare)
+    prepare.set_defaults(run=_run_prepare)
+
+    embed = commands.add_parser("embed", parents=[common], help="compute (or reuse) YAMNet embeddings of every clip")
+    _add_yamnet_flags(embed)
+    embed.set_defaults(run=_run_embed)
+
+    fit = commands.add_parser("fit", parents=[common], help="train the head on folds 1-4, save model/head.keras")
+    _add_yamnet_flags(fit)
+    _add_train_config_flags(fit)
+    fit.set_defaults(run=_run_fit)
+
+    evaluate = commands.add_parser("evaluate", parents=[common], help="clip accuracy on the test fold, as the edge decides")
+    _add_yamnet_flags(evaluate)
+    evaluate.set_defaults(run=_run_evaluate)
+
+    cv = commands.add_parser("cv", parents=[common], help="5-fold cross-validation by ESC-50 fold")
+    _add_yamnet_flags(cv)
+    _add_train_config_flags(cv)
+    cv.set_defaults(run=_run_cv)
+
+    plot = commands.add_parser("plot-clip", parents=[common], help="waveform, log-mel and patch probabilities of a clip (PNG)")
+    plot.add_argument("file", type=Path, metavar="FILE", help="an audio file (any rate; resampled to 16 kHz)")
+    plot.add_argument("--out", type=Path, default=None, metavar="PNG", help="output (default: <reports-dir>/<FILE stem>.png)")
+    _add_yamnet_flags(plot)
+    plot.set_defaults(run=_run_plot_clip)
+
+    everything = commands.add_parser("all", parents=[common], help="prepare + embed + fit + evaluate (the main job)")
+    _add_prepare_flags(everything)
+    _add_yamnet_flags(everything)
+    _add_train_config_flags(everything)
+    everything.set_defaults(run=_run_all)
+    return parser
+
+
+def _background(text: str) -> str | None:
+    return None if text == BACKGROUND_NONE else text
+
+
+def _progress(args: argparse.Namespace) -> bool | None:
+    """Progress bars: never with --quiet, else on a terminal only."""
+    return False if args.quiet else None
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    if not args.verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+        for noisy in ("absl", "tensorflow", "h5py", "matplotlib", "PIL"):
+            logging.getLogger(noisy).setLevel(logging.WARNING if args.quiet else logging.ERROR)
+
+
+def _configure_threads(threads: int) -> None:
+    if threads < 0:
+        raise ValueError(f"--threads must be 0 (TensorFlow's choice) or more, got {threads}")
+    if threads:
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # TensorFlow's runtime already started (main() called twice in one process)
+            logger.warning("--threads %d ignored: TensorFlow is already running in this process", threads)
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    if not args.quiet:
+        print(text, flush=True)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _run_prepare(args: argparse.Namespace) -> int:
+    from train import core
+
+    dataset = core.prepare(
+        data_dir=args.data_dir, classes=args.classes, own_data_dir=args.own_data,
+        background=_background(args.background), esc50_dir=args.esc50, progress=not args.quiet,
+    )  # fmt: skip
+    counts = dataset.counts()
+    _say(args, f"prepared {args.data_dir}: task {dataset.task}, labels {list(dataset.labels)}")
+    _say(args, f"  train clips {counts['train']}\n  test clips (fold {dataset.test_fold}) {counts['test']}")
+    return EXIT_OK
+
+
+def _embedded(args: argparse.Namespace) -> Any:
+    from train import core
+    from train.datasets import load_dataset
+
+    dataset = load_dataset(args.data_dir)
+    embedder = core.load_embedder(source=args.yamnet_source, weights_path=args.yamnet_weights)
+    return core.embed_dataset(dataset, embedder, progress=_progress(args))
+
+
+def _run_embed(args: argparse.Namespace) -> int:
+    embedded = _embedded(args)
+    clips = embedded.train + embedded.test
+    patches = sum(clip.num_patches for clip in clips)
+    _say(args, f"embeddings of {len(clips)} clips ({patches} patches) ready in {embedded.seconds:.1f} s")
+    return EXIT_OK
+
+
+def _run_fit(args: argparse.Namespace) -> int:
+    from train import core
+
+    config = _train_config(args)
+    head = core.fit(_embedded(args), config=config, model_dir=args.model_dir, reports_dir=args.reports_dir)
+    last = head.metrics["training"]["final_epoch"]
+    shown = ", ".join(f"{name} {value:.3f}" for name, value in last.items())
+    _say(args, f"saved {args.model_dir / 'head.keras'} (labels {head.labels}); last epoch: {shown}")
+    return EXIT_OK
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from train import core
+    from train.head import load_head
+
+    head = load_head(args.model_dir)
+    report = core.evaluate(head, _embedded(args), model_dir=args.model_dir, reports_dir=args.reports_dir)
+    _say(args, core.format_report(report, title=f"Test fold {report['test_fold']}"))
+    return EXIT_OK
+
+
+def _run_cv(args: argparse.Namespace) -> int:
+    from train import core
+
+    summary = core.cross_validation(_embedded(args), config=_train_config(args), reports_dir=args.reports_dir)
+    _say(args, core.format_cross_validation(summary))
+    _say(args, f"({summary['seconds']:.1f} s; written to {args.reports_dir / 'cv.json'})")
+    return EXIT_OK
+
+
+def _run_plot_clip(args: argparse.Namespace) -> int:
+    from train import core
+    from train.head import load_head
+
+    head = load_head(args.model_dir)
+    embedder = core.load_embedder(source=args.yamnet_source, weights_path=args.yamnet_weights, params=head.params)
+    out = args.out if args.out is not None else args.reports_dir / f"{args.file.stem}.png"
+    png, decision = core.plot_clip_file(args.file, head=head, embedder=embedder, out_path=out)
+    _say(args, f"{args.file}: {decision}; figure {png}")
+    return EXIT_OK
+
+
+def _run_all(args: argparse.Namespace) -> int:
+    from train import core
+
+    report, summary = core.run_all(
+        data_dir=args.data_dir, model_dir=args.model_dir, reports_dir=args.reports_dir,
+        classes=args.classes, own_data_dir=args.own_data, background=_background(args.background),
+        esc50_dir=args.esc50, config=_train_config(args), yamnet_source=args.yamnet_source,
+        yamnet_weights=args.yamnet_weights, progress=_progress(args),
+    )  # fmt: skip
+    _say(args, core.format_report(report, title=f"Test fold {report['test_fold']}"))
+    timing = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in summary.seconds.items())
+    _say(args, f"\ntimes: {timing}\nmodel: {args.model_dir}/head.keras + head.json + eval.json; figures: {args.reports_dir}/")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """ValueError (the project's error types derive from it) and train.assets.AssetError."""
+    from train.assets import AssetError
+
+    return (ValueError, AssetError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `oido-train` and `python -m train`; returns the exit status."""
+    args = parse_args(argv)
+    _configure_logging(args)
+    started = time.perf_counter()
+    try:
+        _configure_threads(args.threads)
+        status = int(args.run(args))
+    except _user_error_types() as error:
+        logger.debug("details", exc_info=True)
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as error:  # disk full, permissions: not the user's input, but no traceback either
+        logger.debug("details", exc_info=True)
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; finished cache entries are kept and the previous model in {args.model_dir} is unchanged",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_INTERRUPTED
+    logger.debug("%s %s took %.1f s", PROG, args.command, time.perf_counter() - started)
+    return status
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

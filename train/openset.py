@@ -1,0 +1,782 @@
+"""Open-set detection: training recipe, threshold calibration, event-level evaluation, leave-one-class-out.
+
+A four-class softmax cannot say "none of these": every sound lands on some class. Oído trains a
+background class ("other") on real non-target audio and then chooses, per class, the onset
+threshold that keeps false events under a target rate on validation streams. This module holds:
+
+- `OpenSetRecipe` and `train_heads`: the head trainer (train.head.fit_head) fed with patches
+  whose labels follow the sound (near-silent patches of a target clip are background), plus
+  mixed/shifted augmented copies of the target clips (train.augment);
+- `calibrate`: out-of-fold predictions on validation STREAMS of the training folds (train on
+  three folds, stream the fourth), a threshold sweep per class, and the lowest thresholds whose
+  false events stay within the budget (default 2 per hour);
+- `evaluate_stream`: the test fold as a stream through the edge detector (event recall,
+  latency, false events per hour, sweep plot);
+- `leave_one_class_out`: an honest proxy for never-heard sounds: the background class is
+  trained without one category, and false events are counted on that category's clips.
+
+CLI entry points (wired into oido-train by train/cli.py): `evaluate_stream_main`,
+`calibrate_main`, `loco_main`; `add_subcommands(subparsers)` declares them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.detect import DetectorConfig
+from edge.params import DEFAULT_PARAMS, Params
+from train.augment import DEFAULT_AUGMENT_CACHE, MixOptions, embed_mixes, plan_mixes
+from train.streams import (
+    DEFAULT_STREAM_CACHE,
+    DEFAULT_STREAM_OPTIONS,
+    AudioLibrary,
+    PatchEmbedder,
+    SourceClip,
+    StreamOptions,
+    StreamPatches,
+    StreamScore,
+    StreamSpec,
+    SweepPoint,
+    build_stream,
+    detect_events,
+    embed_stream,
+    patch_rms_dbfs,
+    score_stream,
+    sweep_thresholds,
+    with_background,
+)
+
+logger = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+
+THRESHOLDS_FILE = "thresholds.json"
+DEFAULT_RESULTS_DIR = Path("reports/openset")
+CALIBRATION_GRID = tuple(
+    round(1.0 / (1.0 + math.exp(-z)), 7) for z in np.arange(-1.0, 12.01, 0.25)
+)  # fmt: skip
+"""Onset thresholds tried by calibration: even steps in logit space, 0.27 .. 0.99999."""
+DEFAULT_BED_CATEGORIES = ("rain", "sea_waves", "helicopter", "chainsaw", "crackling_fire")
+"""Steady ESC-10 sounds used as backgrounds under targets (the test fold's clips)."""
+
+_ESC50_STEM = re.compile(r"^(?P<fold>\d)-(?P<source>[^-]+)-(?P<take>[A-Za-z]+)-(?P<target>\d+)$")
+
+
+# --------------------------------------------------------------------------- data
+
+
+def esc50_categories(esc50_dir: str | os.PathLike[str] | None = None) -> dict[int, str]:
+    """ESC-50 target number -> category name, from meta/esc50.csv (empty when ESC-50 is not found)."""
+    from train.assets import AssetError, Esc50Catalog, find_esc50
+
+    try:
+        root = Path(esc50_dir) if esc50_dir is not None else find_esc50(download=False, progress=False)
+        catalog = Esc50Catalog(root)
+    except (AssetError, OSError, ValueError) as error:
+        logger.info("ESC-50 metadata not found (%s): background clips are grouped by recording", error)
+        return {}
+    return {clip.target: clip.category for clip in catalog.clips}
+
+
+def clip_category(file_name: str, class_name: str, *, background_label: str | None, categories: Mapping[int, str]) -> str:
+    """Finer name of a clip: its label for targets; for background clips the ESC-50 category
+    (from an ESC-50 file name) or else the file's recording id (text before '__' or the stem)."""
+    if class_name != background_label:
+        return class_name
+    stem = Path(file_name).stem
+    match = _ESC50_STEM.match(stem)
+    if match and int(match["target"]) in categories:
+        return categories[int(match["target"])]
+    return stem.split("__")[0]
+
+
+@dataclass(frozen=True)
+class ClipData:
+    """A prepared clip with its YAMNet outputs."""
+
+    path: Path
+    label: int
+    """Index into the task's labels."""
+    category: str
+    fold: int
+    source: str
+    embeddings: FloatArray
+    """float32 [p, 1024]"""
+    yamnet_scores: FloatArray
+    """float32 [p, 521]"""
+    level_db: FloatArray
+    """float32 [p]: RMS level of each patch, dB full scale."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """The clips of a prepared data set, embedded."""
+
+    labels: tuple[str, ...]
+    background_label: str | None
+    clips: tuple[ClipData, ...]
+    test_fold: int
+
+    @property
+    def background_index(self) -> int | None:
+        return None if self.background_label is None else self.labels.index(self.background_label)
+
+    @property
+    def target_labels(self) -> tuple[str, ...]:
+        return tuple(label for label in self.labels if label != self.background_label)
+
+    @property
+    def categories(self) -> list[str]:
+        """Background categories, sorted."""
+        return sorted({c.category for c in self.clips if c.label == self.background_index})
+
+    def select(
+        self, *, folds: Sequence[int] | None = None, targets: bool = True, background: bool = True,
+        exclude_categories: Sequence[str] = (), only_categories: Sequence[str] | None = None,
+    ) -> list[ClipData]:  # fmt: skip
+        chosen = []
+        for clip in self.clips:
+            is_background = clip.label == self.background_index
+            if folds is not None and clip.fold not in folds:
+                continue
+            if (is_background and not background) or (not is_background and not targets):
+                continue
+            if is_background and clip.category in exclude_categories:
+                continue
+            if is_background and only_categories is not None and clip.category not in only_categories:
+                continue
+            chosen.append(clip)
+        return chosen
+
+    def sources(self, clips: Sequence[ClipData], *, role_of_background: str = "nontarget") -> list[SourceClip]:
+        """Stream sources for clips: targets keep their label; background clips become non-targets (or beds)."""
+        return [
+            SourceClip(
+                path=c.path,
+                role="target" if c.label != self.background_index else role_of_background,  # type: ignore[arg-type]
+                label=self.labels[c.label] if c.label != self.background_index else None,
+                category=c.category,
+                fold=c.fold,
+            )
+            for c in clips
+        ]
+
+
+def load_task(
+    data_dir: str | os.PathLike[str],
+    embedder: PatchEmbedder,
+    *,
+    cache_root: str | os.PathLike[str] | None,
+    esc50_dir: str | os.PathLike[str] | None = None,
+    library: AudioLibrary | None = None,
+    params: Params = DEFAULT_PARAMS,
+) -> Task:
+    """Read data/ (train.datasets.load_dataset), embed every clip (cached), measure patch levels."""
+    from edge.framing import waveform_to_patches
+    from train.datasets import load_dataset
+    from train.embeddings import embed_files
+
+    dataset = load_dataset(data_dir)
+    library = library or AudioLibrary(params=params)
+    entries = list(dataset.entries)
+    paths = [dataset.audio_path(e) for e in entries]
+    embedded = embed_files(paths, embedder, cache_root=cache_root, params=params)
+    categories = esc50_categories(esc50_dir) if dataset.background_label else {}
+    clips = []
+    for entry, path, outputs in zip(entries, paths, embedded):
+        levels = patch_rms_dbfs(waveform_to_patches(library.waveform(path), params=params))
+        if len(levels) != outputs.num_patches:
+            raise RuntimeError(f"{path}: {outputs.num_patches} cached embeddings but {len(levels)} patches")
+        clips.append(
+            ClipData(
+                path=path,
+                label=entry.class_number,
+                category=clip_category(entry.file_name, entry.class_name, background_label=dataset.background_label, categories=categories),
+                fold=entry.fold,
+                source=entry.source,
+                embeddings=outputs.embeddings,
+                yamnet_scores=outputs.scores,
+                level_db=levels,
+            )
+        )
+    return Task(labels=dataset.labels, background_label=dataset.background_label, clips=tuple(clips), test_fold=dataset.test_fold)
+
+
+# --------------------------------------------------------------------------- recipe and training
+
+
+@dataclass(frozen=True)
+class OpenSetRecipe:
+    """How the head is trained for open-set use (defaults: the measured choice, see reports/openset.md)."""
+
+    epochs: int = 20
+    """Passes over the training patches."""
+    class_weight: Literal["none", "balanced"] = "none"
+    """'balanced' up-weights the targets against the larger background class (more recall,
+    more false events: measured ~2x)."""
+    quiet_below_peak_db: float | None = 20.0
+    """Target patches more than this under their clip's loudest patch hold (near) silence or
+    background, not the target: they are labelled background (None keeps clip labels)."""
+    mix: MixOptions | None = field(default_factory=MixOptions)
+    """Augmented copies of the target clips (shift, gain, over background); None: none."""
+    training_streams: int = 0
+    """Streams per training fold (built like the evaluation streams, other seeds) whose patches
+    are added to the training set, labelled by what they hold: patch phases off the clip grid,
+    clip boundaries, silence between sounds, and the first patches of a sound."""
+    min_target_overlap_seconds: float = 0.4
+    """A stream patch is labelled a target when it holds at least this much of the target's
+    sound (at full level, see quiet_below_peak_db); with less it is left out of training."""
+    ensemble: int = 1
+    """Heads trained with different seeds and averaged (1: the tutorial's single head)."""
+    label_smoothing: float = 0.0
+    """Cross-entropy label smoothing: keeps the softmax from saturating at 1.0, so onset
+    thresholds can still separate targets from look-alikes."""
+    weight_decay: float = 0.0
+    """AdamW decoupled weight decay (0: plain Adam, the tutorial's optimiser)."""
+    background_subclasses: bool = False
+    """Train one softmax output per background category (e.g. dog, rain, ...) and sum them into
+    the background label afterwards (a fixed layer in the exported head)."""
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "OpenSetRecipe":
+        values = dict(values)
+        mix = values.pop("mix", None)
+        if mix is not None:
+            mix = MixOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in mix.items()})
+        return cls(mix=mix, **values)
+
+
+DEFAULT_RECIPE = OpenSetRecipe()
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """Patches and labels a head is trained on, grouped as the head trainer expects.
+
+    Labels are in the TRAINING label space: the task's labels, or with background subclasses
+    the target labels followed by one output per background category; `merge` [train_labels,
+    task_labels] (0/1) maps training outputs back to the task's labels.
+    """
+
+    clip_embeddings: list[FloatArray]
+    clip_labels: list[int]
+    groups: list[str]
+    merge: FloatArray
+    output_names: tuple[str, ...]
+
+    @property
+    def num_patches(self) -> int:
+        return sum(len(e) for e in self.clip_embeddings)
+
+
+QUIET_SUBCLASS = "quiet"
+"""Background subclass of near-silent target patches."""
+
+
+class _LabelSpace:
+    """Training outputs of a recipe: task labels, or targets + background subclasses."""
+
+    def __init__(self, task: Task, clips: Sequence[ClipData], recipe: OpenSetRecipe) -> None:
+        self.task = task
+        background = task.background_index
+        self.subclasses = recipe.background_subclasses and background is not None
+        if self.subclasses:
+            categories = sorted({c.category for c in clips if c.label == background} - {QUIET_SUBCLASS})
+            categories.append(QUIET_SUBCLASS)
+            targets = [i for i in range(len(task.labels)) if i != background]
+            self.names = tuple(task.labels[i] for i in targets) + tuple(f"{task.background_label}:{c}" for c in categories)
+            self.index = {task.labels[i]: n for n, i in enumerate(targets)}
+            self.index.update({f"{task.background_label}:{c}": len(targets) + n for n, c in enumerate(categories)})
+            self.merge = np.zeros((len(self.names), len(task.labels)), np.float32)
+            for n, i in enumerate(targets):
+                self.merge[n, i] = 1.0
+            self.merge[len(targets) :, background] = 1.0
+        else:
+            self.names = tuple(task.labels)
+            self.index = {label: i for i, label in enumerate(task.labels)}
+            self.merge = np.eye(len(task.labels), dtype=np.float32)
+
+    def of_clip(self, clip: ClipData) -> int:
+        if self.subclasses and clip.label == self.task.background_index:
+            return self.index[f"{self.task.background_label}:{clip.category}"]
+        return self.index[self.task.labels[clip.label]]
+
+    def quiet(self, bed: ClipData | None) -> int:
+        """Label of a quiet target patch (silence, or the bed under it); -1: drop it."""
+        background = self.task.background_index
+        if background is None:
+            return -1
+        if not self.subclasses:
+            return background
+        if bed is not None:
+            return self.of_clip(bed)
+        return self.index[f"{self.task.background_label}:{QUIET_SUBCLASS}"]
+
+
+def _split_by_label(embeddings: FloatArray, labels: IntArray, group: str, out: TrainingSet) -> None:
+    for label in np.unique(labels):
+        out.clip_embeddings.append(np.asarray(embeddings[labels == label], np.float32))
+        out.clip_labels.append(int(label))
+        out.groups.append(group)
+
+
+def quiet_mask(level_db: FloatArray, *, quiet_below_peak_db: float | None) -> npt.NDArray[np.bool_]:
+    """bool [p]: patches more than quiet_below_peak_db under the clip's loudest patch (none when None)."""
+    if quiet_below_peak_db is None or len(level_db) == 0:
+        return np.zeros(len(level_db), bool)
+    return np.asarray(level_db < float(np.max(level_db)) - quiet_below_peak_db)
+
+
+def training_set(
+    factory: "StreamFactory",
+    clips: Sequence[ClipData],
+    recipe: OpenSetRecipe,
+    *,
+    augment_cache: str | os.PathLike[str] | None = DEFAULT_AUGMENT_CACHE,
+) -> TrainingSet:
+    """The recipe's training patches for `clips`: the clips, augmented copies of their targets,
+    and patches of training streams made of them."""
+    task = factory.task
+    space = _LabelSpace(task, clips, recipe)
+    out = TrainingSet([], [], [], space.merge, space.names)
+    background = task.background_index
+    for clip in clips:
+        labels = np.full(len(clip.embeddings), space.of_clip(clip), np.int64)
+        if clip.label != background:
+            labels[quiet_mask(clip.level_db, quiet_below_peak_db=recipe.quiet_below_peak_db)] = space.quiet(None)
+        keep = labels >= 0
+        _split_by_label(clip.embeddings[keep], labels[keep], clip.source, out)
+    if recipe.mix is not None and recipe.mix.copies > 0:
+        library, params = factory.library, factory.params
+        targets = [c for c in clips if c.label != background]
+        backgrounds = [c for c in clips if c.label == background]
+        plans = plan_mixes([str(c.path) for c in targets], [str(c.path) for c in backgrounds], options=recipe.mix, library=library, params=params)
+        by_path = {str(Path(c.path).resolve()): c for c in targets + backgrounds}
+        for mixed in embed_mixes(plans, factory.embedder, library=library, cache_dir=augment_cache, params=params):
+            source = by_path[mixed.plan.target]
+            bed = None if mixed.plan.background is None else by_path[mixed.plan.background]
+            labels = np.full(len(mixed.embeddings), space.of_clip(source), np.int64)
+            quiet = quiet_mask(mixed.target_level_db, quiet_below_peak_db=recipe.quiet_below_peak_db)
+            # Without a bed a quiet patch is silence, which the plain clips already teach.
+            labels[quiet] = space.quiet(bed) if bed is not None else -1
+            keep = labels >= 0
+            _split_by_label(mixed.embeddings[keep], labels[keep], source.source, out)
+    if recipe.training_streams > 0:
+        allowed = {str(Path(c.path).resolve()): c for c in clips}
+        for fold in sorted({c.fold for c in clips}):
+            for copy in range(recipe.training_streams):
+                spec = factory.fold_stream([fold], seed=TRAINING_STREAM_SEED + 1000 * fold + copy)
+                patches = factory.patches(spec)
+                labels = label_stream_patches(spec, allowed, space, recipe=recipe, factory=factory)
+                keep = labels >= 0
+                _split_by_label(patches.embeddings[keep], labels[keep], f"stream:{fold}:{copy}", out)
+    return out
+
+
+TRAINING_STREAM_SEED = 500_000
+"""Seeds of training streams start here (evaluation streams use small seeds)."""
+
+
+def label_stream_patches(
+    spec: StreamSpec,
+    allowed: Mapping[str, ClipData],
+    space: _LabelSpace,
+    *,
+    recipe: OpenSetRecipe,
+    factory: "StreamFactory",
+) -> IntArray:
+    """Training label of every patch of a stream (in `space`), -1 for patches left out.
+
+    A patch is a target when it holds at least min_target_overlap_seconds of that target and
+    the target's level in it is within quiet_below_peak_db of the target clip's loudest patch;
+    with a loud but shorter overlap it is left out (ambiguous onset/offset); otherwise it is
+    background (the category of the clip it overlaps most; "quiet" when only silence). Patches
+    touching a clip not in `allowed` (held out) are left out.
+    """
+    params = factory.params
+    task = factory.task
+    patch, hop = params.patch_samples, params.hop_samples
+    count = params.patches_in(spec.num_samples)
+    labels = np.full(count, -1, np.int64)
+    quiet_db = recipe.quiet_below_peak_db if recipe.quiet_below_peak_db is not None else math.inf
+    min_overlap = round(recipe.min_target_overlap_seconds * params.sample_rate_hz)
+    clips = sorted(spec.clips, key=lambda c: c.start_sample)
+    for index in range(count):
+        start, end = index * hop, index * hop + patch
+        touching = [c for c in clips if c.start_sample < end and c.end_sample > start]
+        if any(c.file not in allowed for c in touching):
+            continue
+        best_target, best_level, ambiguous = None, -math.inf, False
+        best_other, best_overlap = None, 0
+        for clip in touching:
+            data = allowed[clip.file]
+            overlap = min(end, clip.end_sample) - max(start, clip.start_sample)
+            if clip.role == "target":
+                audio = factory.library.waveform(clip.file)
+                part = audio[max(0, start - clip.start_sample) : min(clip.num_samples, end - clip.start_sample)].astype(np.float64)
+                energy = float(np.sum(part**2)) * 10.0 ** (clip.gain_db / 10.0) / patch
+                level = 10.0 * math.log10(energy) if energy > 0 else -math.inf
+                if level >= float(np.max(data.level_db)) - quiet_db:
+                    if overlap >= min_overlap and level > best_level:
+                        best_target, best_level = data, level
+                    elif overlap < min_overlap:
+                        ambiguous = True
+            elif overlap > best_overlap:
+                best_other, best_overlap = data, overlap
+        if best_target is not None:
+            labels[index] = space.of_clip(best_target)
+        elif not ambiguous:
+            labels[index] = space.of_clip(best_other) if best_other is not None else space.quiet(None)
+    return labels
+
+
+@dataclass
+class HeadEnsemble:
+    """Trained heads whose averaged, merged outputs are the task's label probabilities."""
+
+    models: list[Any]
+    merge: FloatArray
+    """float32 [training outputs, task labels]"""
+    output_names: tuple[str, ...]
+
+    def predict(self, embeddings: FloatArray) -> FloatArray:
+        """float32 [p, 1024] -> float32 [p, task labels]."""
+        from train.head import predict_probabilities
+
+        outputs = np.mean([predict_probabilities(m, embeddings) for m in self.models], axis=0)
+        return (outputs @ self.merge).astype(np.float32)
+
+    def as_keras(self) -> Any:
+        """One Keras model computing predict(): the heads, their mean, then the fixed merge.
+
+        With one head and no subclasses it is that head itself (the tutorial's model).
+        """
+        import tensorflow as tf
+
+        identity = self.merge.shape[0] == self.merge.shape[1] and np.array_equal(self.merge, np.eye(len(self.merge)))
+        if len(self.models) == 1 and identity:
+            return self.models[0]
+        inputs = tf.keras.Input(shape=(int(self.models[0].inputs[0].shape[-1]),), dtype="float32", name="embedding")
+        outputs = [m(inputs) for m in self.models]
+        mean = outputs[0] if len(outputs) == 1 else tf.keras.layers.Average(name="ensemble_mean")(outputs)
+        if not identity:
+            merge = tf.keras.layers.Dense(self.merge.shape[1], use_bias=False, trainable=False, name="merge_background")
+            mean = merge(mean)
+            merge.set_weights([self.merge])
+        return tf.keras.Model(inputs=inputs, outputs=mean, name="oido_head")
+
+
+def train_heads(
+    factory: "StreamFactory",
+    clips: Sequence[ClipData],
+    recipe: OpenSetRecipe = DEFAULT_RECIPE,
+    *,
+    augment_cache: str | os.PathLike[str] | None = DEFAULT_AUGMENT_CACHE,
+) -> HeadEnsemble:
+    """Train recipe.ensemble heads on the recipe's training set of `clips` (no validation split)."""
+    data = training_set(factory, clips, recipe, augment_cache=augment_cache)
+    models = [fit_patches(data, recipe, seed=recipe.seed + member) for member in range(recipe.ensemble)]
+    logger.info("trained %d head(s) on %d patches", len(models), data.num_patches)
+    return HeadEnsemble(models=models, merge=data.merge, output_names=data.output_names)
+
+
+def fit_patches(data: TrainingSet, recipe: OpenSetRecipe, *, seed: int, batch_size: int = 16, learning_rate: float = 1e-3) -> Any:
+    """Train one tutorial head (train.head.build_head) on a TrainingSet; returns the Keras model.
+
+    Adam (AdamW with weight_decay) on cross-entropy with label smoothing, shuffled mini-batches
+    of `batch_size` patches (the tutorial's 16), class weights as recipe.class_weight says.
+    Seeded: the same data and seed give the same weights.
+    """
+    import tensorflow as tf
+
+    from train.head import balanced_class_weights, build_head, seed_everything
+
+    x = np.concatenate(data.clip_embeddings).astype(np.float32)
+    y = np.concatenate([np.full(len(e), label, np.int64) for e, label in zip(data.clip_embeddings, data.clip_labels)])
+    num_outputs = len(data.output_names)
+    seed_everything(seed)
+    model = build_head(num_outputs, embedding_size=x.shape[1])
+    if recipe.weight_decay > 0:
+        optimizer = tf.keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=recipe.weight_decay)
+    else:
+        optimizer = tf.keras.optimizers.Adam(learning_rate=learning_rate)
+    optimizer.build(model.trainable_variables)
+    weights = np.ones(num_outputs, np.float32)
+    if recipe.class_weight == "balanced":
+        table = balanced_class_weights(y, num_outputs)
+        weights = np.array([table[i] for i in range(num_outputs)], np.float32)
+    smooth = float(recipe.label_smoothing)
+    targets = (np.eye(num_outputs, dtype=np.float32) * (1.0 - smooth) + smooth / num_outputs)[y]
+    sample_weight = weights[y]
+
+    @tf.function(jit_compile=True, reduce_retracing=True)
+    def step(batch_x: Any, batch_y: Any, batch_w: Any) -> Any:
+        with tf.GradientTape() as tape:
+            probabilities = model(batch_x, training=True)
+            loss = tf.reduce_mean(batch_w * tf.keras.losses.categorical_crossentropy(batch_y, probabilities))
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return loss
+
+    rng = np.random.default_rng(seed)
+    for _ in range(recipe.epochs):
+        order = rng.permutation(len(x))
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            step(x[batch], targets[batch], sample_weight[batch])
+    return model
+
+
+def predict(heads: HeadEnsemble, embeddings: FloatArray) -> FloatArray:
+    """Task-label probabilities of the heads: float32 [p, L]."""
+    return heads.predict(embeddings)
+
+
+# --------------------------------------------------------------------------- detector settings and calibration
+
+
+DEFAULT_DETECTOR = DetectorConfig(min_patches=2, of_patches=3, hold_seconds=1.0)
+"""Detector settings the calibration starts from (thresholds are then chosen per class)."""
+
+
+@dataclass(frozen=True)
+class ScoredStream:
+    """A stream with per-patch probabilities from some head."""
+
+    spec: StreamSpec
+    probabilities: FloatArray
+    patches: StreamPatches
+    exclude_categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per-class thresholds chosen on validation streams, with the sweep that chose them."""
+
+    thresholds: dict[str, float]
+    target_false_per_hour: float
+    validation_hours: float
+    validation_targets: int
+    sweep: dict[str, list[dict[str, Any]]]
+    """Per label: [{threshold, missed, false_events}] over CALIBRATION_GRID."""
+    expected: dict[str, Any]
+    """Validation figures at the chosen thresholds."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _per_label_curves(
+    streams: Sequence[ScoredStream], *, labels: Sequence[str], config: DetectorConfig, grid: Sequence[float],
+    options: StreamOptions, params: Params,
+) -> tuple[dict[str, list[tuple[float, int, int, int]]], float]:  # fmt: skip
+    """label -> [(threshold, missed, targets, false events)] summed over streams; and non-target hours."""
+    curves: dict[str, list[tuple[float, int, int, int]]] = {}
+    hours = 0.0
+    points_per_stream = [
+        sweep_thresholds(
+            [(s.spec, s.probabilities, s.patches.start_samples)], labels=labels, config=config, thresholds=grid,
+            options=options, params=params, exclude_categories=s.exclude_categories,
+        )
+        for s in streams
+    ]  # fmt: skip
+    for stream_points in points_per_stream:
+        hours += stream_points[0].nontarget_seconds / 3600.0
+    for label in stream_points[0].missed if points_per_stream else []:
+        rows = []
+        for index, threshold in enumerate(grid):
+            missed = sum(p[index].missed[label] for p in points_per_stream)
+            targets = sum(p[index].targets[label] for p in points_per_stream)
+            false = sum(p[index].false_events[label] for p in points_per_stream)
+            rows.append((float(threshold), missed, targets, false))
+        curves[label] = rows
+    return curves, hours
+
+
+def choose_thresholds(
+    curves: Mapping[str, Sequence[tuple[float, int, int, int]]], *, hours: float, target_false_per_hour: float
+) -> dict[str, float]:
+    """Per-class thresholds: fewest validation misses with total false events within budget.
+
+    The budget (target rate x validation hours, at least the events a zero-false choice
+    allows) is shared between classes; among thresholds of equal misses the higher one is
+    kept (same recall on validation, fewer false events to expect). Solved exactly by dynamic
+    programming over classes.
+    """
+    budget = int(math.floor(target_false_per_hour * hours + 1e-9))
+    # best[b] = (total missed, -sum of thresholds, choices) using at most b false events
+    best: dict[int, tuple[int, float, dict[str, float]]] = {b: (0, 0.0, {}) for b in range(budget + 1)}
+    for label, rows in curves.items():
+        nxt: dict[int, tuple[int, float, dict[str, float]]] = {}
+        for b in range(budget + 1):
+            candidate = None
+            for threshold, missed, _, false in rows:
+                if false > b:
+                    continue
+                prev = best[b - false]
+                value = (prev[0] + missed, prev[1] - threshold, {**prev[2], label: threshold})
+                if candidate is None or (value[0], value[1]) < (candidate[0], candidate[1]):
+                    candidate = value
+            if candidate is None:  # even the highest threshold exceeds the budget
+                threshold = max(r[0] for r in rows)
+                prev = best[b]
+                candidate = (prev[0] + next(r[1] for r in rows if r[0] == threshold), prev[1] - threshold, {**prev[2], label: threshold})
+            nxt[b] = candidate
+        best = nxt
+    return dict(best[budget][2])
+
+
+def calibrate_on_streams(
+    streams: Sequence[ScoredStream],
+    *,
+    labels: Sequence[str],
+    config: DetectorConfig = DEFAULT_DETECTOR,
+    target_false_per_hour: float = 2.0,
+    grid: Sequence[float] = CALIBRATION_GRID,
+    options: StreamOptions = DEFAULT_STREAM_OPTIONS,
+    params: Params = DEFAULT_PARAMS,
+) -> Calibration:
+    """Choose per-class thresholds on scored validation streams (see choose_thresholds)."""
+    curves, hours = _per_label_curves(streams, labels=labels, config=config, grid=grid, options=options, params=params)
+    chosen = choose_thresholds(curves, hours=hours, target_false_per_hour=target_false_per_hour)
+    expected = {}
+    for label, rows in curves.items():
+        row = next(r for r in rows if r[0] == chosen[label])
+        expected[label] = {"missed": row[1], "targets": row[2], "false_events": row[3]}
+    return Calibration(
+        thresholds=chosen,
+        target_false_per_hour=target_false_per_hour,
+        validation_hours=round(hours, 4),
+        validation_targets=sum(rows[0][2] for rows in curves.values()),
+        sweep={label: [{"threshold": r[0], "missed": r[1], "false_events": r[3]} for r in rows] for label, rows in curves.items()},
+        expected=expected,
+    )
+
+
+# --------------------------------------------------------------------------- streams of a task
+
+
+@dataclass
+class StreamFactory:
+    """Builds, embeds and caches the streams of one task with one YAMNet."""
+
+    task: Task
+    embedder: PatchEmbedder
+    cache_dir: str | os.PathLike[str] | None = DEFAULT_STREAM_CACHE
+    options: StreamOptions = DEFAULT_STREAM_OPTIONS
+    params: Params = DEFAULT_PARAMS
+    library: AudioLibrary = field(default_factory=AudioLibrary)
+
+    def fold_stream(
+        self, folds: Sequence[int], *, seed: int = 0, exclude_categories: Sequence[str] = (),
+        only_categories: Sequence[str] | None = None, target_folds: Sequence[int] | None = None,
+    ) -> StreamSpec:  # fmt: skip
+        """Targets of `target_folds` (default `folds`) interleaved among background clips of `folds`."""
+        targets = self.task.select(folds=target_folds or folds, background=False)
+        nontargets = self.task.select(folds=folds, targets=False, exclude_categories=exclude_categories, only_categories=only_categories)
+        recipe = {
+            "folds": sorted(folds), "target_folds": sorted(target_folds or folds),
+            "categories": sorted({c.category for c in nontargets}),
+        }  # fmt: skip
+        return build_stream(
+            self.task.sources(targets), self.task.sources(nontargets), seed=seed, options=self.options,
+            params=self.params, library=self.library, recipe=recipe,
+        )  # fmt: skip
+
+    def mixed(self, spec: StreamSpec, *, snr_db: float, bed_folds: Sequence[int], bed_categories: Sequence[str], seed: int = 0) -> StreamSpec:
+        beds = self.task.select(folds=bed_folds, targets=False, only_categories=bed_categories)
+        return with_background(
+            spec, self.task.sources(beds, role_of_background="bed"), snr_db=snr_db, seed=seed, options=self.options,
+            params=self.params, library=self.library,
+        )  # fmt: skip
+
+    def patches(self, spec: StreamSpec) -> StreamPatches:
+        return embed_stream(spec, self.embedder, cache_dir=self.cache_dir, params=self.params, library=self.library)
+
+
+def score(
+    stream: ScoredStream, *, labels: Sequence[str], config: DetectorConfig, options: StreamOptions = DEFAULT_STREAM_OPTIONS,
+    params: Params = DEFAULT_PARAMS,
+) -> StreamScore:  # fmt: skip
+    detections = detect_events(
+        stream.probabilities, stream.patches.start_samples, labels=labels, config=config,
+        num_samples=stream.spec.num_samples, params=params,
+    )  # fmt: skip
+    return score_stream(stream.spec, detections, labels=labels, options=options, exclude_categories=stream.exclude_categories)
+
+
+def merge_scores(scores: Sequence[StreamScore]) -> StreamScore:
+    """One StreamScore holding the targets and false events of several streams."""
+    return StreamScore(
+        labels=scores[0].labels,
+        targets=tuple(t for s in scores for t in s.targets),
+        false_events=tuple(f for s in scores for f in s.false_events),
+        nontarget_seconds=sum(s.nontarget_seconds for s in scores),
+        latency_limit_seconds=scores[0].latency_limit_seconds,
+    )
+
+
+# --------------------------------------------------------------------------- the whole procedure
+
+
+ProgressFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ExperimentOptions:
+    """What calibration and evaluation run on."""
+
+    validation_seeds: int = 2
+    """Validation streams per training fold (each another order and offsets of the same clips)."""
+    target_false_per_hour: float = 2.0
+    detector: DetectorConfig = DEFAULT_DETECTOR
+    test_seed: int = 0
+
+
+def oof_validation(
+    factory: StreamFactory,
+    recipe: OpenSetRecipe,
+    *,
+    train_folds: Sequence[int],
+    exclude_categories: Sequence[str] = (),
+    experiment: ExperimentOptions = ExperimentOptions(),
+    augment_cache: str | os.PathLike[str] | None = DEFAULT_AUGMENT_CACHE,
+) -> list[ScoredStream]:
+    """Out-of-fold validation streams: for each fold f, heads trained on the other folds score fold f's streams.
+
+    Background clips of `exclude_categories` are neither trained on nor scored (leave-one-class-out).
+    """
+    task = factory.task
+    scored = []
+    for fold in train_folds:
+        others = [f for f in train_folds if f != fold]
+        clips = task.select(folds=others, exclude_categories=exclude_categories)
+        heads = train_heads(factory, clips, recipe, augment_cache=augment_cache)
+        for seed in range(experiment.validation_seeds):
+            spec = factory.fold_stream([fold], seed=1000 * fold + seed)
+            patches = factory.patches(spec)
+            scored.append(ScoredStream(spec, heads.predict(patches.embeddings), patches, tuple(exclude_categories)))
+    return scored
+
+
+def detector_with(calibration: Calibration, base: DetectorConfig, background_label: str | None) -> DetectorConfig:
+    return base.with_changes(thresholds=dict(calibration.thresholds), background_label=background_label)
