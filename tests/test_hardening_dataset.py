@@ -143,10 +143,6 @@ def test_record_and_prepare_accept_exactly_the_same_labels(label: str) -> None:
     assert (label_problem(label) is None) == prepare_ok, label
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="train/prepare.py resamples NaN with soxr, which spreads it over the filter length "
-                          "and writes NaN into data/audio and data/manifest.json; fix: zero non-finite samples "
-                          "in prepare._read_source, as edge.audio.read_audio does")
 def test_a_nan_sample_in_a_source_file_does_not_spread_into_the_prepared_clip(tmp_path: Path) -> None:
     own = own_data(tmp_path / "own", {"knock": ["a_01.wav", "b_01.wav", "c_01.wav"],
                                       "clap": ["d_01.wav", "e_01.wav", "f_01.wav"]})

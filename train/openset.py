@@ -738,9 +738,6 @@ def merge_scores(scores: Sequence[StreamScore]) -> StreamScore:
 # --------------------------------------------------------------------------- the whole procedure
 
 
-ProgressFn = Callable[[str], None]
-
-
 @dataclass(frozen=True)
 class ExperimentOptions:
     """What calibration and evaluation run on."""
@@ -748,8 +745,11 @@ class ExperimentOptions:
     validation_seeds: int = 2
     """Validation streams per training fold (each another order and offsets of the same clips)."""
     target_false_per_hour: float = 2.0
+    """False events per hour of non-target sound the thresholds are chosen for."""
     detector: DetectorConfig = DEFAULT_DETECTOR
+    """Detector settings besides the thresholds (k-of-n, hold, release)."""
     test_seed: int = 0
+    """Seed of the test streams' layout."""
 
 
 def oof_validation(
@@ -760,23 +760,403 @@ def oof_validation(
     exclude_categories: Sequence[str] = (),
     experiment: ExperimentOptions = ExperimentOptions(),
     augment_cache: str | os.PathLike[str] | None = DEFAULT_AUGMENT_CACHE,
+    progress: ProgressFn | None = None,
 ) -> list[ScoredStream]:
-    """Out-of-fold validation streams: for each fold f, heads trained on the other folds score fold f's streams.
+    """Out-of-fold validation streams: for each fold f, heads trained on the other folds score f's streams.
 
     Background clips of `exclude_categories` are neither trained on nor scored (leave-one-class-out).
     """
     task = factory.task
     scored = []
     for fold in train_folds:
+        if progress:
+            progress(f"validation: heads without fold {fold}")
         others = [f for f in train_folds if f != fold]
         clips = task.select(folds=others, exclude_categories=exclude_categories)
         heads = train_heads(factory, clips, recipe, augment_cache=augment_cache)
         for seed in range(experiment.validation_seeds):
-            spec = factory.fold_stream([fold], seed=1000 * fold + seed)
+            spec = factory.fold_stream([fold], seed=VALIDATION_STREAM_SEED + 1000 * fold + seed)
             patches = factory.patches(spec)
             scored.append(ScoredStream(spec, heads.predict(patches.embeddings), patches, tuple(exclude_categories)))
     return scored
 
 
+VALIDATION_STREAM_SEED = 100_000
+"""Seeds of validation streams start here (test streams use experiment.test_seed)."""
+
+ProgressFn = Callable[[str], None]
+
+
+@dataclass
+class OpenSetModel:
+    """A trained head ensemble with its calibrated detector."""
+
+    heads: HeadEnsemble
+    calibration: Calibration
+    detector: DetectorConfig
+    recipe: OpenSetRecipe
+    validation: list[ScoredStream]
+
+
+def fit_openset(
+    factory: StreamFactory,
+    recipe: OpenSetRecipe = DEFAULT_RECIPE,
+    *,
+    train_folds: Sequence[int],
+    exclude_categories: Sequence[str] = (),
+    experiment: ExperimentOptions = ExperimentOptions(),
+    augment_cache: str | os.PathLike[str] | None = DEFAULT_AUGMENT_CACHE,
+    progress: ProgressFn | None = None,
+) -> OpenSetModel:
+    """Calibrate thresholds out of fold, then train the final heads on every training fold."""
+    task = factory.task
+    validation = oof_validation(
+        factory, recipe, train_folds=train_folds, exclude_categories=exclude_categories,
+        experiment=experiment, augment_cache=augment_cache, progress=progress,
+    )  # fmt: skip
+    base = experiment.detector.with_changes(background_label=task.background_label)
+    calibration = calibrate_on_streams(
+        validation, labels=task.labels, config=base, target_false_per_hour=experiment.target_false_per_hour,
+        options=factory.options, params=factory.params,
+    )  # fmt: skip
+    if progress:
+        progress("final heads on all training folds")
+    heads = train_heads(factory, task.select(folds=train_folds, exclude_categories=exclude_categories), recipe, augment_cache=augment_cache)
+    return OpenSetModel(heads, calibration, detector_with(calibration, base, task.background_label), recipe, validation)
+
+
 def detector_with(calibration: Calibration, base: DetectorConfig, background_label: str | None) -> DetectorConfig:
     return base.with_changes(thresholds=dict(calibration.thresholds), background_label=background_label)
+
+
+def clip_accuracy(task: Task, heads: HeadEnsemble, *, folds: Sequence[int]) -> tuple[int, int]:
+    """(right, total) target clips of `folds` decided as the edge decides a clip (argmax of the mean)."""
+    from edge.pipeline import decide
+
+    targets = task.select(folds=folds, background=False)
+    right = sum(decide(heads.predict(c.embeddings)) == c.label for c in targets)
+    return int(right), len(targets)
+
+
+def leave_one_class_out(
+    factory: StreamFactory,
+    recipe: OpenSetRecipe = DEFAULT_RECIPE,
+    *,
+    train_folds: Sequence[int],
+    test_fold: int,
+    categories: Sequence[str] | None = None,
+    experiment: ExperimentOptions = ExperimentOptions(),
+    augment_cache: str | os.PathLike[str] | None = DEFAULT_AUGMENT_CACHE,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """For each background category X: train (and calibrate) without X, stream X's clips of every
+    fold with the test fold's targets, count false events on X and target recall.
+
+    Returns {"splits": {X: figures}, "mean_false_per_hour", "worst_false_per_hour", "worst_category",
+    "min_detected_in_time", "targets"}.
+    """
+    task = factory.task
+    chosen = list(categories) if categories is not None else task.categories
+    if len(chosen) < 2 and categories is None:
+        raise ValueError("leave-one-class-out needs at least two background categories; prepare the data with --background esc10")
+    all_folds = sorted({c.fold for c in task.clips})
+    splits: dict[str, Any] = {}
+    for category in chosen:
+        if category not in task.categories:
+            raise ValueError(f"{category!r} is not a background category of this data set; choose from {task.categories}")
+        started = time.perf_counter()
+        if progress:
+            progress(f"leave out {category}")
+        model = fit_openset(
+            factory, recipe, train_folds=train_folds, exclude_categories=[category], experiment=experiment,
+            augment_cache=augment_cache, progress=progress,
+        )  # fmt: skip
+        spec = factory.fold_stream(all_folds, seed=experiment.test_seed, only_categories=[category], target_folds=[test_fold])
+        patches = factory.patches(spec)
+        stream = ScoredStream(spec, model.heads.predict(patches.embeddings), patches)
+        result = score(stream, labels=task.labels, config=model.detector, options=factory.options, params=factory.params)
+        summary = result.summary()
+        splits[category] = {
+            **summary["overall"],
+            "nontarget_seconds": summary["nontarget_seconds"],
+            "false_events_list": summary["false_events"],
+            "thresholds": model.calibration.thresholds,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        logger.info("leave out %s: %d false events in %.0f s, %d/%d targets in time", category,
+                    summary["overall"]["false_events"], summary["nontarget_seconds"],
+                    summary["overall"]["detected_in_time"], summary["overall"]["targets"])  # fmt: skip
+    rates = {c: v["false_per_hour"] for c, v in splits.items()}
+    worst = max(rates, key=rates.__getitem__)
+    return {
+        "splits": splits,
+        "mean_false_per_hour": round(float(np.mean(list(rates.values()))), 2),
+        "worst_false_per_hour": rates[worst],
+        "worst_category": worst,
+        "min_detected_in_time": min(v["detected_in_time"] for v in splits.values()),
+        "targets": next(iter(splits.values()))["targets"],
+        "recipe": recipe.to_dict(),
+        "target_false_per_hour": experiment.target_false_per_hour,
+    }
+
+
+# --------------------------------------------------------------------------- models to evaluate
+
+
+class _KerasHead:
+    """A Keras head as the edge pipeline's PatchClassifier."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def run(self, embeddings: FloatArray) -> FloatArray:
+        from train.head import predict_probabilities
+
+        return predict_probabilities(self.model, np.asarray(embeddings, np.float32))
+
+
+class _TfYamnet:
+    """train YAMNet (train.core.LazyYamnet / YamnetTF) as both stream-cache embedder and pipeline PatchEmbedder."""
+
+    def __init__(self, yamnet: Any) -> None:
+        self.yamnet = yamnet
+        self.weights_sha256 = yamnet.weights_sha256
+
+    def embed_patches(self, patches: FloatArray, *, batch_size: int = 64) -> tuple[FloatArray, FloatArray]:
+        return self.yamnet.embed_patches(patches, batch_size=batch_size)
+
+    def run(self, patch: FloatArray) -> tuple[FloatArray, FloatArray]:
+        embeddings, scores = self.yamnet.embed_patches(np.asarray(patch, np.float32)[np.newaxis], batch_size=1)
+        return embeddings[0], scores[0]
+
+
+@dataclass
+class StreamModel:
+    """What evaluate-stream runs: YAMNet, head and detector settings of a model directory."""
+
+    labels: tuple[str, ...]
+    background_label: str | None
+    params: Params
+    detector: DetectorConfig
+    embedder: Any
+    """stream-cache embedder and pipeline PatchEmbedder (weights_sha256, embed_patches, run)."""
+    head: Any
+    """PatchClassifier: run(embeddings [n, 1024]) -> probabilities [n, L]."""
+    kind: str
+    """"exported" (manifest.json: the TF-Lite files the Pi runs) or "keras" (head.keras + TF YAMNet)."""
+    tolerance: float
+    """Largest probability difference allowed between cached patches and the streaming pipeline."""
+
+    def predict(self, embeddings: FloatArray) -> FloatArray:
+        return np.concatenate(
+            [self.head.run(embeddings[i : i + 256]) for i in range(0, len(embeddings), 256)]
+        ) if len(embeddings) else np.zeros((0, len(self.labels)), np.float32)  # fmt: skip
+
+    def pipeline(self) -> StreamingPipeline:
+        from edge.detect import Detector
+
+        detector = Detector(self.detector, labels=self.labels, params=self.params)
+        return StreamingPipeline(self.embedder, self.head, labels=self.labels, params=self.params, detector=detector)
+
+
+def detector_from_metadata(metadata: Mapping[str, Any], *, labels: Sequence[str], background_label: str | None, where: str) -> DetectorConfig:
+    """DetectorConfig from head.json's "detector" and "thresholds" (as convert copies them into the manifest)."""
+    values = dict(metadata.get("detector") or {})
+    values.setdefault("background_label", background_label)
+    values["thresholds"] = {**dict(values.get("thresholds") or {}), **dict(metadata.get("thresholds") or {})}
+    config = DetectorConfig.from_dict(values, source=where)
+    config.check_labels(labels)
+    return config
+
+
+def load_stream_model(
+    model_dir: str | os.PathLike[str], *, yamnet_source: str = "auto", yamnet_weights: Path | None = None, num_threads: int = 1
+) -> StreamModel:
+    """The exported model (manifest.json: YamnetTflite + HeadTflite, the Pi's files) when present,
+    else head.keras + head.json with train's TensorFlow YAMNet. Raises ValueError naming the file."""
+    from edge.manifest import MANIFEST_NAME
+
+    directory = Path(model_dir)
+    if (directory / MANIFEST_NAME).is_file():
+        from edge.head import HeadTflite
+        from edge.manifest import load_manifest
+        from edge.yamnet import YamnetTflite
+
+        manifest = load_manifest(directory)
+        yamnet = YamnetTflite.from_manifest(manifest, num_threads=num_threads)
+        return StreamModel(
+            labels=tuple(manifest.labels),
+            background_label=manifest.background_label,
+            params=manifest.params,
+            detector=manifest.detector_config(),
+            embedder=TfliteEmbedder(yamnet, weights_sha256=manifest.yamnet.sha256),
+            head=HeadTflite.from_manifest(manifest, num_threads=num_threads),
+            kind="exported",
+            tolerance=1e-6,
+        )
+    from train.core import load_embedder
+    from train.head import load_head
+
+    head = load_head(directory)
+    metadata = {**head.extra}
+    detector = detector_from_metadata(metadata, labels=head.labels, background_label=head.background_label, where=str(directory / "head.json"))
+    embedder = load_embedder(source=yamnet_source, weights_path=yamnet_weights, params=head.params)
+    if embedder.weights_sha256 != head.yamnet_weights_sha256:
+        raise ValueError(
+            f"{directory / 'head.json'} was trained on YAMNet weights {head.yamnet_weights_sha256[:16]}..., "
+            f"but the YAMNet found has {embedder.weights_sha256[:16]}...: pass --yamnet-weights of the training run"
+        )
+    return StreamModel(
+        labels=tuple(head.labels),
+        background_label=head.background_label,
+        params=head.params,
+        detector=detector,
+        embedder=_TfYamnet(embedder),
+        head=_KerasHead(head.model),
+        kind="keras",
+        tolerance=1e-4,  # TensorFlow sums in another order for one patch than for a batch
+    )
+
+
+from train.streams import TfliteEmbedder, check_against_pipeline, plot_sweep, render_stream, run_pipeline  # noqa: E402
+
+
+# --------------------------------------------------------------------------- evaluate-stream
+
+
+def evaluate_streams(
+    model: StreamModel,
+    data_dir: str | os.PathLike[str],
+    *,
+    out_dir: str | os.PathLike[str],
+    seed: int = 0,
+    snr_db: Sequence[float] = (10.0, 0.0),
+    bed_categories: Sequence[str] = DEFAULT_BED_CATEGORIES,
+    cache_dir: str | os.PathLike[str] | None = DEFAULT_STREAM_CACHE,
+    esc50_dir: str | os.PathLike[str] | None = None,
+    check_pipeline: bool = True,
+    block_samples: int = 1024,
+    write_audio: bool = True,
+    options: StreamOptions = DEFAULT_STREAM_OPTIONS,
+    thresholds: Sequence[float] = tuple(t for t in CALIBRATION_GRID[::2]),
+    target_false_per_hour: float | None = 2.0,
+) -> dict[str, Any]:
+    """The test fold as streams through the model's pipeline and detector: clean, and over background.
+
+    Writes into out_dir: <name>.spec.json (replayable; <name>.wav with write_audio), results.json,
+    sweep.png (clean stream). Returns the results.
+    """
+    from train.datasets import load_dataset
+
+    dataset = load_dataset(data_dir)
+    if tuple(dataset.labels) != model.labels:
+        raise ValueError(
+            f"{Path(data_dir) / 'classes.json'} has labels {list(dataset.labels)} but the model has {list(model.labels)}: "
+            "evaluate with the data the model was trained on (--data-dir)"
+        )
+    library = AudioLibrary(params=model.params)
+    categories = esc50_categories(esc50_dir) if dataset.background_label else {}
+    test = [e for e in dataset.test]
+    targets = [
+        SourceClip(dataset.audio_path(e), "target", e.class_name, e.class_name, e.fold)
+        for e in test if e.class_name != dataset.background_label
+    ]  # fmt: skip
+    others = [
+        SourceClip(dataset.audio_path(e), "nontarget", None,
+                   clip_category(e.file_name, e.class_name, background_label=dataset.background_label, categories=categories), e.fold)
+        for e in test if e.class_name == dataset.background_label
+    ]  # fmt: skip
+    if not targets:
+        raise ValueError(f"{Path(data_dir) / 'testData.json'} holds no target clips to detect")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    clean = build_stream(targets, others, seed=seed, options=options, params=model.params, library=library,
+                         recipe={"folds": [dataset.test_fold], "data_dir": str(data_dir)})  # fmt: skip
+    specs = {"clean": clean}
+    beds = [replace(o, role="bed") for o in others if o.category in bed_categories]
+    for snr in snr_db:
+        if not beds:
+            logger.warning("no test clips of %s to mix under the targets; skipping the SNR streams", list(bed_categories))
+            break
+        specs[f"snr{snr:g}db"] = with_background(clean, beds, snr_db=snr, seed=seed, options=options, params=model.params, library=library)
+    results: dict[str, Any] = {
+        "model": model.kind, "labels": list(model.labels), "detector": model.detector.to_dict(),
+        "options": asdict(options), "streams": {},
+    }  # fmt: skip
+    for name, spec in specs.items():
+        spec.save(out / f"{name}.spec.json")
+        if write_audio:
+            from edge.audio import write_wav
+
+            write_wav(out / f"{name}.wav", render_stream(spec, library=library, params=model.params), rate_hz=spec.sample_rate_hz)
+        patches = embed_stream(spec, model.embedder, cache_dir=cache_dir, params=model.params, library=library)
+        probabilities = model.predict(patches.embeddings)
+        detections = detect_events(
+            probabilities, patches.start_samples, labels=model.labels, config=model.detector,
+            num_samples=spec.num_samples, params=model.params,
+        )  # fmt: skip
+        if check_pipeline and name == "clean":
+            run = run_pipeline(model.pipeline(), render_stream(spec, library=library, params=model.params), block_samples=block_samples)
+            check_against_pipeline((probabilities, patches.start_samples, detections), run, atol=model.tolerance)
+            results["pipeline_check"] = (
+                f"cached patches == StreamingPipeline fed in blocks of {block_samples} samples "
+                f"({len(run.start_samples)} patches, {len(run.detections)} events)"
+            )
+        scored = score_stream(spec, detections, labels=model.labels, options=options)
+        entry = {"seconds": round(spec.seconds, 1), **scored.summary(), "events": [asdict(d) for d in detections]}
+        if name == "clean":
+            points = sweep_thresholds([(spec, probabilities, patches.start_samples)], labels=model.labels, config=model.detector,
+                                      thresholds=thresholds, options=options, params=model.params)  # fmt: skip
+            entry["sweep"] = [p.to_dict() for p in points]
+            plot_sweep(points, out / "sweep.png", chosen=dict(model.detector.thresholds), target_false_per_hour=target_false_per_hour,
+                       title=f"Test fold stream ({spec.seconds / 60:.0f} min, {len(spec.targets)} targets): one threshold for all classes")  # fmt: skip
+        results["streams"][name] = entry
+    _write_json(out / "results.json", results)
+    return results
+
+
+def _write_json(path: Path, document: Any) -> Path:
+    from train.streams import _write_text_atomic
+
+    return _write_text_atomic(path, json.dumps(document, indent=1, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def format_stream_results(results: Mapping[str, Any]) -> str:
+    """Plain-text table of evaluate_streams' results."""
+    lines = []
+    for name, entry in results["streams"].items():
+        overall = entry["overall"]
+        lines.append(
+            f"{name}: {entry['seconds']:.0f} s, {entry['nontarget_seconds']:.0f} s non-target; "
+            f"{overall['detected_in_time']}/{overall['targets']} targets within {results['options']['latency_limit_seconds']:g} s "
+            f"({overall['detected']} detected at all), {overall['false_events']} false events "
+            f"= {overall['false_per_hour']:.1f}/h, latency median {overall['latency_median_seconds']} s max {overall['latency_max_seconds']} s"
+        )
+        lines.append(f"  {'class':14s} {'recall':>8s} {'in time':>8s} {'lat.med':>8s} {'lat.max':>8s} {'false':>6s} {'per h':>7s}")
+        for label, figures in entry["per_class"].items():
+            lines.append(
+                f"  {label:14s} {figures['detected']:>4d}/{figures['targets']:<3d} {figures['detected_in_time']:>4d}/{figures['targets']:<3d} "
+                f"{_seconds(figures['latency_median_seconds']):>8s} {_seconds(figures['latency_max_seconds']):>8s} "
+                f"{figures['false_events']:>6d} {figures['false_per_hour']:>7.1f}"
+            )
+    if "pipeline_check" in results:
+        lines.append(f"check: {results['pipeline_check']}")
+    return "\n".join(lines)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"

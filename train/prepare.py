@@ -182,6 +182,11 @@ def _read_source(path: Path) -> tuple[FloatArray, int]:
         raise DatasetError(f"{path} is not readable audio ({error}): replace or delete it") from error
     if waveform.shape[0] == 0:
         raise DatasetError(f"{path} holds no audio samples: replace or delete it")
+    bad = ~np.isfinite(waveform)
+    if bad.any():
+        # The resampler would smear one NaN over a thousand samples and into manifest.json.
+        logger.warning("%s: %d NaN/Inf sample(s) replaced with 0", path, int(np.count_nonzero(bad)))
+        waveform = np.nan_to_num(waveform, nan=0.0, posinf=0.0, neginf=0.0)
     return waveform, int(rate_hz)
 
 
