@@ -140,6 +140,25 @@ def test_cross_validation_trains_on_the_other_folds_and_reports_each(tmp_path: P
     assert "fold 3:     9/9" in text and "mean accuracy 100.00%" in text
 
 
+def test_repeated_cross_validation_reports_each_seed_and_their_mean() -> None:
+    from train.evaluate import summarize_repeats
+
+    def summary(seed: int, accuracy: float) -> dict:
+        return {"train_config": {"seed": seed}, "mean_accuracy": accuracy, "fold_accuracy": {"1": accuracy},
+                "mean_target_accuracy": accuracy - 0.1}  # fmt: skip
+
+    combined = summarize_repeats([summary(0, 0.975), summary(1, 0.99375)])
+    assert [entry["seed"] for entry in combined["repeats"]] == [0, 1]
+    assert combined["mean_accuracy_over_repeats"] == pytest.approx(0.984375)
+    assert combined["mean_target_accuracy_over_repeats"] == pytest.approx(0.884375)
+    first = metrics_from_confusion(np.diag([8, 8]), ["a", "b"])
+    text = format_cross_validation({
+        "folds": [1], "per_fold": {"1": first}, "mean_accuracy": 1.0, "std_accuracy": 0.0, "overall": first,
+        "train_config": {"seed": 0}, **combined,
+    })  # fmt: skip
+    assert "seed 1: mean accuracy 99.38%" in text and "mean over seeds: 98.44%" in text
+
+
 def test_cross_validation_needs_two_folds() -> None:
     pytest.importorskip("tensorflow")
     from train.evaluate import cross_validate

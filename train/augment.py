@@ -2,9 +2,10 @@
 
 A target clip is time-shifted (so its patches fall on other phases of the 0.48 s grid, as in a
 stream), given a random gain, and mixed over a background clip at a random SNR. Every patch of
-the result is labelled by what it holds of the TARGET: a patch where the target is near-silent
+the result is labelled by what it holds (train.openset): a patch where the target is near-silent
 (more than `quiet_below_peak_db` under the target's loudest patch) holds only background and is
-labelled as the background class. The same rule cleans the plain clips: ESC-50 clips contain
+labelled as the background class; one where the background is louder than the target there is
+left out of training. The same rule cleans the plain clips: ESC-50 clips contain
 silent stretches that carry the clip's label, which teaches the head to call silence a target.
 
 Mixed clips are embedded once per (plan, YAMNet weights) and cached.
@@ -21,7 +22,6 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -32,9 +32,10 @@ from train.streams import DEFAULT_STREAM_OPTIONS, AudioLibrary, PatchEmbedder, S
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
-BoolArray = npt.NDArray[np.bool_]
 
 DEFAULT_AUGMENT_CACHE = Path("data/cache/augment")
+CACHE_FORMAT = "oido-augment/2"
+"""Changes when the cached arrays change (keys every cache entry)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ class MixOptions:
     """Chance that a copy is mixed over a background clip (else: shifted and gained only)."""
     shift: bool = True
     """Delay the clip by a random fraction of a hop, so patches sample other phases."""
+    min_patch_snr_db: float = 0.0
+    """A mixed patch is labelled a target only where the target is at least this much louder
+    than the background in it; below, it is left out of training."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -108,33 +112,24 @@ def plan_mixes(
 
 def render_mix(
     plan: MixPlan, *, library: AudioLibrary, options: StreamOptions = DEFAULT_STREAM_OPTIONS, params: Params = DEFAULT_PARAMS
-) -> tuple[FloatArray, FloatArray]:
-    """(mixture float32 [n], target part float32 [n]) of one plan, at params.sample_rate_hz."""
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """(mixture, target part, background part), each float32 [n] at params.sample_rate_hz."""
     target = library.waveform(plan.target).astype(np.float64)
     signal = np.concatenate([np.zeros(plan.shift_samples), target])
-    mixture = signal.copy()
+    bed = np.zeros(len(signal))
     if plan.background is not None:
         background = library.waveform(plan.background).astype(np.float64)
-        bed = np.resize(background, len(signal))  # repeat a short bed; cut a long one
+        source = np.resize(background, len(signal))  # repeat a short bed; cut a long one
         signal_power = active_power(target, options=options, params=params)
-        bed_power = active_power(bed, options=options, params=params)
+        bed_power = active_power(source, options=options, params=params)
         if signal_power > 0 and bed_power > 0:
-            mixture = mixture + bed * math.sqrt(signal_power / bed_power / 10.0 ** (plan.snr_db / 10.0))
+            bed = source * math.sqrt(signal_power / bed_power / 10.0 ** (plan.snr_db / 10.0))
+    mixture = signal + bed
     gain = 10.0 ** (plan.gain_db / 20.0)
     peak = float(np.max(np.abs(mixture))) if len(mixture) else 0.0
     if peak * gain > 1.0:
         gain = 1.0 / peak
-    return (mixture * gain).astype(np.float32), (signal * gain).astype(np.float32)
-
-
-def quiet_patches(
-    target_part: npt.ArrayLike, *, quiet_below_peak_db: float, params: Params = DEFAULT_PARAMS
-) -> BoolArray:
-    """bool [p]: patches (edge framing) where the target is more than quiet_below_peak_db under its loudest patch."""
-    from edge.framing import waveform_to_patches
-
-    levels = patch_rms_dbfs(waveform_to_patches(np.asarray(target_part, np.float32), params=params))
-    return levels < levels.max() - quiet_below_peak_db
+    return (mixture * gain).astype(np.float32), (signal * gain).astype(np.float32), (bed * gain).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -148,6 +143,8 @@ class AugmentedClip:
     """float32 [p, 521]"""
     target_level_db: FloatArray
     """float32 [p]: RMS of the target part per patch, dB full scale."""
+    background_level_db: FloatArray
+    """float32 [p]: RMS of the background part per patch, dB full scale (-200 without one)."""
 
 
 def embed_mixes(
@@ -164,7 +161,7 @@ def embed_mixes(
 
     if not plans:
         return []
-    key = hashlib.sha256(json.dumps([asdict(p) for p in plans], sort_keys=True).encode()).hexdigest()[:24]
+    key = hashlib.sha256(json.dumps([CACHE_FORMAT, *[asdict(p) for p in plans]], sort_keys=True).encode()).hexdigest()[:24]
     path = None if cache_dir is None else Path(cache_dir) / embedder.weights_sha256[:16] / f"{key}.npz"
     if path is not None and path.is_file():
         try:
@@ -177,6 +174,7 @@ def embed_mixes(
                         embeddings=entry["embeddings"][bounds[i] : bounds[i + 1]],
                         yamnet_scores=entry["yamnet_scores"][bounds[i] : bounds[i + 1]],
                         target_level_db=entry["target_level_db"][bounds[i] : bounds[i + 1]],
+                        background_level_db=entry["background_level_db"][bounds[i] : bounds[i + 1]],
                     )
                     for i, plan in enumerate(plans)
                 ]
@@ -185,10 +183,11 @@ def embed_mixes(
     logger.info("YAMNet over %d augmented clips", len(plans))
     clips = []
     for plan in plans:
-        mixture, target_part = render_mix(plan, library=library, options=options, params=params)
+        mixture, target_part, bed_part = render_mix(plan, library=library, options=options, params=params)
         embeddings, scores = embedder.embed_patches(waveform_to_patches(mixture, params=params))
         levels = patch_rms_dbfs(waveform_to_patches(target_part, params=params))
-        clips.append(AugmentedClip(plan, np.asarray(embeddings, np.float32), np.asarray(scores, np.float32), levels))
+        bed_levels = patch_rms_dbfs(waveform_to_patches(bed_part, params=params))
+        clips.append(AugmentedClip(plan, np.asarray(embeddings, np.float32), np.asarray(scores, np.float32), levels, bed_levels))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor, staged = tempfile.mkstemp(prefix=".augment-", suffix=".tmp", dir=path.parent)
@@ -200,13 +199,10 @@ def embed_mixes(
                     embeddings=np.concatenate([c.embeddings for c in clips]),
                     yamnet_scores=np.concatenate([c.yamnet_scores for c in clips]),
                     target_level_db=np.concatenate([c.target_level_db for c in clips]),
+                    background_level_db=np.concatenate([c.background_level_db for c in clips]),
                 )
             os.replace(staged, path)
         except BaseException:
             Path(staged).unlink(missing_ok=True)
             raise
     return clips
-
-
-def describe(options: MixOptions) -> dict[str, Any]:
-    return asdict(options)

@@ -9,6 +9,7 @@ Parsing only; the work is in train.core. Examples:
     oido-train evaluate
     oido-train cv
     oido-train plot-clip data/audio/5-200334-A-18.wav
+    oido-train fit-openset | calibrate | evaluate-stream | loco   (train.openset)
 
 A user mistake (missing data, bad flag value, a model directory from another run) prints one
 line on stderr and exits with status 2; -v/--verbose adds the traceback.
@@ -164,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=_run_evaluate)
 
     cv = commands.add_parser("cv", parents=[common], help="5-fold cross-validation by ESC-50 fold")
+    cv.add_argument("--repeats", type=int, default=1, metavar="N",
+                    help="run the whole cross-validation N times, seeds SEED..SEED+N-1, and report the mean (default: 1)")  # fmt: skip
     _add_yamnet_flags(cv)
     _add_train_config_flags(cv)
     cv.set_defaults(run=_run_cv)
@@ -179,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_yamnet_flags(everything)
     _add_train_config_flags(everything)
     everything.set_defaults(run=_run_all)
+
+    # Open-set training, threshold calibration and stream evaluation live in train.openset.
+    from train import openset
+
+    openset.add_subcommands(commands, parents=[common])
     return parser
 
 
@@ -275,7 +283,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 def _run_cv(args: argparse.Namespace) -> int:
     from train import core
 
-    summary = core.cross_validation(_embedded(args), config=_train_config(args), reports_dir=args.reports_dir)
+    summary = core.cross_validation(
+        _embedded(args), config=_train_config(args), reports_dir=args.reports_dir, repeats=args.repeats
+    )
     _say(args, core.format_cross_validation(summary))
     _say(args, f"({summary['seconds']:.1f} s; written to {args.reports_dir / 'cv.json'})")
     return EXIT_OK

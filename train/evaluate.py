@@ -268,6 +268,24 @@ def cross_validate(
     return summary
 
 
+def summarize_repeats(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Each repeat's (seed's) mean accuracy and their mean, from `cross_validate` summaries."""
+    repeats = []
+    for summary in summaries:
+        entry = {"seed": summary["train_config"]["seed"], "mean_accuracy": summary["mean_accuracy"],
+                 "fold_accuracy": summary["fold_accuracy"]}  # fmt: skip
+        if "mean_target_accuracy" in summary:
+            entry["mean_target_accuracy"] = summary["mean_target_accuracy"]
+        repeats.append(entry)
+    combined: dict[str, Any] = {
+        "repeats": repeats,
+        "mean_accuracy_over_repeats": float(np.mean([entry["mean_accuracy"] for entry in repeats])),
+    }
+    if all("mean_target_accuracy" in entry for entry in repeats):
+        combined["mean_target_accuracy_over_repeats"] = float(np.mean([e["mean_target_accuracy"] for e in repeats]))
+    return combined
+
+
 # --------------------------------------------------------------------------- text
 
 
@@ -329,6 +347,17 @@ def format_cross_validation(summary: dict[str, Any]) -> str:
     if "mean_target_accuracy" in summary:
         mean_line += f"; mean target accuracy {100 * summary['mean_target_accuracy']:.2f}%"
     lines.append(mean_line)
+    if "repeats" in summary:
+        lines.append(f"  repeated with {len(summary['repeats'])} seeds:")
+        for entry in summary["repeats"]:
+            line = f"    seed {entry['seed']}: mean accuracy {100 * entry['mean_accuracy']:.2f}%"
+            if "mean_target_accuracy" in entry:
+                line += f", targets {100 * entry['mean_target_accuracy']:.2f}%"
+            lines.append(line)
+        line = f"    mean over seeds: {100 * summary['mean_accuracy_over_repeats']:.2f}%"
+        if "mean_target_accuracy_over_repeats" in summary:
+            line += f", targets {100 * summary['mean_target_accuracy_over_repeats']:.2f}%"
+        lines.append(line)
     lines.append("")
-    lines.append(format_report(summary["overall"], title="all folds together"))
+    lines.append(format_report(summary["overall"], title=f"all folds together (seed {summary['train_config']['seed']})"))
     return "\n".join(lines)

@@ -38,6 +38,7 @@ import numpy.typing as npt
 
 from edge.detect import DetectorConfig
 from edge.params import DEFAULT_PARAMS, Params
+from edge.pipeline import StreamingPipeline
 from train.augment import DEFAULT_AUGMENT_CACHE, MixOptions, embed_mixes, plan_mixes
 from train.streams import (
     DEFAULT_STREAM_CACHE,
@@ -50,10 +51,15 @@ from train.streams import (
     StreamScore,
     StreamSpec,
     SweepPoint,
+    TfliteEmbedder,
     build_stream,
+    check_against_pipeline,
     detect_events,
     embed_stream,
     patch_rms_dbfs,
+    plot_sweep,
+    render_stream,
+    run_pipeline,
     score_stream,
     sweep_thresholds,
     with_background,
@@ -185,7 +191,7 @@ def load_task(
     library: AudioLibrary | None = None,
     params: Params = DEFAULT_PARAMS,
 ) -> Task:
-    """Read data/ (train.datasets.load_dataset), embed every clip (cached), measure patch levels."""
+    """Read data/ (train.datasets.load_dataset) and embed every clip (train.embeddings' cache)."""
     from edge.framing import waveform_to_patches
     from train.datasets import load_dataset
     from train.embeddings import embed_files
@@ -198,7 +204,9 @@ def load_task(
     categories = esc50_categories(esc50_dir) if dataset.background_label else {}
     clips = []
     for entry, path, outputs in zip(entries, paths, embedded):
-        levels = patch_rms_dbfs(waveform_to_patches(library.waveform(path), params=params))
+        levels = getattr(outputs, "rms_dbfs", None)
+        if levels is None:  # an older train.embeddings without patch levels
+            levels = patch_rms_dbfs(waveform_to_patches(library.waveform(path), params=params))
         if len(levels) != outputs.num_patches:
             raise RuntimeError(f"{path}: {outputs.num_patches} cached embeddings but {len(levels)} patches")
         clips.append(
@@ -375,6 +383,8 @@ def training_set(
             source = by_path[mixed.plan.target]
             bed = None if mixed.plan.background is None else by_path[mixed.plan.background]
             labels = np.full(len(mixed.embeddings), space.of_clip(source), np.int64)
+            # Where the background drowns the target the patch is not evidence either way.
+            labels[mixed.target_level_db < mixed.background_level_db + recipe.mix.min_patch_snr_db] = -1
             quiet = quiet_mask(mixed.target_level_db, quiet_below_peak_db=recipe.quiet_below_peak_db)
             # Without a bed a quiet patch is silence, which the plain clips already teach.
             labels[quiet] = space.quiet(bed) if bed is not None else -1
@@ -406,8 +416,9 @@ def label_stream_patches(
 ) -> IntArray:
     """Training label of every patch of a stream (in `space`), -1 for patches left out.
 
-    A patch is a target when it holds at least min_target_overlap_seconds of that target and
-    the target's level in it is within quiet_below_peak_db of the target clip's loudest patch;
+    A patch is a target when it holds at least min_target_overlap_seconds of that target's sound
+    (its onset .. last active frame) and the target's level in it is within quiet_below_peak_db of
+    the target clip's loudest patch;
     with a loud but shorter overlap it is left out (ambiguous onset/offset); otherwise it is
     background (the category of the clip it overlaps most; "quiet" when only silence). Patches
     touching a clip not in `allowed` (held out) are left out.
@@ -431,6 +442,8 @@ def label_stream_patches(
             data = allowed[clip.file]
             overlap = min(end, clip.end_sample) - max(start, clip.start_sample)
             if clip.role == "target":
+                # Overlap with the sound itself (onset .. last active frame), not the clip's silence.
+                overlap = min(end, clip.active_end_sample) - max(start, clip.onset_sample)
                 audio = factory.library.waveform(clip.file)
                 part = audio[max(0, start - clip.start_sample) : min(clip.num_samples, end - clip.start_sample)].astype(np.float64)
                 energy = float(np.sum(part**2)) * 10.0 ** (clip.gain_db / 10.0) / patch
@@ -476,7 +489,17 @@ class HeadEnsemble:
         if len(self.models) == 1 and identity:
             return self.models[0]
         inputs = tf.keras.Input(shape=(int(self.models[0].inputs[0].shape[-1]),), dtype="float32", name="embedding")
-        outputs = [m(inputs) for m in self.models]
+        outputs = []
+        for number, member in enumerate(self.models):
+            # Fresh, uniquely named copies of each member's layers (Keras wants unique names).
+            x = inputs
+            for layer in member.layers:
+                if not isinstance(layer, tf.keras.layers.Dense):
+                    continue
+                copy = tf.keras.layers.Dense.from_config({**layer.get_config(), "name": f"{layer.name}_{number}"})
+                x = copy(x)
+                copy.set_weights(layer.get_weights())
+            outputs.append(x)
         mean = outputs[0] if len(outputs) == 1 else tf.keras.layers.Average(name="ensemble_mean")(outputs)
         if not identity:
             merge = tf.keras.layers.Dense(self.merge.shape[1], use_bias=False, trainable=False, name="merge_background")
@@ -964,8 +987,13 @@ def detector_from_metadata(metadata: Mapping[str, Any], *, labels: Sequence[str]
     values = dict(metadata.get("detector") or {})
     values.setdefault("background_label", background_label)
     values["thresholds"] = {**dict(values.get("thresholds") or {}), **dict(metadata.get("thresholds") or {})}
+    from edge.errors import ConfigError
+
     config = DetectorConfig.from_dict(values, source=where)
-    config.check_labels(labels)
+    try:
+        config.check_labels(labels)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
     return config
 
 
@@ -1016,9 +1044,6 @@ def load_stream_model(
         kind="keras",
         tolerance=1e-4,  # TensorFlow sums in another order for one patch than for a batch
     )
-
-
-from train.streams import TfliteEmbedder, check_against_pipeline, plot_sweep, render_stream, run_pipeline  # noqa: E402
 
 
 # --------------------------------------------------------------------------- evaluate-stream
@@ -1160,3 +1185,545 @@ def format_stream_results(results: Mapping[str, Any]) -> str:
 
 def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
+
+
+# --------------------------------------------------------------------------- saving the calibrated model
+
+
+def detector_settings(config: DetectorConfig) -> dict[str, Any]:
+    """head.json "detector": DetectorConfig fields except thresholds and background_label
+    (those live in "thresholds" and "background_label", as the manifest keeps them)."""
+    values = config.to_dict()
+    values.pop("thresholds")
+    values.pop("background_label")
+    return values
+
+
+def write_thresholds(model_dir: str | os.PathLike[str], calibration: Calibration, detector: DetectorConfig) -> Path:
+    """model_dir/thresholds.json: {"thresholds": {label: p}, "detector": {...}, "calibration": {...}} (atomic)."""
+    document = {
+        "thresholds": calibration.thresholds,
+        "detector": detector_settings(detector),
+        "calibration": {k: v for k, v in calibration.to_dict().items() if k != "sweep"},
+    }
+    return _write_json(Path(model_dir) / THRESHOLDS_FILE, document)
+
+
+def save_openset_model(
+    model: OpenSetModel,
+    model_dir: str | os.PathLike[str],
+    *,
+    task: Task,
+    yamnet_weights_sha256: str,
+    params: Params = DEFAULT_PARAMS,
+    evaluation: Mapping[str, Any] | None = None,
+) -> Path:
+    """head.keras + head.json (train.head.save_head; with "thresholds", "detector", "openset") + thresholds.json."""
+    from train.head import TrainConfig, TrainedHead, save_head
+
+    recipe = model.recipe
+    config = TrainConfig(
+        epochs=recipe.epochs, class_weight=recipe.class_weight, validation_fraction=0.0, seed=recipe.seed,
+        silent_patch_dbfs=None,
+    )  # fmt: skip
+    head = TrainedHead(
+        model=model.heads.as_keras(),
+        labels=list(task.labels),
+        background_label=task.background_label,
+        params=params,
+        train_config=config,
+        yamnet_weights_sha256=yamnet_weights_sha256,
+        embedding_size=params.embedding_size,
+        metrics=dict(evaluation or {}),
+        extra={
+            "test_fold": task.test_fold,
+            "thresholds": dict(model.calibration.thresholds),
+            "detector": detector_settings(model.detector),
+            "openset": {
+                "recipe": recipe.to_dict(),
+                "training_outputs": list(model.heads.output_names),
+                "calibration": {k: v for k, v in model.calibration.to_dict().items() if k != "sweep"},
+            },
+        },
+    )
+    path = save_head(head, model_dir)
+    write_thresholds(model_dir, model.calibration, model.detector)
+    return path
+
+
+def update_thresholds(model_dir: str | os.PathLike[str], calibration: Calibration, detector: DetectorConfig) -> None:
+    """Write new thresholds into an existing head.json (and thresholds.json), keeping everything else."""
+    from train.head import read_head_metadata, write_head_metadata
+
+    metadata = read_head_metadata(model_dir)
+    metadata["thresholds"] = dict(calibration.thresholds)
+    metadata["detector"] = detector_settings(detector)
+    openset = dict(metadata.get("openset") or {})
+    openset["calibration"] = {k: v for k, v in calibration.to_dict().items() if k != "sweep"}
+    metadata["openset"] = openset
+    write_head_metadata(model_dir, metadata)
+    write_thresholds(model_dir, calibration, detector)
+
+
+def plot_calibration(calibration: Calibration, path: str | os.PathLike[str]) -> Path:
+    """PNG of the validation sweep per class (false events/hour vs missed), chosen thresholds starred."""
+    labels = list(calibration.sweep)
+    seconds = calibration.validation_hours * 3600.0
+    points = []
+    for index in range(len(next(iter(calibration.sweep.values()))) if labels else 0):
+        rows = {label: calibration.sweep[label][index] for label in labels}
+        threshold = rows[labels[0]]["threshold"]
+        points.append(
+            SweepPoint(
+                threshold=threshold,
+                missed={l: r["missed"] for l, r in rows.items()},
+                targets={l: calibration.expected[l]["targets"] for l in labels},
+                false_events={l: r["false_events"] for l, r in rows.items()},
+                nontarget_seconds=seconds,
+            )
+        )
+    return plot_sweep(
+        points, path, chosen=calibration.thresholds, target_false_per_hour=calibration.target_false_per_hour,
+        title=f"Validation streams ({calibration.validation_hours:.2f} h non-target, out of fold): thresholds per class",
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+RECIPE_FLAGS: dict[str, str] = {
+    "epochs": "passes over the training patches",
+    "label_smoothing": "cross-entropy label smoothing",
+    "training_streams": "training streams per fold added to the training patches",
+    "ensemble": "heads averaged into the exported head",
+    "seed": "training seed",
+}
+
+
+def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
+    """Add fit-openset, calibrate, evaluate-stream and loco to oido-train's sub-parsers.
+
+    `parents`: oido-train's shared options (-v/-q, --data-dir, --model-dir, --reports-dir, --threads).
+    Each sub-parser sets `run` to its *_main(args) -> exit status.
+    """
+
+    def yamnet_flags(parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("YAMNet")
+        group.add_argument("--yamnet-source", choices=("auto", "tflite", "hub"), default="auto",
+                           help="where train's YAMNet weights come from (default: auto)")  # fmt: skip
+        group.add_argument("--yamnet-weights", type=Path, default=None, metavar="FILE",
+                           help="the YAMNet weights file; overrides the search")  # fmt: skip
+
+    def calibration_flags(parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("calibration")
+        group.add_argument("--target-false-per-hour", type=float, default=ExperimentOptions.target_false_per_hour,
+                           metavar="RATE", help="false events per hour of non-target sound to choose thresholds for (default: 2)")  # fmt: skip
+        group.add_argument("--validation-seeds", type=int, default=ExperimentOptions.validation_seeds, metavar="N",
+                           help="validation streams per training fold (default: 2)")  # fmt: skip
+        group.add_argument("--min-patches", type=int, default=DEFAULT_DETECTOR.min_patches, metavar="K",
+                           help=f"detector: K of N patches over threshold start an event (default: {DEFAULT_DETECTOR.min_patches})")  # fmt: skip
+        group.add_argument("--of-patches", type=int, default=DEFAULT_DETECTOR.of_patches, metavar="N",
+                           help=f"detector: the N of K-of-N (default: {DEFAULT_DETECTOR.of_patches})")  # fmt: skip
+
+    def recipe_flags(parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("open-set training recipe (defaults: the measured choice)")
+        for name, text in RECIPE_FLAGS.items():
+            default = getattr(DEFAULT_RECIPE, name)
+            group.add_argument("--" + name.replace("_", "-"), dest=name, type=type(default), default=default,
+                               help=f"{text} (default: {default})")  # fmt: skip
+        group.add_argument("--class-weight", choices=("none", "balanced"), default=DEFAULT_RECIPE.class_weight,
+                           help=f"class weighting (default: {DEFAULT_RECIPE.class_weight})")  # fmt: skip
+        group.add_argument("--quiet-below-peak-db", type=_optional_float, default=DEFAULT_RECIPE.quiet_below_peak_db, metavar="DB|none",
+                           help="target patches this far under the clip's loudest are background (default: "
+                                f"{DEFAULT_RECIPE.quiet_below_peak_db})")  # fmt: skip
+        group.add_argument("--mix-copies", type=int, default=DEFAULT_RECIPE.mix.copies if DEFAULT_RECIPE.mix else 0, metavar="N",
+                           help="augmented copies of each target clip over background (default: "
+                                f"{DEFAULT_RECIPE.mix.copies if DEFAULT_RECIPE.mix else 0})")  # fmt: skip
+
+    fit = subparsers.add_parser("fit-openset", parents=list(parents),
+                                help="train the head for open-set use and calibrate its thresholds (head.json + thresholds.json)")  # fmt: skip
+    yamnet_flags(fit)
+    recipe_flags(fit)
+    calibration_flags(fit)
+    fit.set_defaults(run=fit_openset_main)
+
+    calibrate = subparsers.add_parser("calibrate", parents=list(parents),
+                                      help="choose per-class thresholds on out-of-fold validation streams for a false-alarm rate")  # fmt: skip
+    yamnet_flags(calibrate)
+    calibration_flags(calibrate)
+    calibrate.set_defaults(run=calibrate_main)
+
+    stream = subparsers.add_parser("evaluate-stream", parents=list(parents),
+                                   help="event-level evaluation: the test fold as long streams through the edge pipeline")  # fmt: skip
+    yamnet_flags(stream)
+    stream.add_argument("--seed", type=int, default=0, help="stream layout seed (default: 0)")
+    stream.add_argument("--snr-db", type=float, nargs="*", default=[10.0, 0.0], metavar="DB",
+                        help="also mix the targets over background at these SNRs (default: 10 0)")  # fmt: skip
+    stream.add_argument("--bed-categories", type=_classes_list, default=list(DEFAULT_BED_CATEGORIES), metavar="A,B",
+                        help=f"background categories mixed under targets (default: {','.join(DEFAULT_BED_CATEGORIES)})")  # fmt: skip
+    stream.add_argument("--out", type=Path, default=None, metavar="DIR",
+                        help="where specs, WAVs, results.json and sweep.png go (default: <reports-dir>/openset/stream)")  # fmt: skip
+    stream.add_argument("--no-audio", action="store_true", help="do not write the streams as WAV files")
+    stream.add_argument("--no-check", action="store_true", help="skip running the full StreamingPipeline once to check the cache")
+    stream.set_defaults(run=evaluate_stream_main)
+
+    loco = subparsers.add_parser("loco", parents=list(parents),
+                                 help="leave-one-class-out: false events on a background category never trained on")  # fmt: skip
+    yamnet_flags(loco)
+    recipe_flags(loco)
+    calibration_flags(loco)
+    loco.add_argument("--categories", type=_classes_list, default=None, metavar="A,B",
+                      help="background categories to leave out in turn (default: all)")  # fmt: skip
+    loco.set_defaults(run=loco_main)
+
+    ablate = subparsers.add_parser("ablation", parents=list(parents),
+                                   help="what each part of the open-set recipe changes (calibrated, event level)")  # fmt: skip
+    yamnet_flags(ablate)
+    calibration_flags(ablate)
+    ablate.add_argument("--variants", type=_classes_list, default=list(ABLATION), metavar="A,B",
+                        help=f"variants to run (default: all of {','.join(ABLATION)})")  # fmt: skip
+    ablate.set_defaults(run=ablation_main)
+
+
+def _classes_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: give names separated by commas")
+    return names
+
+
+def _optional_float(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number or 'none'") from None
+
+
+def _arg(args: argparse.Namespace, name: str, default: Any) -> Any:
+    value = getattr(args, name, None)
+    return default if value is None else value
+
+
+def _recipe_from_args(args: argparse.Namespace) -> OpenSetRecipe:
+    values = {name: getattr(args, name) for name in RECIPE_FLAGS}
+    mix = DEFAULT_RECIPE.mix if DEFAULT_RECIPE.mix is not None else MixOptions(copies=0)
+    return replace(
+        DEFAULT_RECIPE,
+        class_weight=args.class_weight,
+        quiet_below_peak_db=args.quiet_below_peak_db,
+        mix=replace(mix, copies=args.mix_copies) if args.mix_copies > 0 else None,
+        **values,
+    )
+
+
+def _experiment_from_args(args: argparse.Namespace) -> ExperimentOptions:
+    detector = DEFAULT_DETECTOR.with_changes(min_patches=args.min_patches, of_patches=args.of_patches)
+    return ExperimentOptions(
+        validation_seeds=args.validation_seeds, target_false_per_hour=args.target_false_per_hour, detector=detector,
+    )  # fmt: skip
+
+
+def _factory(args: argparse.Namespace) -> StreamFactory:
+    from train.core import load_embedder
+
+    data_dir = Path(_arg(args, "data_dir", "data"))
+    embedder = _TfYamnet(load_embedder(source=args.yamnet_source, weights_path=args.yamnet_weights))
+    library = AudioLibrary()
+    task = load_task(data_dir, embedder, cache_root=data_dir / "cache" / "embeddings", esc50_dir=getattr(args, "esc50", None), library=library)
+    if task.background_label is None:
+        raise ValueError(
+            f"{data_dir / 'classes.json'} has no background class: open-set training needs one; "
+            "run oido-train prepare --background esc10 (or a folder of your own background recordings)"
+        )
+    return StreamFactory(task, embedder, cache_dir=data_dir / "cache" / "streams", library=library)
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(text, flush=True)
+
+
+def _train_folds(task: Task) -> list[int]:
+    return sorted({c.fold for c in task.clips if c.fold != task.test_fold})
+
+
+def fit_openset_main(args: argparse.Namespace) -> int:
+    """oido-train fit-openset: train the recipe's head, calibrate out of fold, save into --model-dir."""
+    factory = _factory(args)
+    task = factory.task
+    recipe, experiment = _recipe_from_args(args), _experiment_from_args(args)
+    data_dir = Path(_arg(args, "data_dir", "data"))
+    model = fit_openset(
+        factory, recipe, train_folds=_train_folds(task), experiment=experiment,
+        augment_cache=data_dir / "cache" / "augment", progress=lambda text: _say(args, f"  {text}"),
+    )  # fmt: skip
+    right, total = clip_accuracy(task, model.heads, folds=[task.test_fold])
+    model_dir = Path(_arg(args, "model_dir", "model"))
+    save_openset_model(model, model_dir, task=task, yamnet_weights_sha256=factory.embedder.weights_sha256,
+                       params=factory.params, evaluation={"test_clip_accuracy_targets": [right, total]})  # fmt: skip
+    reports = Path(_arg(args, "reports_dir", "reports")) / "openset"
+    plot_calibration(model.calibration, reports / "calibration.png")
+    _say(args, f"saved {model_dir / 'head.keras'}, head.json and {THRESHOLDS_FILE}: thresholds "
+               + ", ".join(f"{k} {v:.4g}" for k, v in model.calibration.thresholds.items()))  # fmt: skip
+    _say(args, f"test fold {task.test_fold}: {right}/{total} target clips decided right; calibration plot {reports / 'calibration.png'}")
+    return 0
+
+
+def calibrate_main(args: argparse.Namespace) -> int:
+    """oido-train calibrate: new thresholds for --model-dir's head (trained by fit-openset) at a false-alarm rate."""
+    from train.head import read_head_metadata
+
+    model_dir = Path(_arg(args, "model_dir", "model"))
+    metadata = read_head_metadata(model_dir)
+    recorded = (metadata.get("openset") or {}).get("recipe")
+    if recorded is None:
+        raise ValueError(
+            f"{model_dir / 'head.json'} was not trained by oido-train fit-openset, so its validation heads cannot be "
+            "retrained the same way: run oido-train fit-openset"
+        )
+    recipe = OpenSetRecipe.from_dict(recorded)
+    factory = _factory(args)
+    experiment = _experiment_from_args(args)
+    data_dir = Path(_arg(args, "data_dir", "data"))
+    validation = oof_validation(
+        factory, recipe, train_folds=_train_folds(factory.task), experiment=experiment,
+        augment_cache=data_dir / "cache" / "augment", progress=lambda text: _say(args, f"  {text}"),
+    )  # fmt: skip
+    base = experiment.detector.with_changes(background_label=factory.task.background_label)
+    calibration = calibrate_on_streams(validation, labels=factory.task.labels, config=base,
+                                       target_false_per_hour=experiment.target_false_per_hour,
+                                       options=factory.options, params=factory.params)  # fmt: skip
+    detector = detector_with(calibration, base, factory.task.background_label)
+    update_thresholds(model_dir, calibration, detector)
+    png = plot_calibration(calibration, Path(_arg(args, "reports_dir", "reports")) / "openset" / "calibration.png")
+    _say(args, f"thresholds for {experiment.target_false_per_hour:g} false events/hour written to {model_dir / 'head.json'} "
+               f"and {THRESHOLDS_FILE}: " + ", ".join(f"{k} {v:.4g}" for k, v in calibration.thresholds.items()))  # fmt: skip
+    _say(args, f"validation: {calibration.validation_hours:.2f} h of non-target sound, {calibration.validation_targets} targets; plot {png}")
+    _say(args, "run oido-convert again to copy them into model/manifest.json")
+    return 0
+
+
+def evaluate_stream_main(args: argparse.Namespace) -> int:
+    """oido-train evaluate-stream: event recall, latency and false events/hour on test-fold streams."""
+    model_dir = Path(_arg(args, "model_dir", "model"))
+    model = load_stream_model(model_dir, yamnet_source=args.yamnet_source, yamnet_weights=args.yamnet_weights)
+    data_dir = Path(_arg(args, "data_dir", "data"))
+    out = args.out if args.out is not None else Path(_arg(args, "reports_dir", "reports")) / "openset" / "stream"
+    results = evaluate_streams(
+        model, data_dir, out_dir=out, seed=args.seed, snr_db=args.snr_db, bed_categories=args.bed_categories,
+        cache_dir=data_dir / "cache" / "streams", esc50_dir=getattr(args, "esc50", None),
+        check_pipeline=not args.no_check, write_audio=not args.no_audio,
+    )  # fmt: skip
+    _say(args, f"model: {model_dir} ({model.kind}); thresholds "
+               + ", ".join(f"{k} {v:.4g}" for k, v in model.detector.thresholds.items()))  # fmt: skip
+    _say(args, format_stream_results(results))
+    _say(args, f"written to {out}/ (results.json, sweep.png, *.spec.json{', *.wav: oido-edge replay ' + str(out / 'clean.wav') if not args.no_audio else ''})")
+    return 0
+
+
+def loco_main(args: argparse.Namespace) -> int:
+    """oido-train loco: leave each background category out in turn; false events/hour on it."""
+    factory = _factory(args)
+    task = factory.task
+    data_dir = Path(_arg(args, "data_dir", "data"))
+    summary = leave_one_class_out(
+        factory, _recipe_from_args(args), train_folds=_train_folds(task), test_fold=task.test_fold,
+        categories=args.categories, experiment=_experiment_from_args(args),
+        augment_cache=data_dir / "cache" / "augment", progress=lambda text: _say(args, f"  {text}"),
+    )  # fmt: skip
+    out = Path(_arg(args, "reports_dir", "reports")) / "openset" / "loco.json"
+    _write_json(out, summary)
+    _say(args, f"{'left out':16s} {'false':>5s} {'per h':>7s} {'targets in time':>16s}")
+    for category, figures in summary["splits"].items():
+        _say(args, f"{category:16s} {figures['false_events']:>5d} {figures['false_per_hour']:>7.1f} "
+                   f"{figures['detected_in_time']:>10d}/{figures['targets']}")  # fmt: skip
+    _say(args, f"mean {summary['mean_false_per_hour']:.1f}/h, worst {summary['worst_false_per_hour']:.1f}/h "
+               f"({summary['worst_category']}), fewest targets in time {summary['min_detected_in_time']}/{summary['targets']}; {out}")  # fmt: skip
+    return 0
+
+
+# --------------------------------------------------------------------------- ablation
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the ablation: a recipe, and whether the background class is trained at all."""
+
+    description: str
+    recipe: OpenSetRecipe
+    background: bool = True
+
+
+ABLATION: dict[str, Variant] = {
+    "no-other": Variant("4-class softmax, no background class", OpenSetRecipe(quiet_below_peak_db=None, mix=None), background=False),
+    "other": Variant("+ 'other' class of ESC-10 clips", OpenSetRecipe(quiet_below_peak_db=None, mix=None)),
+    "balanced": Variant("+ balanced class weights", OpenSetRecipe(quiet_below_peak_db=None, mix=None, class_weight="balanced")),
+    "quiet": Variant("+ quiet target patches labelled background", OpenSetRecipe(mix=None)),
+    "mix": Variant("+ 2 mixed/shifted/gained copies of targets", OpenSetRecipe(mix=MixOptions(copies=2))),
+    "smooth": Variant("+ label smoothing 0.1", OpenSetRecipe(mix=None, label_smoothing=0.1)),
+    "subclasses": Variant("+ one output per background category", OpenSetRecipe(mix=None, background_subclasses=True)),
+    "streams": Variant("+ 2 training streams per fold", OpenSetRecipe(mix=None, training_streams=2)),
+    "ensemble": Variant("+ 3 heads averaged", OpenSetRecipe(mix=None, ensemble=3)),
+}
+"""Variants measured by `oido-train ablation` (each adds one thing to 'quiet' unless it says otherwise)."""
+ABLATION_SNR_DB = 10.0
+"""SNR of the ablation's targets-over-background stream."""
+
+
+def ablation(
+    factory: StreamFactory,
+    variants: Mapping[str, Variant],
+    *,
+    train_folds: Sequence[int],
+    test_fold: int,
+    detectors: Sequence[tuple[int, int]] = ((1, 1), (2, 3)),
+    experiment: ExperimentOptions = ExperimentOptions(),
+    augment_cache: str | os.PathLike[str] | None = DEFAULT_AUGMENT_CACHE,
+    progress: ProgressFn | None = None,
+) -> list[dict[str, Any]]:
+    """For each variant and k-of-n detector: calibrate out of fold, score the test-fold stream.
+
+    One row per (variant, detector): validation and test recall in time, false events, thresholds,
+    latency, and the test clip accuracy of the targets.
+    """
+    task = factory.task
+    test_spec = factory.fold_stream([test_fold], seed=experiment.test_seed)
+    test_patches = factory.patches(test_spec)
+    mixed_spec = factory.mixed(test_spec, snr_db=ABLATION_SNR_DB, bed_folds=[test_fold], bed_categories=DEFAULT_BED_CATEGORIES, seed=experiment.test_seed)
+    mixed_patches = factory.patches(mixed_spec)
+    rows = []
+    for name, variant in variants.items():
+        if progress:
+            progress(f"variant {name}: {variant.description}")
+        validation = oof_validation(
+            factory, variant.recipe, train_folds=train_folds, exclude_categories=(),
+            experiment=experiment, augment_cache=augment_cache,
+        ) if variant.background else _oof_without_background(factory, variant.recipe, train_folds, experiment, augment_cache)  # fmt: skip
+        clips = task.select(folds=train_folds, background=variant.background)
+        heads = train_heads(factory, clips, variant.recipe, augment_cache=augment_cache)
+        test = ScoredStream(test_spec, heads.predict(test_patches.embeddings), test_patches)
+        mixed = ScoredStream(mixed_spec, heads.predict(mixed_patches.embeddings), mixed_patches)
+        right, total = clip_accuracy(task, heads, folds=[test_fold])
+        for k, n in detectors:
+            base = experiment.detector.with_changes(min_patches=k, of_patches=n, background_label=task.background_label)
+            calibration = calibrate_on_streams(
+                validation, labels=task.labels, config=base, target_false_per_hour=experiment.target_false_per_hour,
+                options=factory.options, params=factory.params,
+            )  # fmt: skip
+            config = detector_with(calibration, base, task.background_label)
+            valid = merge_scores([score(s, labels=task.labels, config=config, options=factory.options) for s in validation])
+            tested = score(test, labels=task.labels, config=config, options=factory.options)
+            v, t = valid.summary()["overall"], tested.summary()["overall"]
+            m = score(mixed, labels=task.labels, config=config, options=factory.options).summary()["overall"]
+            rows.append({
+                "variant": name, "description": variant.description, "detector": f"{k}-of-{n}",
+                "validation_in_time": [v["detected_in_time"], v["targets"]], "validation_false": v["false_events"],
+                "validation_hours": round(valid.nontarget_seconds / 3600, 3),
+                "test_in_time": [t["detected_in_time"], t["targets"]], "test_detected": t["detected"],
+                "test_false": t["false_events"], "test_false_per_hour": t["false_per_hour"],
+                "test_latency_median": t["latency_median_seconds"], "test_latency_max": t["latency_max_seconds"],
+                "test_clip_accuracy": [right, total], "thresholds": calibration.thresholds,
+                "snr_db": ABLATION_SNR_DB, "mixed_in_time": [m["detected_in_time"], m["targets"]],
+            })  # fmt: skip
+    return rows
+
+
+def _oof_without_background(
+    factory: StreamFactory, recipe: OpenSetRecipe, train_folds: Sequence[int], experiment: ExperimentOptions,
+    augment_cache: str | os.PathLike[str] | None,
+) -> list[ScoredStream]:  # fmt: skip
+    """oof_validation for heads trained on the targets only (the 4-class softmax baseline)."""
+    task = factory.task
+    scored = []
+    for fold in train_folds:
+        clips = task.select(folds=[f for f in train_folds if f != fold], background=False)
+        heads = train_heads(factory, clips, recipe, augment_cache=augment_cache)
+        for seed in range(experiment.validation_seeds):
+            spec = factory.fold_stream([fold], seed=VALIDATION_STREAM_SEED + 1000 * fold + seed)
+            patches = factory.patches(spec)
+            scored.append(ScoredStream(spec, heads.predict(patches.embeddings), patches))
+    return scored
+
+
+def format_ablation(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown table of ablation rows."""
+    lines = [
+        "| variant | detector | validation: in time / false | test: in time (1.5 s) | test false events (/h) | latency median / max | over background 10 dB: in time | test clip accuracy |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        vi, vt = row["validation_in_time"]
+        ti, tt = row["test_in_time"]
+        ca, ct = row["test_clip_accuracy"]
+        lines.append(
+            f"| {row['description']} | {row['detector']} | {vi}/{vt} / {row['validation_false']} | {ti}/{tt} | "
+            f"{row['test_false']} ({row['test_false_per_hour']:.0f}) | {_seconds(row['test_latency_median'])} / "
+            f"{_seconds(row['test_latency_max'])} s | {row['mixed_in_time'][0]}/{row['mixed_in_time'][1]} | {ca}/{ct} |"
+        )
+    return "\n".join(lines)
+
+
+def ablation_main(args: argparse.Namespace) -> int:
+    """oido-train ablation: the ablation table (markdown) into <reports-dir>/openset/ablation.md + .json."""
+    unknown = sorted(set(args.variants) - set(ABLATION))
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; choose from {list(ABLATION)}")
+    factory = _factory(args)
+    task = factory.task
+    data_dir = Path(_arg(args, "data_dir", "data"))
+    detectors = sorted({(1, 1), (args.min_patches, args.of_patches)})
+    rows = ablation(
+        factory, {name: ABLATION[name] for name in args.variants}, train_folds=_train_folds(task), test_fold=task.test_fold,
+        detectors=detectors, experiment=_experiment_from_args(args), augment_cache=data_dir / "cache" / "augment",
+        progress=lambda text: _say(args, f"  {text}"),
+    )  # fmt: skip
+    out = Path(_arg(args, "reports_dir", "reports")) / "openset"
+    _write_json(out / "ablation.json", rows)
+    table = format_ablation(rows)
+    from train.streams import _write_text_atomic
+
+    _write_text_atomic(out / "ablation.md", table + "\n")
+    _say(args, table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Stand-alone parser (python -m train.openset COMMAND) with oido-train's shared options."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    common.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    common.add_argument("--data-dir", type=Path, default=Path("data"), metavar="DIR", help="prepared data (default: data)")
+    common.add_argument("--model-dir", type=Path, default=Path("model"), metavar="DIR", help="model folder (default: model)")
+    common.add_argument("--reports-dir", type=Path, default=Path("reports"), metavar="DIR", help="figures (default: reports)")
+    common.add_argument("--threads", type=int, default=0, metavar="N", help="TensorFlow CPU threads (default: 0 = its choice)")
+    parser = argparse.ArgumentParser(prog="python -m train.openset", description="Oído open-set training and event-level evaluation.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    add_subcommands(commands, parents=[common])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command stand-alone (oido-train wires the same functions as its sub-commands)."""
+    import sys
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)  # fmt: skip
+    if args.threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    try:
+        return int(args.run(args))
+    except ValueError as error:  # the project's user errors (and AssetError's message) name the fix
+        logger.debug("details", exc_info=True)
+        print(f"{build_parser().prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

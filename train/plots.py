@@ -42,7 +42,7 @@ def _save(figure: Any, path: str | os.PathLike[str]) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     staged = target.with_name(f".{target.stem}.{os.getpid()}.tmp.png")
     try:
-        figure.savefig(staged, dpi=DPI, format="png")
+        figure.savefig(staged, dpi=DPI, format="png", bbox_inches="tight")
         os.replace(staged, target)
     finally:
         plt.close(figure)
@@ -52,9 +52,9 @@ def _save(figure: Any, path: str | os.PathLike[str]) -> Path:
 
 
 def plot_training_curves(
-    history: Mapping[str, Sequence[float]], path: str | os.PathLike[str], *, title: str = "Head training"
+    history: Mapping[str, Sequence[float]], path: str | os.PathLike[str], *, title: str = "Head training", note: str = ""
 ) -> Path:
-    """Loss and accuracy per epoch, training and (when present) validation, side by side."""
+    """Loss and accuracy per epoch, training and (when present) validation, side by side; note: a caption."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
@@ -73,6 +73,8 @@ def plot_training_curves(
         axis.legend()
     accuracy_axis.set_ylim(0.0, 1.02)
     figure.suptitle(title)
+    if note:
+        figure.text(0.5, -0.02, note, ha="center", va="top", fontsize=9, color="dimgray")
     return _save(figure, path)
 
 

@@ -496,7 +496,8 @@ class TfliteEmbedder:
         self.yamnet = yamnet
         self.weights_sha256 = weights_sha256 or file_sha256(yamnet.path)
 
-    def embed_patches(self, patches: FloatArray) -> tuple[FloatArray, FloatArray]:
+    def embed_patches(self, patches: FloatArray, *, batch_size: int = 1) -> tuple[FloatArray, FloatArray]:
+        """float32 [p, patch_samples] -> (embeddings, scores); the interpreter runs one patch at a time."""
         return self.yamnet.embed_patches(patches)
 
     def run(self, patch: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -998,9 +999,11 @@ def check_against_pipeline(
     *,
     atol: float = 1e-5,
 ) -> None:
-    """Raise AssertionError-free RuntimeError unless cached-patch results equal the pipeline's.
+    """Raise RuntimeError (saying what differs) unless cached-patch results equal the pipeline's.
 
-    cached: (probabilities [p, L], starts [p], detections) computed from cached stream patches.
+    cached: (probabilities [p, L], starts [p], detections) computed from cached stream patches;
+    atol: largest allowed probability difference (TensorFlow may sum in another order for one
+    patch than for a batch).
     """
     probabilities, starts, detections = cached
     if probabilities.shape != run.probabilities.shape or not np.array_equal(starts, run.start_samples):

@@ -1,0 +1,232 @@
+"""Open-set recipe and calibration (train.openset): threshold choice, patch labels, saved thresholds, heads.
+
+The core tests need numpy (+ soundfile for the synthetic stream); the head tests skip without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("soundfile")
+
+from edge.audio import write_wav  # noqa: E402
+from edge.detect import DetectorConfig  # noqa: E402
+from edge.params import DEFAULT_PARAMS  # noqa: E402
+from train.openset import (  # noqa: E402
+    CALIBRATION_GRID,
+    Calibration,
+    ClipData,
+    OpenSetRecipe,
+    StreamFactory,
+    Task,
+    _LabelSpace,
+    choose_thresholds,
+    clip_category,
+    detector_from_metadata,
+    detector_settings,
+    label_stream_patches,
+    quiet_mask,
+    training_set,
+    write_thresholds,
+)
+from train.streams import AudioLibrary, patch_rms_dbfs  # noqa: E402
+
+RATE = DEFAULT_PARAMS.sample_rate_hz
+HOP = DEFAULT_PARAMS.hop_samples
+LABELS = ("beep", "other")
+EMBEDDING = DEFAULT_PARAMS.embedding_size
+
+
+# --------------------------------------------------------------------------- threshold choice
+
+
+def rows(*entries: tuple[float, int, int]) -> list[tuple[float, int, int, int]]:
+    """(threshold, missed, false events) -> curve rows with 10 targets."""
+    return [(t, m, 10, f) for t, m, f in entries]
+
+
+def test_thresholds_miss_the_fewest_targets_within_the_false_event_budget() -> None:
+    curves = {
+        "a": rows((0.5, 0, 3), (0.7, 1, 1), (0.9, 3, 0)),
+        "b": rows((0.5, 0, 2), (0.7, 2, 0), (0.9, 5, 0)),
+    }
+    # one hour at 1/h: one false event allowed in total -> a at 0.7 (1 miss, 1 false), b at 0.7 (2 misses)
+    assert choose_thresholds(curves, hours=1.0, target_false_per_hour=1.0) == {"a": 0.7, "b": 0.7}
+    # no false event allowed: a must go to 0.9
+    assert choose_thresholds(curves, hours=0.5, target_false_per_hour=1.0) == {"a": 0.9, "b": 0.7}
+
+
+def test_among_equally_good_thresholds_the_highest_is_kept() -> None:
+    curves = {"a": rows((0.5, 0, 1), (0.6, 0, 0), (0.7, 0, 0), (0.8, 2, 0))}
+    assert choose_thresholds(curves, hours=1.0, target_false_per_hour=0.5) == {"a": 0.7}
+
+
+def test_a_class_that_cannot_meet_the_budget_gets_its_highest_threshold() -> None:
+    curves = {"a": rows((0.5, 0, 4), (0.9, 1, 2))}
+    assert choose_thresholds(curves, hours=1.0, target_false_per_hour=1.0) == {"a": 0.9}
+
+
+def test_calibration_grid_is_increasing_probabilities() -> None:
+    grid = np.array(CALIBRATION_GRID)
+    assert np.all(np.diff(grid) > 0) and 0 < grid[0] < 0.5 < 0.9999 < grid[-1] < 1
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def test_quiet_patches_of_a_target_become_background() -> None:
+    levels = np.array([-20.0, -25.0, -45.0, -200.0], np.float32)
+    np.testing.assert_array_equal(quiet_mask(levels, quiet_below_peak_db=20.0), [False, False, True, True])
+    assert not quiet_mask(levels, quiet_below_peak_db=None).any()
+
+
+def test_background_clip_category_comes_from_the_esc50_file_name() -> None:
+    categories = {0: "dog", 38: "clock_tick"}
+    assert clip_category("5-9032-A-0.wav", "other", background_label="other", categories=categories) == "dog"
+    assert clip_category("1-1234-B-38.wav", "other", background_label="other", categories=categories) == "clock_tick"
+    assert clip_category("kitchen__take2.wav", "other", background_label="other", categories=categories) == "kitchen"
+    assert clip_category("5-9032-A-0.wav", "dog", background_label="other", categories=categories) == "dog"
+
+
+def _clip(path: Path, label: int, category: str, fold: int, levels: np.ndarray, rng: np.random.Generator) -> ClipData:
+    return ClipData(
+        path=path, label=label, category=category, fold=fold, source=path.stem,
+        embeddings=rng.standard_normal((len(levels), EMBEDDING)).astype(np.float32),
+        yamnet_scores=np.zeros((len(levels), DEFAULT_PARAMS.yamnet_classes), np.float32),
+        level_db=np.asarray(levels, np.float32),
+    )  # fmt: skip
+
+
+@pytest.fixture()
+def toy_task(tmp_path: Path) -> Task:
+    """Two folds; per fold two 2 s beeps (second half silent) and two noise clips of categories hiss/hum."""
+    from edge.framing import waveform_to_patches
+
+    rng = np.random.default_rng(0)
+    clips = []
+    t = np.arange(2 * RATE) / RATE
+    for fold in (1, 2):
+        for i in range(2):
+            wave = (0.3 * np.sin(2 * math.pi * 1000 * t)).astype(np.float32)
+            wave[RATE:] = 0.0
+            path = write_wav(tmp_path / f"{fold}-beep{i}.wav", wave, rate_hz=RATE)
+            levels = patch_rms_dbfs(waveform_to_patches(wave))
+            clips.append(_clip(path, 0, "beep", fold, levels, rng))
+        for i, category in enumerate(("hiss", "hum")):
+            wave = (0.05 * rng.standard_normal(2 * RATE)).astype(np.float32)
+            path = write_wav(tmp_path / f"{fold}-noise{i}.wav", wave, rate_hz=RATE)
+            clips.append(_clip(path, 1, category, fold, patch_rms_dbfs(waveform_to_patches(wave)), rng))
+    return Task(labels=LABELS, background_label="other", clips=tuple(clips), test_fold=2)
+
+
+class RandomEmbedder:
+    weights_sha256 = "e" * 64
+
+    def embed_patches(self, patches: np.ndarray, *, batch_size: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(len(patches))
+        return (
+            rng.standard_normal((len(patches), EMBEDDING)).astype(np.float32),
+            np.zeros((len(patches), DEFAULT_PARAMS.yamnet_classes), np.float32),
+        )
+
+
+def test_plain_clips_keep_their_label_except_silent_target_patches(toy_task: Task) -> None:
+    factory = StreamFactory(toy_task, RandomEmbedder(), cache_dir=None, library=AudioLibrary())
+    data = training_set(factory, toy_task.select(folds=[1]), OpenSetRecipe(mix=None), augment_cache=None)
+    labels = np.concatenate([np.full(len(e), l) for e, l in zip(data.clip_embeddings, data.clip_labels)])
+    beep_patches = sum(len(c.embeddings) for c in toy_task.select(folds=[1], background=False))
+    quiet = sum(int(quiet_mask(c.level_db, quiet_below_peak_db=20.0).sum()) for c in toy_task.select(folds=[1], background=False))
+    assert 0 < quiet < beep_patches
+    assert int((labels == 0).sum()) == beep_patches - quiet
+    assert data.output_names == LABELS
+    np.testing.assert_array_equal(data.merge, np.eye(2))
+
+
+def test_background_subclasses_merge_back_into_the_background_label(toy_task: Task) -> None:
+    space = _LabelSpace(toy_task, toy_task.select(folds=[1]), OpenSetRecipe(mix=None, background_subclasses=True))
+    assert space.names == ("beep", "other:hiss", "other:hum", "other:quiet")
+    outputs = np.array([[0.1, 0.2, 0.3, 0.4]], np.float32)
+    np.testing.assert_allclose(outputs @ space.merge, [[0.1, 0.9]])
+
+
+def test_stream_patches_are_labelled_by_what_they_hold(toy_task: Task) -> None:
+    factory = StreamFactory(toy_task, RandomEmbedder(), cache_dir=None, library=AudioLibrary())
+    clips = toy_task.select(folds=[1])
+    recipe = OpenSetRecipe(mix=None, training_streams=1)
+    spec = factory.fold_stream([1], seed=7)
+    allowed = {str(Path(c.path).resolve()): c for c in clips}
+    labels = label_stream_patches(spec, allowed, _LabelSpace(toy_task, clips, recipe), recipe=recipe, factory=factory)
+    assert len(labels) == DEFAULT_PARAMS.patches_in(spec.num_samples)
+    min_overlap = round(recipe.min_target_overlap_seconds * RATE)
+    for index, label in enumerate(labels):
+        start, end = index * HOP, index * HOP + DEFAULT_PARAMS.patch_samples
+        sounding = [
+            c for c in spec.targets
+            if min(end, c.start_sample + RATE) - max(start, c.start_sample) > 0  # the beep's first (loud) second
+        ]  # fmt: skip
+        if label == 0:  # a beep patch holds at least min_overlap of loud beep
+            assert any(min(end, c.start_sample + RATE) - max(start, c.start_sample) >= min_overlap - 400 for c in sounding)
+        elif label == 1:
+            assert not sounding
+    assert (labels == 0).any() and (labels == 1).any() and (labels == -1).any()
+    # a held-out clip drops every patch touching it
+    held_out = {k: v for k, v in allowed.items() if v.category != "hum"}
+    dropped = label_stream_patches(spec, held_out, _LabelSpace(toy_task, clips, recipe), recipe=recipe, factory=factory)
+    hum = next(c for c in spec.nontargets if c.category == "hum")
+    touching = [i for i in range(len(labels)) if i * HOP < hum.end_sample and i * HOP + DEFAULT_PARAMS.patch_samples > hum.start_sample]
+    assert all(dropped[i] == -1 for i in touching)
+
+
+# --------------------------------------------------------------------------- saved settings
+
+
+def test_thresholds_file_is_what_convert_reads(tmp_path: Path) -> None:
+    calibration = Calibration(
+        thresholds={"beep": 0.93}, target_false_per_hour=2.0, validation_hours=0.8, validation_targets=64,
+        sweep={"beep": []}, expected={"beep": {"missed": 1, "targets": 64, "false_events": 0}},
+    )  # fmt: skip
+    detector = DetectorConfig(thresholds={"beep": 0.93}, background_label="other", min_patches=2, of_patches=3)
+    path = write_thresholds(tmp_path, calibration, detector)
+    document = json.loads(path.read_text())
+    assert document["thresholds"] == {"beep": 0.93}
+    assert "thresholds" not in document["detector"] and "background_label" not in document["detector"]
+    rebuilt = detector_from_metadata(document, labels=LABELS, background_label="other", where=str(path))
+    assert rebuilt == detector
+
+
+def test_detector_settings_name_unknown_labels(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="head.json"):
+        detector_from_metadata({"thresholds": {"meow": 0.5}}, labels=LABELS, background_label="other", where="model/head.json")
+    assert detector_settings(DetectorConfig(min_patches=1, of_patches=1))["of_patches"] == 1
+
+
+def test_recipe_round_trips_through_a_dict() -> None:
+    recipe = OpenSetRecipe(label_smoothing=0.1, training_streams=2)
+    assert OpenSetRecipe.from_dict(json.loads(json.dumps(recipe.to_dict()))) == recipe
+
+
+# --------------------------------------------------------------------------- heads (TensorFlow)
+
+
+def test_training_is_seeded_and_the_merged_keras_head_equals_the_ensemble(toy_task: Task) -> None:
+    pytest.importorskip("tensorflow")
+    from train.openset import train_heads
+
+    factory = StreamFactory(toy_task, RandomEmbedder(), cache_dir=None, library=AudioLibrary())
+    recipe = OpenSetRecipe(mix=None, epochs=2, ensemble=2, background_subclasses=True)
+    heads = train_heads(factory, toy_task.select(folds=[1]), recipe, augment_cache=None)
+    again = train_heads(factory, toy_task.select(folds=[1]), recipe, augment_cache=None)
+    embeddings = np.random.default_rng(1).standard_normal((5, EMBEDDING)).astype(np.float32)
+    probabilities = heads.predict(embeddings)
+    np.testing.assert_array_equal(probabilities, again.predict(embeddings))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    from train.head import predict_probabilities
+
+    merged = heads.as_keras()
+    assert int(merged.outputs[0].shape[-1]) == len(LABELS)
+    np.testing.assert_allclose(predict_probabilities(merged, embeddings), probabilities, atol=1e-6)
