@@ -1566,6 +1566,15 @@ ABLATION: dict[str, Variant] = {
     "subclasses": Variant("+ one output per background category", OpenSetRecipe(mix=None, background_subclasses=True)),
     "streams": Variant("+ 2 training streams per fold", OpenSetRecipe(mix=None, training_streams=2)),
     "ensemble": Variant("+ 3 heads averaged", OpenSetRecipe(mix=None, ensemble=3)),
+    "balanced+mix": Variant("quiet + balanced + mix", OpenSetRecipe(class_weight="balanced", mix=MixOptions(copies=2))),
+    "balanced+mix-quiet": Variant(
+        "balanced + mix, no quiet relabelling",
+        OpenSetRecipe(class_weight="balanced", mix=MixOptions(copies=2), quiet_below_peak_db=None),
+    ),
+    "balanced+mix+subclasses": Variant(
+        "quiet + balanced + mix + subclasses",
+        OpenSetRecipe(class_weight="balanced", mix=MixOptions(copies=2), background_subclasses=True),
+    ),
 }
 """Variants measured by `oido-train ablation` (each adds one thing to 'quiet' unless it says otherwise)."""
 ABLATION_SNR_DB = 10.0
