@@ -137,7 +137,7 @@ class RandomEmbedder:
 
 def test_plain_clips_keep_their_label_except_silent_target_patches(toy_task: Task) -> None:
     factory = StreamFactory(toy_task, RandomEmbedder(), cache_dir=None, library=AudioLibrary())
-    data = training_set(factory, toy_task.select(folds=[1]), OpenSetRecipe(mix=None), augment_cache=None)
+    data = training_set(factory, toy_task.select(folds=[1]), OpenSetRecipe(mix=None, quiet_below_peak_db=20.0), augment_cache=None)
     labels = np.concatenate([np.full(len(e), l) for e, l in zip(data.clip_embeddings, data.clip_labels)])
     beep_patches = sum(len(c.embeddings) for c in toy_task.select(folds=[1], background=False))
     quiet = sum(int(quiet_mask(c.level_db, quiet_below_peak_db=20.0).sum()) for c in toy_task.select(folds=[1], background=False))
@@ -157,7 +157,7 @@ def test_background_subclasses_merge_back_into_the_background_label(toy_task: Ta
 def test_stream_patches_are_labelled_by_what_they_hold(toy_task: Task) -> None:
     factory = StreamFactory(toy_task, RandomEmbedder(), cache_dir=None, library=AudioLibrary())
     clips = toy_task.select(folds=[1])
-    recipe = OpenSetRecipe(mix=None, training_streams=1)
+    recipe = OpenSetRecipe(mix=None, training_streams=1, quiet_below_peak_db=20.0)
     spec = factory.fold_stream([1], seed=7)
     allowed = {str(Path(c.path).resolve()): c for c in clips}
     labels = label_stream_patches(spec, allowed, _LabelSpace(toy_task, clips, recipe), recipe=recipe, factory=factory)

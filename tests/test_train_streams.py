@@ -275,9 +275,6 @@ def test_stream_patches_are_cached_and_reused(clips, tmp_path: Path) -> None:
     np.testing.assert_array_equal(first.rms_dbfs, again.rms_dbfs)
 
 
-@pytest.mark.xfail(strict=False, reason="known: at a low threshold one long event can span two "
-                   "nearby targets, so a higher threshold may miss FEWER targets; the sweep's missed-count "
-                   "monotonicity is not guaranteed with hold/hysteresis (open in issue 7)")
 def test_a_higher_threshold_never_adds_false_events(clips, tmp_path: Path) -> None:
     targets, others = clips
     spec = build_stream(targets, others, seed=0)
@@ -290,7 +287,8 @@ def test_a_higher_threshold_never_adds_false_events(clips, tmp_path: Path) -> No
                               thresholds=[0.3, 0.5, 0.7, 0.9, 0.99])  # fmt: skip
     false = [p.total_false for p in points]
     assert false == sorted(false, reverse=True) and false[0] > 0
-    assert points[-1].total_missed >= points[1].total_missed  # (a low threshold's false event can also mask a target)
+    # Missed targets are NOT monotonic: at a low threshold a false event that runs into a target
+    # swallows it (one event, attributed before the target starts), so fewer may be missed higher up.
 
 
 def test_sweep_plot_is_written(clips, tmp_path: Path) -> None:
