@@ -230,3 +230,41 @@ def test_training_is_seeded_and_the_merged_keras_head_equals_the_ensemble(toy_ta
     merged = heads.as_keras()
     assert int(merged.outputs[0].shape[-1]) == len(LABELS)
     np.testing.assert_allclose(predict_probabilities(merged, embeddings), probabilities, atol=1e-6)
+    heads.temperature = 2.5
+    np.testing.assert_allclose(predict_probabilities(heads.as_keras(), embeddings), heads.predict(embeddings), atol=1e-6)
+
+
+def test_temperature_is_folded_into_the_tutorial_head(toy_task: Task) -> None:
+    pytest.importorskip("tensorflow")
+    from train.head import predict_probabilities
+    from train.openset import train_heads
+
+    factory = StreamFactory(toy_task, RandomEmbedder(), cache_dir=None, library=AudioLibrary())
+    heads = train_heads(factory, toy_task.select(folds=[1]), OpenSetRecipe(mix=None, epochs=2), augment_cache=None)
+    embeddings = np.random.default_rng(2).standard_normal((4, EMBEDDING)).astype(np.float32)
+    np.testing.assert_allclose(heads.predict(embeddings), predict_probabilities(heads.models[0], embeddings), atol=1e-6)
+    heads.temperature = 3.0
+    exported = heads.as_keras()
+    assert [layer.name for layer in exported.layers[1:]] == ["hidden", "probabilities"]
+    np.testing.assert_allclose(predict_probabilities(exported, embeddings), heads.predict(embeddings), atol=1e-6)
+    assert np.array_equal(heads.predict(embeddings).argmax(1), heads.predict(embeddings, temperature=1.0).argmax(1))
+
+
+def test_temperature_softens_an_overconfident_head() -> None:
+    from train.openset import HeadEnsemble, fit_temperature
+
+    class Fixed(HeadEnsemble):
+        def logits(self, embeddings: np.ndarray) -> np.ndarray:
+            return self._logits
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    right = rng.random(400) < 0.8  # 80 % right, every answer given with logit margin 12
+    winner = np.where(right, labels, 1 - labels)
+    logits = np.zeros((1, 400, 2), np.float32)
+    logits[0, np.arange(400), winner] = 12.0
+    heads = Fixed(models=[], merge=np.eye(2, dtype=np.float32), output_names=("a", "b"))
+    heads._logits = logits
+    temperature = fit_temperature([(heads, np.zeros((400, EMBEDDING), np.float32), labels)])
+    # the honest confidence is 0.8: softmax(12 / T) = 0.8 -> T = 12 / ln 4 = 8.7
+    assert temperature == pytest.approx(12.0 / math.log(4.0), rel=0.06)

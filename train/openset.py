@@ -256,6 +256,10 @@ class OpenSetRecipe:
     thresholds can still separate targets from look-alikes."""
     weight_decay: float = 0.0
     """AdamW decoupled weight decay (0: plain Adam, the tutorial's optimiser)."""
+    temperature_scaling: bool = True
+    """Divide the head's logits by a temperature fitted on out-of-fold clip patches (folded into
+    its last layer): without it the softmax saturates (validation false events at p > 0.99999)
+    and the calibrated thresholds end up at 0.99999x, fragile and useless to adjust by hand."""
     background_subclasses: bool = False
     """Train one softmax output per background category (e.g. dog, rain, ...) and sum them into
     the background label afterwards (a fixed layer in the exported head)."""
@@ -465,41 +469,73 @@ def label_stream_patches(
 
 @dataclass
 class HeadEnsemble:
-    """Trained heads whose averaged, merged outputs are the task's label probabilities."""
+    """Trained heads whose averaged, merged, tempered outputs are the task's label probabilities.
+
+    probabilities = mean over heads of softmax(logits / temperature), then @ merge. The
+    temperature is folded into each head's last layer on export (softmax((W x + b) / T) =
+    softmax((W / T) x + b / T)), so the exported head is still the tutorial's two Dense layers.
+    """
 
     models: list[Any]
     merge: FloatArray
     """float32 [training outputs, task labels]"""
     output_names: tuple[str, ...]
+    temperature: float = 1.0
 
-    def predict(self, embeddings: FloatArray) -> FloatArray:
+    @staticmethod
+    def _layers(model: Any) -> list[tuple[FloatArray, FloatArray, str]]:
+        import tensorflow as tf
+
+        layers = [layer for layer in model.layers if isinstance(layer, tf.keras.layers.Dense)]
+        return [
+            (np.asarray(layer.kernel.numpy(), np.float32), np.asarray(layer.bias.numpy(), np.float32), layer.get_config()["activation"])
+            for layer in layers
+        ]
+
+    def logits(self, embeddings: FloatArray) -> FloatArray:
+        """Pre-softmax outputs of every head: float32 [heads, p, training outputs] (numpy, float32)."""
+        x0 = np.asarray(embeddings, np.float32)
+        results = []
+        for model in self.models:
+            x = x0
+            layers = self._layers(model)
+            for number, (kernel, bias, activation) in enumerate(layers):
+                x = x @ kernel + bias
+                if number < len(layers) - 1:
+                    if activation != "relu":
+                        raise ValueError(f"head layer {number} has activation {activation!r}; expected the tutorial's relu")
+                    x = np.maximum(x, 0.0)
+            results.append(x)
+        return np.stack(results).astype(np.float32)
+
+    def predict(self, embeddings: FloatArray, *, temperature: float | None = None) -> FloatArray:
         """float32 [p, 1024] -> float32 [p, task labels]."""
-        from train.head import predict_probabilities
-
-        outputs = np.mean([predict_probabilities(m, embeddings) for m in self.models], axis=0)
-        return (outputs @ self.merge).astype(np.float32)
+        return probabilities_from_logits(self.logits(embeddings), self.merge, self.temperature if temperature is None else temperature)
 
     def as_keras(self) -> Any:
-        """One Keras model computing predict(): the heads, their mean, then the fixed merge.
+        """One Keras model computing predict(): the heads (temperature folded in), their mean, the merge.
 
-        With one head and no subclasses it is that head itself (the tutorial's model).
+        With one head, no subclasses and temperature 1 it is that head itself (the tutorial's model).
         """
         import tensorflow as tf
 
         identity = self.merge.shape[0] == self.merge.shape[1] and np.array_equal(self.merge, np.eye(len(self.merge)))
-        if len(self.models) == 1 and identity:
+        if len(self.models) == 1 and identity and self.temperature == 1.0:
             return self.models[0]
         inputs = tf.keras.Input(shape=(int(self.models[0].inputs[0].shape[-1]),), dtype="float32", name="embedding")
         outputs = []
         for number, member in enumerate(self.models):
             # Fresh, uniquely named copies of each member's layers (Keras wants unique names).
             x = inputs
-            for layer in member.layers:
-                if not isinstance(layer, tf.keras.layers.Dense):
-                    continue
-                copy = tf.keras.layers.Dense.from_config({**layer.get_config(), "name": f"{layer.name}_{number}"})
+            dense = [layer for layer in member.layers if isinstance(layer, tf.keras.layers.Dense)]
+            for index, layer in enumerate(dense):
+                name = layer.name if len(self.models) == 1 else f"{layer.name}_{number}"
+                copy = tf.keras.layers.Dense.from_config({**layer.get_config(), "name": name})
                 x = copy(x)
-                copy.set_weights(layer.get_weights())
+                kernel, bias = layer.get_weights()
+                if index == len(dense) - 1:
+                    kernel, bias = kernel / self.temperature, bias / self.temperature
+                copy.set_weights([kernel, bias])
             outputs.append(x)
         mean = outputs[0] if len(outputs) == 1 else tf.keras.layers.Average(name="ensemble_mean")(outputs)
         if not identity:
@@ -507,6 +543,42 @@ class HeadEnsemble:
             mean = merge(mean)
             merge.set_weights([self.merge])
         return tf.keras.Model(inputs=inputs, outputs=mean, name="oido_head")
+
+
+def probabilities_from_logits(logits: FloatArray, merge: FloatArray, temperature: float) -> FloatArray:
+    """logits float32 [heads, p, outputs] -> mean softmax(logits / T) @ merge: float32 [p, labels]."""
+    scaled = np.asarray(logits, np.float64) / float(temperature)
+    scaled -= scaled.max(axis=-1, keepdims=True)
+    exp = np.exp(scaled)
+    softmax = exp / exp.sum(axis=-1, keepdims=True)
+    return (softmax.mean(axis=0) @ merge).astype(np.float32)
+
+
+TEMPERATURE_GRID = tuple(float(t) for t in np.exp(np.linspace(math.log(0.5), math.log(50.0), 81)))
+"""Temperatures tried by fit_temperature (log-spaced 0.5 .. 50)."""
+
+
+def fit_temperature(pairs: Sequence[tuple[HeadEnsemble, FloatArray, IntArray]]) -> float:
+    """Temperature minimising the mean negative log-likelihood of held-out patches.
+
+    pairs: (heads, embeddings float32 [n, 1024], task labels int [n]) with each heads' own
+    held-out clips (out of fold). Standard temperature scaling: keeps every argmax, makes the
+    probabilities honest so that thresholds land where they can be told apart.
+    """
+    cached = [(heads.logits(x), heads.merge, np.asarray(y, np.int64)) for heads, x, y in pairs if len(y)]
+    if not cached:
+        return 1.0
+    best, best_nll = 1.0, math.inf
+    for temperature in TEMPERATURE_GRID:
+        total, count = 0.0, 0
+        for logits, merge, labels in cached:
+            probabilities = probabilities_from_logits(logits, merge, temperature)
+            picked = probabilities[np.arange(len(labels)), labels]
+            total += float(-np.log(np.clip(picked, 1e-12, 1.0)).sum())
+            count += len(labels)
+        if total / count < best_nll:
+            best, best_nll = temperature, total / count
+    return float(best)
 
 
 def train_heads(
@@ -568,11 +640,6 @@ def fit_patches(data: TrainingSet, recipe: OpenSetRecipe, *, seed: int, batch_si
             batch = order[start : start + batch_size]
             step(x[batch], targets[batch], sample_weight[batch])
     return model
-
-
-def predict(heads: HeadEnsemble, embeddings: FloatArray) -> FloatArray:
-    """Task-label probabilities of the heads: float32 [p, L]."""
-    return heads.predict(embeddings)
 
 
 # --------------------------------------------------------------------------- detector settings and calibration
@@ -776,33 +843,59 @@ class ExperimentOptions:
     """Seed of the test streams' layout."""
 
 
+@dataclass
+class Validation:
+    """Out-of-fold validation: scored streams, and the temperature fitted on held-out clips."""
+
+    streams: list[ScoredStream]
+    temperature: float
+
+
 def oof_validation(
     factory: StreamFactory,
     recipe: OpenSetRecipe,
     *,
     train_folds: Sequence[int],
     exclude_categories: Sequence[str] = (),
+    background: bool = True,
     experiment: ExperimentOptions = ExperimentOptions(),
     augment_cache: str | os.PathLike[str] | None = DEFAULT_AUGMENT_CACHE,
     progress: ProgressFn | None = None,
-) -> list[ScoredStream]:
-    """Out-of-fold validation streams: for each fold f, heads trained on the other folds score f's streams.
+) -> Validation:
+    """Out-of-fold validation: for each fold f, heads trained on the other folds score f's streams.
 
-    Background clips of `exclude_categories` are neither trained on nor scored (leave-one-class-out).
+    With recipe.temperature_scaling the temperature is fitted on the held-out folds' clip
+    patches first (each by the heads that did not train on it) and applied to every head.
+    Background clips of `exclude_categories` are neither trained on nor scored (leave-one-class-out);
+    background=False trains on the targets only (the 4-class baseline).
     """
     task = factory.task
-    scored = []
+    folds: list[tuple[int, HeadEnsemble]] = []
     for fold in train_folds:
         if progress:
             progress(f"validation: heads without fold {fold}")
         others = [f for f in train_folds if f != fold]
-        clips = task.select(folds=others, exclude_categories=exclude_categories)
-        heads = train_heads(factory, clips, recipe, augment_cache=augment_cache)
+        clips = task.select(folds=others, exclude_categories=exclude_categories, background=background)
+        folds.append((fold, train_heads(factory, clips, recipe, augment_cache=augment_cache)))
+    temperature = 1.0
+    if recipe.temperature_scaling:
+        pairs = []
+        for fold, heads in folds:
+            held_out = task.select(folds=[fold], exclude_categories=exclude_categories, background=background)
+            if held_out:
+                x = np.concatenate([c.embeddings for c in held_out])
+                y = np.concatenate([np.full(len(c.embeddings), c.label, np.int64) for c in held_out])
+                pairs.append((heads, x, y))
+        temperature = fit_temperature(pairs)
+        logger.info("temperature %.3g (fitted on %d held-out patches)", temperature, sum(len(p[2]) for p in pairs))
+    scored = []
+    for fold, heads in folds:
+        heads.temperature = temperature
         for seed in range(experiment.validation_seeds):
             spec = factory.fold_stream([fold], seed=VALIDATION_STREAM_SEED + 1000 * fold + seed)
             patches = factory.patches(spec)
             scored.append(ScoredStream(spec, heads.predict(patches.embeddings), patches, tuple(exclude_categories)))
-    return scored
+    return Validation(scored, temperature)
 
 
 VALIDATION_STREAM_SEED = 100_000
@@ -840,13 +933,14 @@ def fit_openset(
     )  # fmt: skip
     base = experiment.detector.with_changes(background_label=task.background_label)
     calibration = calibrate_on_streams(
-        validation, labels=task.labels, config=base, target_false_per_hour=experiment.target_false_per_hour,
+        validation.streams, labels=task.labels, config=base, target_false_per_hour=experiment.target_false_per_hour,
         options=factory.options, params=factory.params,
     )  # fmt: skip
     if progress:
         progress("final heads on all training folds")
     heads = train_heads(factory, task.select(folds=train_folds, exclude_categories=exclude_categories), recipe, augment_cache=augment_cache)
-    return OpenSetModel(heads, calibration, detector_with(calibration, base, task.background_label), recipe, validation)
+    heads.temperature = validation.temperature
+    return OpenSetModel(heads, calibration, detector_with(calibration, base, task.background_label), recipe, validation.streams)
 
 
 def detector_with(calibration: Calibration, base: DetectorConfig, background_label: str | None) -> DetectorConfig:
@@ -1247,6 +1341,7 @@ def save_openset_model(
             "detector": detector_settings(model.detector),
             "openset": {
                 "recipe": recipe.to_dict(),
+                "temperature": model.heads.temperature,
                 "training_outputs": list(model.heads.output_names),
                 "calibration": {k: v for k, v in model.calibration.to_dict().items() if k != "sweep"},
             },
@@ -1386,8 +1481,8 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
                                    help="what each part of the open-set recipe changes (calibrated, event level)")  # fmt: skip
     yamnet_flags(ablate)
     calibration_flags(ablate)
-    ablate.add_argument("--variants", type=_classes_list, default=list(ABLATION), metavar="A,B",
-                        help=f"variants to run (default: all of {','.join(ABLATION)})")  # fmt: skip
+    ablate.add_argument("--variants", type=_classes_list, default=[v for v in ABLATION if v != "ensemble"], metavar="A,B",
+                        help=f"variants to run (default: all but ensemble; from {','.join(ABLATION)})")  # fmt: skip
     ablate.set_defaults(run=ablation_main)
 
 
@@ -1497,8 +1592,14 @@ def calibrate_main(args: argparse.Namespace) -> int:
         factory, recipe, train_folds=_train_folds(factory.task), experiment=experiment,
         augment_cache=data_dir / "cache" / "augment", progress=lambda text: _say(args, f"  {text}"),
     )  # fmt: skip
+    recorded_temperature = (metadata.get("openset") or {}).get("temperature", 1.0)
+    if not math.isclose(validation.temperature, recorded_temperature, rel_tol=1e-6):
+        raise ValueError(
+            f"{model_dir / 'head.json'}: its head was exported at temperature {recorded_temperature:.4g} but the "
+            f"validation heads now fit {validation.temperature:.4g} (data or code changed): run oido-train fit-openset"
+        )
     base = experiment.detector.with_changes(background_label=factory.task.background_label)
-    calibration = calibrate_on_streams(validation, labels=factory.task.labels, config=base,
+    calibration = calibrate_on_streams(validation.streams, labels=factory.task.labels, config=base,
                                        target_false_per_hour=experiment.target_false_per_hour,
                                        options=factory.options, params=factory.params)  # fmt: skip
     detector = detector_with(calibration, base, factory.task.background_label)
@@ -1563,26 +1664,18 @@ class Variant:
 
 
 ABLATION: dict[str, Variant] = {
-    "no-other": Variant("4-class softmax, no background class", OpenSetRecipe(quiet_below_peak_db=None, mix=None), background=False),
-    "other": Variant("+ 'other' class of ESC-10 clips", OpenSetRecipe(quiet_below_peak_db=None, mix=None)),
-    "balanced": Variant("+ balanced class weights", OpenSetRecipe(quiet_below_peak_db=None, mix=None, class_weight="balanced")),
-    "quiet": Variant("+ quiet target patches labelled background", OpenSetRecipe(mix=None)),
-    "mix": Variant("+ 2 mixed/shifted/gained copies of targets", OpenSetRecipe(mix=MixOptions(copies=2))),
-    "smooth": Variant("+ label smoothing 0.1", OpenSetRecipe(mix=None, label_smoothing=0.1)),
-    "subclasses": Variant("+ one output per background category", OpenSetRecipe(mix=None, background_subclasses=True)),
-    "streams": Variant("+ 2 training streams per fold", OpenSetRecipe(mix=None, training_streams=2)),
-    "ensemble": Variant("+ 3 heads averaged", OpenSetRecipe(mix=None, ensemble=3)),
-    "balanced+mix": Variant("quiet + balanced + mix", OpenSetRecipe(class_weight="balanced", mix=MixOptions(copies=2))),
-    "balanced+mix-quiet": Variant(
-        "balanced + mix, no quiet relabelling",
-        OpenSetRecipe(class_weight="balanced", mix=MixOptions(copies=2), quiet_below_peak_db=None),
-    ),
-    "balanced+mix+subclasses": Variant(
-        "quiet + balanced + mix + subclasses",
-        OpenSetRecipe(class_weight="balanced", mix=MixOptions(copies=2), background_subclasses=True),
-    ),
+    "no-other": Variant("4-class softmax, no background class", OpenSetRecipe(class_weight="none", mix=None), background=False),
+    "other": Variant("+ 'other' class (9 ESC-10 classes)", OpenSetRecipe(class_weight="none", mix=None)),
+    "balanced": Variant("+ balanced class weights", OpenSetRecipe(mix=None)),
+    "default": Variant("+ 2 mixed copies of each target (the default)", DEFAULT_RECIPE),
+    "quiet": Variant("default + quiet target patches as background", replace(DEFAULT_RECIPE, quiet_below_peak_db=20.0)),
+    "smooth": Variant("default + label smoothing 0.1", replace(DEFAULT_RECIPE, label_smoothing=0.1)),
+    "subclasses": Variant("default + one output per background category", replace(DEFAULT_RECIPE, background_subclasses=True)),
+    "streams": Variant("default + 2 training streams per fold", replace(DEFAULT_RECIPE, training_streams=2)),
+    "no-temperature": Variant("default without temperature scaling", replace(DEFAULT_RECIPE, temperature_scaling=False)),
+    "ensemble": Variant("default + 3 heads averaged", replace(DEFAULT_RECIPE, ensemble=3)),
 }
-"""Variants measured by `oido-train ablation` (each adds one thing to 'quiet' unless it says otherwise)."""
+"""Variants measured by `oido-train ablation`: the first four build the default up, the rest change one thing in it."""
 ABLATION_SNR_DB = 10.0
 """SNR of the ablation's targets-over-background stream."""
 
@@ -1612,12 +1705,14 @@ def ablation(
     for name, variant in variants.items():
         if progress:
             progress(f"variant {name}: {variant.description}")
-        validation = oof_validation(
-            factory, variant.recipe, train_folds=train_folds, exclude_categories=(),
+        checked = oof_validation(
+            factory, variant.recipe, train_folds=train_folds, background=variant.background,
             experiment=experiment, augment_cache=augment_cache,
-        ) if variant.background else _oof_without_background(factory, variant.recipe, train_folds, experiment, augment_cache)  # fmt: skip
+        )  # fmt: skip
+        validation = checked.streams
         clips = task.select(folds=train_folds, background=variant.background)
         heads = train_heads(factory, clips, variant.recipe, augment_cache=augment_cache)
+        heads.temperature = checked.temperature
         test = ScoredStream(test_spec, heads.predict(test_patches.embeddings), test_patches)
         mixed = ScoredStream(mixed_spec, heads.predict(mixed_patches.embeddings), mixed_patches)
         right, total = clip_accuracy(task, heads, folds=[test_fold])
@@ -1641,25 +1736,9 @@ def ablation(
                 "test_latency_median": t["latency_median_seconds"], "test_latency_max": t["latency_max_seconds"],
                 "test_clip_accuracy": [right, total], "thresholds": calibration.thresholds,
                 "snr_db": ABLATION_SNR_DB, "mixed_in_time": [m["detected_in_time"], m["targets"]],
+                "temperature": round(checked.temperature, 3),
             })  # fmt: skip
     return rows
-
-
-def _oof_without_background(
-    factory: StreamFactory, recipe: OpenSetRecipe, train_folds: Sequence[int], experiment: ExperimentOptions,
-    augment_cache: str | os.PathLike[str] | None,
-) -> list[ScoredStream]:  # fmt: skip
-    """oof_validation for heads trained on the targets only (the 4-class softmax baseline)."""
-    task = factory.task
-    scored = []
-    for fold in train_folds:
-        clips = task.select(folds=[f for f in train_folds if f != fold], background=False)
-        heads = train_heads(factory, clips, recipe, augment_cache=augment_cache)
-        for seed in range(experiment.validation_seeds):
-            spec = factory.fold_stream([fold], seed=VALIDATION_STREAM_SEED + 1000 * fold + seed)
-            patches = factory.patches(spec)
-            scored.append(ScoredStream(spec, heads.predict(patches.embeddings), patches))
-    return scored
 
 
 def format_ablation(rows: Sequence[Mapping[str, Any]]) -> str:

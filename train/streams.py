@@ -893,6 +893,15 @@ def sweep_thresholds(
     return points
 
 
+SWEEP_MARKS = (0.3, 0.5, 0.7, 0.9, 0.97, 0.99, 0.997, 0.999, 0.9999)
+"""Thresholds written next to the all-classes curve of a sweep plot (when the sweep has them)."""
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-9), 1 - 1e-9)
+    return math.log(p / (1 - p))
+
+
 def plot_sweep(
     points: Sequence[SweepPoint],
     path: str | os.PathLike[str],
@@ -922,8 +931,14 @@ def plot_sweep(
             nearest = min(points, key=lambda p: abs(p.threshold - chosen[label]))
             axis.plot([max(nearest.false_per_hour(label), floor)], [nearest.missed[label]], marker="*", markersize=13,
                       color=axis.lines[-1].get_color(), markeredgecolor="black")  # fmt: skip
-    for p in points[:: max(1, len(points) // 8)]:
-        axis.annotate(f"{p.threshold:g}", (max(p.false_per_hour(), floor), p.total_missed), fontsize=7,
+    labelled: set[int] = set()
+    for mark in SWEEP_MARKS:  # a few readable thresholds along the all-classes curve
+        index = min(range(len(points)), key=lambda i: abs(_logit(points[i].threshold) - _logit(mark))) if points else None
+        if index is None or index in labelled or abs(_logit(points[index].threshold) - _logit(mark)) > 0.3:
+            continue
+        labelled.add(index)
+        p = points[index]
+        axis.annotate(f"{p.threshold:.4g}", (max(p.false_per_hour(), floor), p.total_missed), fontsize=7,
                       textcoords="offset points", xytext=(4, 4))  # fmt: skip
     if target_false_per_hour:
         axis.axvline(target_false_per_hour, color="grey", linestyle="--", linewidth=1)
