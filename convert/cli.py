@@ -4,7 +4,7 @@
                  [--quantization auto|dynamic_range|full_int8|int8_weights] [--no-parity]
     oido-convert check [--model-dir model] [--data-dir data]   # golden decisions, installed runtime, no TF
 
-`export` (the default) needs TensorFlow and a trained head (model/head.keras + head.json);
+`export` (the default) needs TensorFlow and a trained head (model/head.json + the head-<sha>.keras it names);
 it writes model/yamnet.tflite, head.tflite, parity.json, parity.md, golden.json and
 manifest.json (last), after checking every file. `check` replays model/golden.json's clips
 through the edge pipeline with whichever TF-Lite runtime is installed and exits 1 if any

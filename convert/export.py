@@ -270,15 +270,16 @@ def load_trained_head(model_dir: Path, *, params: Params, yamnet_sha256: str | N
         raise ConvertError(f"{error}", path=json_path) from None
     inputs = int(head.model.inputs[0].shape[-1])
     outputs = int(head.model.outputs[0].shape[-1])
+    keras_path = model_dir / str(head.extra.get("head_file", "head.keras"))
     if inputs != params.embedding_size:
         raise ConvertError(
-            f"{model_dir / 'head.keras'} takes {inputs}-value embeddings but YAMNet gives {params.embedding_size}: "
+            f"{keras_path} takes {inputs}-value embeddings but YAMNet gives {params.embedding_size}: "
             "it was trained for another embedding model; retrain it with oido-train fit",
-            path=model_dir / "head.keras",
+            path=keras_path,
         )
     if outputs != len(head.labels):
         raise ConvertError(
-            f"{model_dir / 'head.keras'} outputs {outputs} classes but {json_path} lists "
+            f"{keras_path} outputs {outputs} classes but {json_path} lists "
             f"{len(head.labels)} labels: retrain",
             path=json_path,
         )
@@ -835,7 +836,7 @@ def export_model(
     """Export YAMNet + the trained head in model_dir as checked TF-Lite files with a manifest.
 
     Args:
-        model_dir: holds head.keras + head.json (from oido-train); receives the exported files.
+        model_dir: holds head.json and the head-<sha>.keras it names (from oido-train); receives the exported files.
         data_dir: the prepared data (trainData.json for calibration, testData.json for parity).
         options: quantization and measurement settings.
         params: must equal the params the head was trained with.

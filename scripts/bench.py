@@ -444,6 +444,15 @@ class Variants:
     dynamic_source: str = ""
 
 
+def keras_head_path(model_dir: Path) -> Path:
+    """The Keras head model_dir/head.json names (oido-train saves it as head-<sha>.keras)."""
+    try:
+        name = json.loads((model_dir / "head.json").read_text(encoding="utf-8")).get("head_file", "head.keras")
+    except (OSError, ValueError, AttributeError):
+        name = "head.keras"
+    return model_dir / str(name)
+
+
 def ensure_variants(
     *, model_dir: Path, manifest: Optional[Dict[str, Any]], cache_dir: Path, workdir: Path
 ) -> Variants:
@@ -463,7 +472,7 @@ def ensure_variants(
         return variants
     if _quantization_kind(manifest.get("yamnet", {}).get("quantization")) == "dynamic_int8":
         variants.dynamic_source = "Oído's own YAMNet is dynamic-range: see oido"
-    head_keras = model_dir / "head.keras"
+    head_keras = keras_head_path(model_dir)
     if not head_keras.is_file():
         reason = f"no {head_keras} to convert"
         variants.float_source = variants.float_source or f"no float export in {model_dir} and {reason}"
@@ -599,12 +608,12 @@ def plan_systems(
     tf_reason = None
     if _package_version("tensorflow") is None and _package_version("tensorflow-cpu") is None:
         tf_reason = "TensorFlow not installed (pip install -e '.[train]')"
-    elif not (model_dir / "head.keras").is_file():
-        tf_reason = f"no Keras head: {model_dir / 'head.keras'} missing (run oido-train all)"
+    elif not keras_head_path(model_dir).is_file():
+        tf_reason = f"no Keras head: {keras_head_path(model_dir)} missing (run oido-train all)"
     systems.append(
         SystemSpec("tf_reference", "TensorFlow YAMNet + Keras head (workstation float reference)", "tensorflow", python,
                    spec("tf_reference", kind="tf", model_dir=str(model_dir)),
-                   [model_dir / "head.keras", assets_dir / "yamnet" / ASSET_YAMNET], tf_reason, "float32")
+                   [keras_head_path(model_dir), assets_dir / "yamnet" / ASSET_YAMNET], tf_reason, "float32")
     )
     return systems
 

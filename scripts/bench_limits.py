@@ -187,7 +187,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 def build_variants(model_dir: Path, directory: Path) -> Dict[str, Any]:
     """Other conversions of the Oído models, for comparing arithmetic on the same network.
 
-    From the same TensorFlow models convert starts from (train.yamnet's YAMNet, model/head.keras):
+    From the same TensorFlow models convert starts from (train.yamnet's YAMNet, model/head.json's .keras):
       yamnet_float.tflite, head_float.tflite   float32 (for when convert wrote no float export);
       yamnet_dynamic_range.tflite              convert's dynamic-range candidate (int8 weights,
                                                int8 arithmetic in hybrid kernels), when convert
@@ -289,7 +289,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("numpy", "build-fc", "tflite-fc", "variants"))
     parser.add_argument("directory", nargs="?", type=Path, help="where the FC probe models (or the model variants) go")
-    parser.add_argument("--model-dir", type=Path, default=None, help="variants: the model directory (head.keras)")
+    parser.add_argument("--model-dir", type=Path, default=None, help="variants: the model directory (head.json + its .keras)")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     parser.add_argument("--repeats", type=int, default=15, help="timed calls per measurement (median)")
     args = parser.parse_args(argv)

@@ -429,7 +429,7 @@ class TfYamnetAdapter:
 
 
 class KerasHeadAdapter:
-    """The Keras head (model/head.keras) behind the pipeline's PatchClassifier interface."""
+    """The Keras head (model/head.json's .keras) behind the pipeline's PatchClassifier interface."""
 
     def __init__(self, model: Any, *, embedding_size: int) -> None:
         import tensorflow as tf

@@ -389,7 +389,7 @@ class StubYamnet:
 @pytest.mark.parametrize(
     "problem, match",
     [
-        ("embedding_size", r"head\.keras takes 512-value embeddings"),
+        ("embedding_size", r"head-[0-9a-f]{16}\.keras takes 512-value embeddings"),
         ("label_count", r"outputs 2 classes but .*head\.json lists 3 labels"),
         ("missing_head", r"head\.json not found"),
         ("other_yamnet", r"head\.json: the head was trained on embeddings of YAMNet weights"),

@@ -19,13 +19,14 @@ from hypothesis import strategies as st
 from edge.params import DEFAULT_PARAMS
 from train.head import (
     HEAD_METADATA_FILE,
-    HEAD_MODEL_FILE,
     NO_EVIDENCE,
     HeadError,
     TrainConfig,
     TrainedHead,
     balanced_class_weights,
     field_docs,
+    head_model_name,
+    head_model_path,
     mark_silent_patches,
     patches_with_labels,
     split_by_clip,
@@ -248,7 +249,8 @@ def test_saved_head_loads_without_retraining_and_predicts_identically(trained_he
     assert loaded.extra["task"] == "test"
     probe = np.random.default_rng(5).normal(size=(7, EMBEDDING_SIZE)).astype(np.float32)
     np.testing.assert_array_equal(head.predict(probe), loaded.predict(probe))
-    assert sorted(p.name for p in tmp_path.iterdir()) == [HEAD_METADATA_FILE, HEAD_MODEL_FILE]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([HEAD_METADATA_FILE, metadata["head_file"]])
+    assert metadata["head_file"] == head_model_name(metadata["head_sha256"])
 
 
 def test_load_head_names_the_missing_file(trained_head: TrainedHead, tmp_path: Path) -> None:
@@ -257,8 +259,9 @@ def test_load_head_names_the_missing_file(trained_head: TrainedHead, tmp_path: P
     with pytest.raises(HeadError, match=str(tmp_path / HEAD_METADATA_FILE)):
         load_head(tmp_path)
     save_head(trained_head, tmp_path)
-    (tmp_path / HEAD_MODEL_FILE).unlink()
-    with pytest.raises(HeadError, match=HEAD_MODEL_FILE):
+    model_file = head_model_path(tmp_path)
+    model_file.unlink()
+    with pytest.raises(HeadError, match=model_file.name):
         load_head(tmp_path)
 
 
@@ -267,8 +270,8 @@ def test_load_head_refuses_a_model_from_another_run(trained_head: TrainedHead, t
 
     save_head(trained_head, tmp_path / "one")
     save_head(_head(build_head(3), seed=1), tmp_path / "two")
-    # head.keras of one run beside head.json of another (e.g. a copy interrupted half-way)
-    os.replace(tmp_path / "two" / HEAD_MODEL_FILE, tmp_path / "one" / HEAD_MODEL_FILE)
+    # the model of one run under the name head.json of another expects (e.g. a hand-made copy)
+    os.replace(head_model_path(tmp_path / "two"), head_model_path(tmp_path / "one"))
     with pytest.raises(HeadError, match="sha256 recorded in"):
         load_head(tmp_path / "one")
 

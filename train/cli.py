@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     folders.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, metavar="DIR",
                          help="prepared data: audio/, trainData.json, testData.json, cache/ (default: data)")  # fmt: skip
     folders.add_argument("--model-dir", type=Path, default=argparse.SUPPRESS, metavar="DIR",
-                         help="head.keras, head.json, eval.json (default: model)")  # fmt: skip
+                         help="head.json + head-<sha>.keras, eval.json (default: model)")  # fmt: skip
     folders.add_argument("--reports-dir", type=Path, default=argparse.SUPPRESS, metavar="DIR",
                          help="PNG figures and cv.json (default: reports)")  # fmt: skip
     common.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N",
@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_yamnet_flags(embed)
     embed.set_defaults(run=_run_embed)
 
-    fit = commands.add_parser("fit", parents=[common], help="train the head on folds 1-4, save model/head.keras")
+    fit = commands.add_parser("fit", parents=[common], help="train the head on folds 1-4, save model/head.json + head-<sha>.keras")
     _add_yamnet_flags(fit)
     _add_train_config_flags(fit)
     fit.set_defaults(run=_run_fit)
@@ -266,7 +266,7 @@ def _run_fit(args: argparse.Namespace) -> int:
     head = core.fit(_embedded(args), config=config, model_dir=args.model_dir, reports_dir=args.reports_dir)
     last = head.metrics["training"]["final_epoch"]
     shown = ", ".join(f"{name} {value:.3f}" for name, value in last.items())
-    _say(args, f"saved {args.model_dir / 'head.keras'} (labels {head.labels}); last epoch: {shown}")
+    _say(args, f"saved {args.model_dir / head.extra.get('head_file', 'head.json')} (labels {head.labels}); last epoch: {shown}")
     return EXIT_OK
 
 
@@ -314,7 +314,7 @@ def _run_all(args: argparse.Namespace) -> int:
     )  # fmt: skip
     _say(args, core.format_report(report, title=f"Test fold {report['test_fold']}"))
     timing = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in summary.seconds.items())
-    _say(args, f"\ntimes: {timing}\nmodel: {args.model_dir}/head.keras + head.json + eval.json; figures: {args.reports_dir}/")
+    _say(args, f"\ntimes: {timing}\nmodel: {args.model_dir}/head.json (+ the .keras it names) + eval.json; figures: {args.reports_dir}/")
     return EXIT_OK
 
 

@@ -2,7 +2,7 @@
 
     prepare   -> data/ (train.prepare.prepare_dataset)
     embed     -> data/cache/embeddings/<yamnet hash>/<audio hash>.npz (train.embeddings)
-    fit       -> model/head.keras + model/head.json, reports/training_curves.png (train.head)
+    fit       -> model/head.json + model/head-<sha>.keras, reports/training_curves.png (train.head)
     evaluate  -> model/eval.json, reports/confusion.png; head.json "metrics.evaluation" (train.evaluate)
     cv        -> reports/cv.json, reports/cv_confusion.png
     plot-clip -> reports/<clip>.png (train.plots)

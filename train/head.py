@@ -9,11 +9,13 @@ near-duplicates, so letting some of them train and others validate would report 
 leaked validation accuracy. Clips that share a source recording (`groups`, e.g. ESC-50's
 `src_file`) are kept together as well, for the same reason.
 
-Files written to the model directory (atomically: both are written to a temporary directory first,
-then renamed into place, so an interrupted run leaves the previous model intact):
-  head.keras  the Keras model, input float32 [batch, 1024] -> probabilities float32 [batch, N]
-  head.json   {"labels", "background_label", "params", "embedding_size", "train_config",
-               "yamnet_weights_sha256", "metrics", "history", "head_sha256", ...}
+Files written to the model directory:
+  head-<sha256[:16]>.keras  the Keras model, input float32 [batch, 1024] -> probabilities float32
+                            [batch, N], named by its content
+  head.json                 {"labels", "background_label", "params", "embedding_size", "train_config",
+                            "yamnet_weights_sha256", "metrics", "history", "head_file", "head_sha256", ...}
+head.json is the one file that says which model is current, and it is replaced last and atomically:
+an interrupted save leaves the previous head.json naming the previous model, still on disk.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 
 HEAD_MODEL_FILE = "head.keras"
+"""The model file of heads saved before content-named files (head.json without "head_file")."""
+HEAD_MODEL_PATTERN = "head-*.keras"
 HEAD_METADATA_FILE = "head.json"
 HEAD_FORMAT = "oido-head/1"
 XLA_MIN_STEPS = 1000
@@ -553,12 +557,19 @@ def _versions() -> dict[str, str]:
     return {"tensorflow": tf.__version__, "keras": tf.keras.__version__, "numpy": np.__version__}
 
 
-def save_head(head: TrainedHead, model_dir: str | os.PathLike[str]) -> Path:
-    """Write head.keras + head.json into model_dir atomically; returns the head.json path.
+def head_model_name(sha256: str) -> str:
+    """The content-named model file of a head whose .keras file has this sha256 (hex)."""
+    return f"head-{sha256[:16]}.keras"
 
-    Both files are written to a temporary directory inside model_dir and then renamed into place,
-    so an interrupted save never leaves a half-written file; head.json records head.keras's
-    sha256, so `load_head` notices a pair from two different runs.
+
+def save_head(head: TrainedHead, model_dir: str | os.PathLike[str]) -> Path:
+    """Write head-<sha>.keras + head.json into model_dir; returns the head.json path.
+
+    The model goes in under a new, content-derived name first; then head.json (which names it) is
+    replaced atomically; only then are older head-*.keras files removed. An interrupt at any point
+    leaves a head.json whose model file is on disk and matches its recorded sha256: the previous
+    head, or the new one, never a mix. Both files are staged in a temporary directory inside
+    model_dir, so nothing half-written ever carries a real name.
     """
     from datetime import datetime, timezone
 
@@ -571,6 +582,8 @@ def save_head(head: TrainedHead, model_dir: str | os.PathLike[str]) -> Path:
     try:
         staged_model = staging / HEAD_MODEL_FILE
         head.model.save(staged_model)
+        sha256 = _sha256_file(staged_model)
+        model_name = head_model_name(sha256)
         metadata = {
             "format": HEAD_FORMAT,
             "labels": list(head.labels),
@@ -581,19 +594,22 @@ def save_head(head: TrainedHead, model_dir: str | os.PathLike[str]) -> Path:
             "yamnet_weights_sha256": head.yamnet_weights_sha256,
             "metrics": head.metrics,
             "history": head.history,
-            **{k: v for k, v in head.extra.items() if k not in ("head_sha256", "versions", "created_utc")},
-            "head_file": HEAD_MODEL_FILE,
-            "head_sha256": _sha256_file(staged_model),
+            **{k: v for k, v in head.extra.items() if k not in ("head_file", "head_sha256", "versions", "created_utc")},
+            "head_file": model_name,
+            "head_sha256": sha256,
             "versions": _versions(),
             "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         staged_json = staging / HEAD_METADATA_FILE
         staged_json.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
-        os.replace(staged_model, directory / HEAD_MODEL_FILE)
+        os.replace(staged_model, directory / model_name)
         os.replace(staged_json, directory / HEAD_METADATA_FILE)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    logger.info("saved the head to %s", directory / HEAD_MODEL_FILE)
+    for stale in [*directory.glob(HEAD_MODEL_PATTERN), directory / HEAD_MODEL_FILE]:
+        if stale.name != model_name and stale.is_file():
+            stale.unlink(missing_ok=True)
+    logger.info("saved the head to %s", directory / model_name)
     return directory / HEAD_METADATA_FILE
 
 
@@ -613,6 +629,18 @@ def read_head_metadata(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return metadata
 
 
+def head_model_path(model_dir: str | os.PathLike[str]) -> Path:
+    """The Keras model file that model_dir/head.json names (head-<sha>.keras; head.keras for old heads).
+
+    Raises HeadError naming head.json when it is missing or invalid. Does not check the file exists.
+    """
+    metadata = read_head_metadata(model_dir)
+    name = str(metadata.get("head_file") or HEAD_MODEL_FILE)
+    if Path(name).name != name:
+        raise HeadError(f"{Path(model_dir) / HEAD_METADATA_FILE}: head_file {name!r} must be a file name in that folder")
+    return Path(model_dir) / name
+
+
 def write_head_metadata(model_dir: str | os.PathLike[str], metadata: dict[str, Any]) -> None:
     """Replace head.json atomically (used to add evaluation figures after training)."""
     from train.datasets import write_json_atomic
@@ -621,7 +649,7 @@ def write_head_metadata(model_dir: str | os.PathLike[str], metadata: dict[str, A
 
 
 def load_head(model_dir: str | os.PathLike[str]) -> TrainedHead:
-    """Load head.keras + head.json from model_dir without retraining.
+    """Load head.json and the model it names from model_dir without retraining.
 
     Raises HeadError naming the file when either is missing, unreadable, or they disagree
     (sha256 recorded in head.json, output size vs labels, input size vs embedding_size).
@@ -629,7 +657,7 @@ def load_head(model_dir: str | os.PathLike[str]) -> TrainedHead:
     directory = Path(model_dir)
     metadata = read_head_metadata(directory)
     json_path = directory / HEAD_METADATA_FILE
-    model_path = directory / metadata.get("head_file", HEAD_MODEL_FILE)
+    model_path = head_model_path(directory)
     if not model_path.is_file():
         raise HeadError(f"{model_path} not found (named by {json_path}): retrain with oido-train fit")
     recorded = metadata.get("head_sha256")

@@ -1061,7 +1061,7 @@ class StreamModel:
     head: Any
     """PatchClassifier: run(embeddings [n, 1024]) -> probabilities [n, L]."""
     kind: str
-    """"exported" (manifest.json: the TF-Lite files the Pi runs) or "keras" (head.keras + TF YAMNet)."""
+    """"exported" (manifest.json: the TF-Lite files the Pi runs) or "keras" (head.json + its .keras + TF YAMNet)."""
     tolerance: float
     """Largest probability difference allowed between cached patches and the streaming pipeline."""
 
@@ -1096,7 +1096,7 @@ def load_stream_model(
     model_dir: str | os.PathLike[str], *, yamnet_source: str = "auto", yamnet_weights: Path | None = None, num_threads: int = 1
 ) -> StreamModel:
     """The exported model (manifest.json: YamnetTflite + HeadTflite, the Pi's files) when present,
-    else head.keras + head.json with train's TensorFlow YAMNet. Raises ValueError naming the file."""
+    else head.json + its .keras with train's TensorFlow YAMNet. Raises ValueError naming the file."""
     from edge.manifest import MANIFEST_NAME
 
     directory = Path(model_dir)
@@ -1318,7 +1318,7 @@ def save_openset_model(
     params: Params = DEFAULT_PARAMS,
     evaluation: Mapping[str, Any] | None = None,
 ) -> Path:
-    """head.keras + head.json (train.head.save_head; with "thresholds", "detector", "openset") + thresholds.json."""
+    """head.json + head-<sha>.keras (train.head.save_head; with "thresholds", "detector", "openset") + thresholds.json."""
     from train.head import TrainConfig, TrainedHead, save_head
 
     recipe = model.recipe
@@ -1566,7 +1566,7 @@ def fit_openset_main(args: argparse.Namespace) -> int:
                        params=factory.params, evaluation={"test_clip_accuracy_targets": [right, total]})  # fmt: skip
     reports = Path(_arg(args, "reports_dir", "reports")) / "openset"
     plot_calibration(model.calibration, reports / "calibration.png")
-    _say(args, f"saved {model_dir / 'head.keras'}, head.json and {THRESHOLDS_FILE}: thresholds "
+    _say(args, f"saved {model_dir / 'head.json'} (+ the .keras it names) and {THRESHOLDS_FILE}: thresholds "
                + ", ".join(f"{k} {v:.4g}" for k, v in model.calibration.thresholds.items()))  # fmt: skip
     _say(args, f"test fold {task.test_fold}: {right}/{total} target clips decided right; calibration plot {reports / 'calibration.png'}")
     return 0
