@@ -21,7 +21,13 @@ such as dynamic-range convolutions):
                  converted and the float weights put back into the quantized flatbuffer
                  (convert.graph). Hybrid kernels quantize their INPUT on the fly: on the mel
                  matrix that wrecks low-energy bins, on the depthwise convs it costs most of
-                 the embedding error, for 0.13 MB of weights.
+                 the embedding error, for 0.13 MB of weights. Each remaining hybrid op is
+                 also tried alone on the builtin kernels (tflite-runtime 2.14's hybrid convs
+                 quantize a whole activation tensor with one scale): an op that alone pulls
+                 an embedding below ``hybrid_op_cosine_floor`` (YAMNet's layer 12-13
+                 pointwise convs) gets int8_weights' treatment instead, DEQUANTIZE in front
+                 and float arithmetic, so the file stays int8-sized and accurate in both
+                 runtimes while the other ops keep int8 arithmetic.
   full_int8      int8 activations too, calibrated on a few hundred training patches, the
                  front end kept float through the MLIR quantizer's node denylist.
   int8_weights   the dynamic_range file with a DEQUANTIZE in front of each int8 weight:
@@ -98,7 +104,10 @@ AUTO = "auto"
 CALIBRATION_PATCHES_PER_CLIP = 2
 """Calibration takes this many random patches of a clip, so a few hundred span many clips."""
 QUANTIZATION_LABELS = {
-    "dynamic_range": "dynamic-range int8 weights (pointwise convs, dense); float front end and depthwise convs",
+    "dynamic_range": (
+        "dynamic-range int8 weights (pointwise convs, dense); float front end and depthwise convs; "
+        "ops too coarse on builtin hybrid kernels dequantized to float"
+    ),
     "full_int8": "int8 weights and activations (calibrated); float front end",
     "int8_weights": "int8 weights dequantized at load time; float arithmetic",
 }
@@ -124,6 +133,11 @@ class ExportOptions:
     cosine_floor: float = 0.98
     """1st-percentile embedding cosine a candidate needs (on each kernel path): no group of
     patches may be badly off even when the mean looks fine."""
+    hybrid_op_cosine_floor: float = 0.998
+    """Worst embedding cosine (vs float, builtin kernels) one dynamic-range op may cause on its
+    own; an op below it computes in float from its int8 weights instead."""
+    hybrid_op_patches: int = 12
+    """Calibration patches each dynamic-range op is tried alone on (builtin kernels)."""
     seed: int = 0
     """Seed of the clip/patch sampling."""
     evaluate: bool = True
@@ -147,11 +161,12 @@ class ExportOptions:
             "selection_clips_per_label",
             "latency_rounds",
             "latency_patches",
+            "hybrid_op_patches",
             "num_threads",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("cosine_target", "cosine_floor"):
+        for name in ("cosine_target", "cosine_floor", "hybrid_op_cosine_floor"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in (0, 1], got {getattr(self, name)}")
 
@@ -441,11 +456,19 @@ def _name_yamnet_io(graph: TfliteGraph, params: Params) -> None:
 
 
 def convert_yamnet(
-    yamnet: Any, *, quantizations: Sequence[str], calibration_patches: FloatArray, params: Params
+    yamnet: Any,
+    *,
+    quantizations: Sequence[str],
+    calibration_patches: FloatArray,
+    params: Params,
+    hybrid_op_cosine_floor: float = ExportOptions.hybrid_op_cosine_floor,
+    hybrid_op_patches: int = ExportOptions.hybrid_op_patches,
 ) -> list[Candidate]:
     """Convert TF YAMNet (train.yamnet.YamnetTF) into the asked quantization candidates.
 
-    A candidate whose conversion fails carries the error instead of bytes.
+    A candidate whose conversion fails carries the error instead of bytes. The dynamic-range
+    ops that alone pull an embedding below hybrid_op_cosine_floor on the builtin kernels (tried
+    on hybrid_op_patches calibration patches) are dequantized to float (module docstring).
     """
     started = time.perf_counter()
     frozen = _freeze(yamnet.concrete_function())
@@ -472,13 +495,28 @@ def convert_yamnet(
         _name_yamnet_io(graph, params)
         dynamic_bytes = graph.to_bytes()
         if "dynamic_range" in quantizations:
-            candidates.append(
-                Candidate(
-                    "dynamic_range",
-                    dynamic_bytes,
-                    notes=[f"kept float: {len(restored)} ops (front end, depthwise convs)"],
+            notes = [f"kept float: {len(restored)} ops (front end, depthwise convs)"]
+            coarse = coarse_hybrid_ops(
+                dynamic_bytes,
+                float_graph,
+                calibration_patches[:hybrid_op_patches],
+                cosine_floor=hybrid_op_cosine_floor,
+                params=params,
+            )
+            dynamic_graph = TfliteGraph(dynamic_bytes, source="YAMNet dynamic-range conversion")
+            if coarse:
+                dynamic_graph.dequantize_weights(float_graph, op_indices=[index for index, _, _ in coarse])
+            notes.append(
+                f"each hybrid op alone on the builtin kernels, {min(hybrid_op_patches, len(calibration_patches))} "
+                f"calibration patches: "
+                + (
+                    "dequantized to float (worst cosine < "
+                    f"{hybrid_op_cosine_floor}): " + ", ".join(f"{name} {cosine:.4f}" for _, name, cosine in coarse)
+                    if coarse
+                    else f"all >= {hybrid_op_cosine_floor}"
                 )
             )
+            candidates.append(Candidate("dynamic_range", dynamic_graph.to_bytes(), notes=notes))
         if "int8_weights" in quantizations:
             weights_graph = TfliteGraph(dynamic_bytes, source="YAMNet int8-weights edit")
             count = weights_graph.dequantize_weights(float_graph)
@@ -504,6 +542,52 @@ def convert_yamnet(
             candidates.append(Candidate("full_int8", error=str(error)))
     logger.info("YAMNet converted to %s in %.1f s", [c.name for c in candidates], time.perf_counter() - started)
     return candidates
+
+
+def coarse_hybrid_ops(
+    dynamic_bytes: bytes,
+    float_graph: TfliteGraph,
+    patches: FloatArray,
+    *,
+    cosine_floor: float,
+    params: Params,
+) -> list[tuple[int, str, float]]:
+    """Hybrid ops of a dynamic-range YAMNet too coarse on the runtime's builtin kernels.
+
+    Each hybrid op is run ALONE (every other one with its float weights) on the builtin kernels,
+    no delegate: the arithmetic tflite-runtime 2.14 does for hybrid convolutions, which
+    quantizes a whole activation tensor with one scale. Returns (op index, layer name, worst
+    embedding cosine vs the float model) of the ops below `cosine_floor`, in op order; [] when
+    no runtime can select its builtin kernels.
+    """
+    if not len(patches):
+        return []
+    named_float = TfliteGraph(float_graph.to_bytes(), source=float_graph.source)
+    _name_yamnet_io(named_float, params)
+    reference = builtin_kernel_embeddings(named_float.to_bytes(), patches)
+    if reference is None:
+        return []
+    hybrid = TfliteGraph(dynamic_bytes, source="YAMNet dynamic-range conversion").quantized_weight_ops()
+    coarse: list[tuple[int, str, float]] = []
+    for op_index in hybrid:
+        alone = TfliteGraph(dynamic_bytes, source="YAMNet dynamic-range conversion")
+        name = _layer_name(alone.tensor_name(alone.graph.operators[op_index].outputs[0]))
+        # The others in float arithmetic from their int8 weights: float's numbers, a quarter of its bytes.
+        alone.dequantize_weights(float_graph, op_indices=[other for other in hybrid if other != op_index])
+        embeddings = builtin_kernel_embeddings(alone.to_bytes(), patches)
+        if embeddings is None:
+            return []
+        worst = cosine_stats(reference, embeddings)["min"]
+        logger.debug("YAMNet hybrid op %d (%s) alone on builtin kernels: worst cosine %.5f", op_index, name, worst)
+        if worst < cosine_floor:
+            coarse.append((op_index, name, worst))
+    return coarse
+
+
+def _layer_name(tensor_name: str) -> str:
+    """'PartitionedCall/yamnet_patch_1/layer13_pointwise_conv_1/Relu;...' -> 'layer13_pointwise_conv_1'."""
+    parts = tensor_name.split(";")[0].split("/")
+    return parts[-2] if len(parts) >= 2 else parts[0]
 
 
 def convert_head(keras_model: Any, *, quantization: str, calibration_embeddings: FloatArray, params: Params) -> bytes:
@@ -614,8 +698,10 @@ def measure_yamnet_candidates(
         logger.info("YAMNet %s: %s", candidate.name, candidate.to_dict())
 
 
-def builtin_kernel_embeddings(path: Path, patches: FloatArray, *, num_threads: int = 1) -> FloatArray | None:
-    """Embeddings float32 [p, 1024] of an exported YAMNet run on the builtin kernels, no delegate.
+def builtin_kernel_embeddings(
+    model: Path | bytes, patches: FloatArray, *, num_threads: int = 1
+) -> FloatArray | None:
+    """Embeddings float32 [p, 1024] of an exported YAMNet (file or bytes) run on the builtin kernels, no delegate.
 
     That is the arithmetic tflite-runtime 2.14 does for the ops its XNNPACK cannot take
     (dynamic-range convolutions among them). None if the runtime cannot select its kernels.
@@ -628,14 +714,15 @@ def builtin_kernel_embeddings(path: Path, patches: FloatArray, *, num_threads: i
         except ImportError:
             return None
     try:
+        source = {"model_content": model} if isinstance(model, bytes) else {"model_path": str(model)}
         interpreter = Interpreter(
-            model_path=str(path),
+            **source,
             num_threads=num_threads,
             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
         )
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as error:
-        logger.warning("%s: cannot run on the builtin kernels (%s)", path, error)
+        logger.warning("%s: cannot run on the builtin kernels (%s)", "model" if isinstance(model, bytes) else model, error)
         return None
     (waveform,) = interpreter.get_input_details()
     outputs = [d for d in interpreter.get_output_details() if d["name"] == "embeddings"]
@@ -890,7 +977,12 @@ def export_model(
     try:
         quantizations = list(QUANTIZATIONS) if options.quantization == AUTO else [options.quantization]
         candidates = convert_yamnet(
-            yamnet, quantizations=quantizations, calibration_patches=sample.calibration_patches, params=params
+            yamnet,
+            quantizations=quantizations,
+            calibration_patches=sample.calibration_patches,
+            params=params,
+            hybrid_op_cosine_floor=options.hybrid_op_cosine_floor,
+            hybrid_op_patches=options.hybrid_op_patches,
         )
         tick("convert_yamnet")
         measure_yamnet_candidates(

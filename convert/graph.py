@@ -219,16 +219,20 @@ class TfliteGraph:
         logger.debug("%s: float weights restored for %s", self.source, changed)
         return changed
 
-    def dequantize_weights(self, float_graph: "TfliteGraph") -> int:
-        """Turn every hybrid op into DEQUANTIZE(int8 weights) -> float op; returns how many.
+    def dequantize_weights(self, float_graph: "TfliteGraph", *, op_indices: Iterable[int] | None = None) -> int:
+        """Turn hybrid ops into DEQUANTIZE(int8 weights) -> float op; returns how many.
 
-        The runtime dequantizes constant weights once, when tensors are allocated, so the
-        model keeps int8's size and runs float kernels (float accuracy, float speed).
+        op_indices: which hybrid ops (default: every one). The runtime dequantizes constant
+        weights once, when tensors are allocated, so the model keeps int8's size and runs
+        float kernels (float accuracy, float speed). Op indices shift after this call.
         """
         schema = _schema()
         dequantize_code = schema.BuiltinOperator.DEQUANTIZE
         new_ops = []
         hybrid = self.quantized_weight_ops()
+        if op_indices is not None:
+            chosen = set(op_indices)
+            hybrid = [index for index in hybrid if index in chosen]
         float_ops = {float_graph.tensor_name(op.outputs[0]): op for op in float_graph.graph.operators if op.outputs}
         for op_index in hybrid:
             op = self.graph.operators[op_index]

@@ -59,6 +59,11 @@ FLOAT_ARITHMETIC = ("float32", "int8_weights")
 """Quantizations whose kernels compute in float in every runtime."""
 GOLDEN_TIE_MARGIN = 0.02
 """A clip whose golden top-two mean probabilities are closer than this may flip its decision."""
+GOLDEN_HYBRID_TIE_MARGIN = 0.05
+"""The same for models with dynamic-range (hybrid) ops: tflite-runtime 2.14's builtin hybrid
+kernels move a clip's mean probabilities by up to ~0.03 from ai-edge-litert's (measured on the
+104 fold-5 clips: 0.029), so a near-tie that close may come out the other way (one clip of 104,
+top two 0.038 apart). Wider drifts still fail on the probability tolerance."""
 REGENERATE_HINT = "regenerate it with `oido-convert` (it rewrites model/golden.json with each export)"
 
 TARGETS: dict[str, float] = {
@@ -318,6 +323,11 @@ class ParityReport:
         exact = all(self.quantization.get(role) in FLOAT_ARITHMETIC for role in ("yamnet", "head"))
         return GOLDEN_FLOAT_PROBABILITY_TOLERANCE if exact else GOLDEN_PROBABILITY_TOLERANCE
 
+    def golden_tie_margin(self) -> float:
+        """Top-two margin below which another runtime may flip a clip's decision."""
+        exact = all(self.quantization.get(role) in FLOAT_ARITHMETIC for role in ("yamnet", "head"))
+        return GOLDEN_TIE_MARGIN if exact else GOLDEN_HYBRID_TIE_MARGIN
+
     def golden(self) -> dict[str, Any]:
         """golden.json: the quantized decision and probabilities of every test clip."""
         clips = []
@@ -340,7 +350,7 @@ class ParityReport:
             "yamnet_sha256": self.sha256.get("yamnet", ""),
             "head_sha256": self.sha256.get("head", ""),
             "runtime": self.runtime,
-            "tolerance": {"probability": self.golden_tolerance(), "tie_margin": GOLDEN_TIE_MARGIN},
+            "tolerance": {"probability": self.golden_tolerance(), "tie_margin": self.golden_tie_margin()},
             "clips": clips,
         }
 
@@ -462,10 +472,12 @@ class GoldenClipCheck:
     golden_margin: float
     tolerance: float = GOLDEN_PROBABILITY_TOLERANCE
     """Largest max_probability_difference accepted (from golden.json)."""
+    tie_margin: float = GOLDEN_TIE_MARGIN
+    """Golden top-two margin below which the decision may differ (from golden.json)."""
 
     @property
     def decision_ok(self) -> bool:
-        return self.expected == self.got or self.golden_margin < GOLDEN_TIE_MARGIN
+        return self.expected == self.got or self.golden_margin < self.tie_margin
 
     @property
     def probabilities_ok(self) -> bool:
@@ -556,6 +568,7 @@ def check_golden(
     head = HeadTflite.from_manifest(manifest, backend=backend)
     pipeline = StreamingPipeline(yamnet, head, labels=manifest.labels, params=manifest.params)
     tolerance = float(golden.get("tolerance", {}).get("probability", GOLDEN_PROBABILITY_TOLERANCE))
+    tie_margin = float(golden.get("tolerance", {}).get("tie_margin", GOLDEN_TIE_MARGIN))
     checks = []
     for entry in golden["clips"][:limit]:
         waveform = read_audio(_clip_path(data_dir, entry["fileName"]), target_rate_hz=manifest.params.sample_rate_hz)
@@ -572,6 +585,7 @@ def check_golden(
                 max_probability_difference=float(np.max(np.abs(mean - expected_mean))),
                 golden_margin=margin,
                 tolerance=tolerance,
+                tie_margin=tie_margin,
             )
         )
     return GoldenCheck(

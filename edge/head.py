@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from edge.errors import ModelError
 from edge.params import DEFAULT_PARAMS, Params
-from edge.runtime import backend_of, dequantize, load_interpreter, quantize
+from edge.runtime import backend_of, dequantize, is_quantized, load_interpreter, quantize
 
 if TYPE_CHECKING:  # pragma: no cover
     from edge.manifest import Manifest
@@ -73,6 +73,8 @@ class HeadTflite:
             )
         self.num_labels = int(self._output["shape"][-1])
         self._batch = int(self._input["shape"][0]) if len(self._input["shape"]) == 2 else 1
+        # Float input and output (every quantization but full int8) need no conversion per call.
+        self._float_io = not self.quantized and not is_quantized(self._output)
         logger.info(
             "head %s via %s: %d labels, input %s %s",
             self.path,
@@ -131,7 +133,13 @@ class HeadTflite:
         self._set_batch(len(values))
         if len(self._input["shape"]) == 1:
             values = values.reshape(-1)
-        self.interpreter.set_tensor(self._input["index"], quantize(values, self._input))
-        self.interpreter.invoke()
-        probabilities = dequantize(self.interpreter.get_tensor(self._output["index"]), self._output)
+        interpreter = self.interpreter
+        if self._float_io:
+            interpreter.set_tensor(self._input["index"], values)
+            interpreter.invoke()
+            probabilities = interpreter.get_tensor(self._output["index"])
+        else:
+            interpreter.set_tensor(self._input["index"], quantize(values, self._input))
+            interpreter.invoke()
+            probabilities = dequantize(interpreter.get_tensor(self._output["index"]), self._output)
         return probabilities.reshape(len(embeddings) if np.ndim(embeddings) == 2 else 1, self.num_labels)

@@ -173,7 +173,8 @@ def _to_float(samples: np.ndarray) -> np.ndarray:
 
 
 def _rms_dbfs(patch: FloatArray) -> float:
-    rms = math.sqrt(float(np.mean(np.square(patch, dtype=np.float64)))) if patch.size else 0.0
+    samples = np.asarray(patch, dtype=np.float64).reshape(-1)
+    rms = math.sqrt(float(np.dot(samples, samples)) / samples.size) if samples.size else 0.0
     return 20.0 * math.log10(rms) if rms > 0 else _SILENCE_DBFS
 
 

@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from edge.errors import ModelError
 from edge.params import DEFAULT_PARAMS, Params
-from edge.runtime import backend_of, dequantize, load_interpreter, quantize, tensor_names
+from edge.runtime import backend_of, dequantize, is_quantized, load_interpreter, quantize, tensor_names
 
 if TYPE_CHECKING:  # pragma: no cover
     from edge.manifest import Manifest, TensorSpec
@@ -95,6 +95,10 @@ class YamnetTflite:
                 path=self.path,
             )
         self._input_shape = input_shape
+        # The per-patch path reads these once: float tensors need no (de)quantization.
+        self._input_index = int(self._input["index"])
+        self._input_is_float = not is_quantized(self._input) and np.dtype(self._input["dtype"]) == np.float32
+        self._float_outputs = {role: not is_quantized(detail) for role, detail in self._outputs.items()}
         for role, size in (("embeddings", params.embedding_size), ("scores", params.yamnet_classes)):
             shape = self._outputs[role]["shape"]
             if int(np.prod(shape)) != size:
@@ -196,35 +200,45 @@ class YamnetTflite:
     def backend(self) -> str:
         return backend_of(self.interpreter)
 
-    def run_all(self, patch: npt.ArrayLike) -> YamnetOutputs:
-        """Run one patch: float32 [patch_samples] in [-1, 1] at params.sample_rate_hz."""
+    def _invoke(self, patch: npt.ArrayLike) -> None:
+        """Set the input to one patch (float32 [patch_samples]) and run the model."""
         samples = np.asarray(patch, dtype=np.float32)
         if samples.shape != (self.params.patch_samples,):
             raise ValueError(
                 f"YAMNet takes one patch of shape ({self.params.patch_samples},), got {samples.shape}; "
                 f"frame the audio with edge.framing.waveform_to_patches"
             )
-        interpreter = self.interpreter
-        interpreter.set_tensor(self._input["index"], quantize(samples.reshape(self._input_shape), self._input))
-        interpreter.invoke()
+        samples = samples.reshape(self._input_shape)
+        self.interpreter.set_tensor(
+            self._input_index, samples if self._input_is_float else quantize(samples, self._input)
+        )
+        self.interpreter.invoke()
 
-        def read(role: str) -> FloatArray:
-            detail = self._outputs[role]
-            return dequantize(interpreter.get_tensor(detail["index"]), detail)
+    def _read(self, role: str) -> FloatArray:
+        """A copy of one output tensor as float32 (get_tensor copies; views would change on the next run)."""
+        detail = self._outputs[role]
+        values = self.interpreter.get_tensor(detail["index"])
+        return values if self._float_outputs[role] else dequantize(values, detail)
 
+    def run_all(self, patch: npt.ArrayLike) -> YamnetOutputs:
+        """Run one patch: float32 [patch_samples] in [-1, 1] at params.sample_rate_hz."""
+        self._invoke(patch)
         log_mel = None
         if self.has_log_mel:
-            log_mel = read("log_mel").reshape(self.params.patch_frames, self.params.mel_bands)
+            log_mel = self._read("log_mel").reshape(self.params.patch_frames, self.params.mel_bands)
         return YamnetOutputs(
-            embedding=read("embeddings").reshape(-1),
-            scores=read("scores").reshape(-1),
+            embedding=self._read("embeddings").reshape(-1),
+            scores=self._read("scores").reshape(-1),
             log_mel=log_mel,
         )
 
     def run(self, patch: npt.ArrayLike) -> Tuple[FloatArray, FloatArray]:
-        """patch float32 [patch_samples] -> (embedding float32 [1024], scores float32 [521])."""
-        outputs = self.run_all(patch)
-        return outputs.embedding, outputs.scores
+        """patch float32 [patch_samples] -> (embedding float32 [1024], scores float32 [521]).
+
+        The streaming pipeline's per-patch call: it leaves the log-mel output unread.
+        """
+        self._invoke(patch)
+        return self._read("embeddings").reshape(-1), self._read("scores").reshape(-1)
 
     def log_mel(self, patch: npt.ArrayLike) -> FloatArray:
         """The model's log-mel spectrogram of one patch: float32 [patch_frames, mel_bands]."""

@@ -202,7 +202,7 @@ class CpuTimed:
 class PipelineSystem(System):
     """edge.pipeline.StreamingPipeline: each patch once, windows from cached probabilities."""
 
-    def __init__(self, pipeline: Any, *, trained: bool, clip_block_samples: int) -> None:
+    def __init__(self, pipeline: Any, *, trained: bool, clip_block_samples: int, clip_rate_hz: Optional[int] = None) -> None:
         # Process-CPU timing around the pipeline's own model calls (the pipeline uses what it is given).
         self._yamnet = pipeline.yamnet = CpuTimed(pipeline.yamnet)
         self._head = pipeline.head = CpuTimed(pipeline.head)
@@ -210,6 +210,8 @@ class PipelineSystem(System):
         self.recorder = Recorder()
         self.labels = tuple(pipeline.labels) if trained else None
         self.clip_block_samples = clip_block_samples
+        self.clip_rate_hz = clip_rate_hz or pipeline.params.sample_rate_hz
+        """Rate of the clips classify_clip gets; resampled to the pipeline's input rate when it differs."""
 
     def warm_up(self) -> None:
         params = self.pipeline.params
@@ -239,7 +241,13 @@ class PipelineSystem(System):
     def classify_clip(self, waveform: FloatArray) -> str:
         from edge.pipeline import classify_clip
 
-        return classify_clip(self.pipeline, waveform, block_samples=self.clip_block_samples).label
+        block = self.clip_block_samples
+        if self.pipeline.input_rate_hz != self.clip_rate_hz:  # a microphone-rate pipeline hears the clip at its rate
+            from edge.resample import resample
+
+            waveform = resample(waveform, self.clip_rate_hz, self.pipeline.input_rate_hz)
+            block = block * self.pipeline.input_rate_hz // self.clip_rate_hz
+        return classify_clip(self.pipeline, waveform, block_samples=block).label
 
 
 class RerunWindowSystem(System):
@@ -478,8 +486,12 @@ def build_system(spec: Dict[str, Any]) -> System:
     if kind == "pipeline" and spec.get("model_dir") and not spec.get("yamnet"):
         from edge.pipeline import load_pipeline
 
-        pipeline = load_pipeline(spec["model_dir"], num_threads=int(spec.get("num_threads", 1)))
-        return PipelineSystem(pipeline, trained=True, clip_block_samples=clip_block)
+        pipeline = load_pipeline(
+            spec["model_dir"], num_threads=int(spec.get("num_threads", 1)), input_rate_hz=spec.get("input_rate_hz")
+        )
+        return PipelineSystem(
+            pipeline, trained=True, clip_block_samples=clip_block, clip_rate_hz=int(spec["sample_rate_hz"])
+        )
     yamnet, head, labels, params, trained = _tflite_models(spec)
     if kind == "rerun":
         return RerunWindowSystem(yamnet, head, labels=labels, params=params)
@@ -566,15 +578,16 @@ def run_accuracy(system: System, clips: FloatArray, clip_info: List[Dict[str, An
 
 def run(spec: Dict[str, Any], *, launched_at: Optional[float]) -> Dict[str, Any]:
     workdir = Path(spec["workdir"])
-    stream = np.load(workdir / "stream.npy")
+    # A microphone-rate system gets the same stream at its own rate (the pipeline resamples it).
+    stream = np.load(workdir / spec.get("stream_file", "stream.npy"))
     result: Dict[str, Any] = {"system": spec["name"]}
     cpu_start = time.process_time()
     system = build_system(spec)
     system.warm_up()
     ready = time.monotonic()
     result["load_cpu_seconds"] = time.process_time() - cpu_start
-    sample_rate = float(spec["sample_rate_hz"])
-    result["stream"] = run_stream(system, stream, block_samples=int(spec["block_samples"]))
+    sample_rate = float(spec.get("input_rate_hz") or spec["sample_rate_hz"])
+    result["stream"] = run_stream(system, stream, block_samples=int(spec.get("stream_block_samples") or spec["block_samples"]))
     result["stream"]["audio_seconds"] = len(stream) / sample_rate
     result["peak_rss_bytes"] = peak_rss_bytes()
     result["hot_patch_latency"] = latency_summary([wall for wall, _ in system.hot_timings])

@@ -181,7 +181,7 @@ def test_quick_report_names_machine_config_audio_limits_and_checks(quick_report:
     assert 0 < report["audio"]["stream_seconds"] <= bench.QUICK_STREAM_SECONDS
     assert report["limits"]["yamnet_macs_per_patch"] == bench.YAMNET_MACS_PER_PATCH
     assert report["limits"]["numpy"]["float32_matmul"]["gmacs_per_second"] > 0
-    assert len(report["checks"]) == 4
+    assert len(report["checks"]) == 5
     for check in report["checks"]:
         assert check["passed"] in (True, False, None) and check["claim"]
 
@@ -189,7 +189,7 @@ def test_quick_report_names_machine_config_audio_limits_and_checks(quick_report:
 def test_every_system_has_figures_or_an_unavailable_reason(quick_report: Tuple[Dict[str, Any], str]) -> None:
     report, _ = quick_report
     names = {system["name"] for system in report["systems"]}
-    assert {"oido", "rerun_window", "mediapipe", "oido_float", "oido_tflite214", "tf_reference"} <= names
+    assert {"oido", "oido_48k", "rerun_window", "mediapipe", "oido_float", "oido_tflite214", "tf_reference"} <= names
     for system in report["systems"]:
         if "unavailable" in system:
             assert isinstance(system["unavailable"], str) and system["unavailable"], system["name"]
@@ -216,6 +216,25 @@ def test_oido_and_the_rerun_way_run_when_a_model_is_exported(quick_report: Tuple
         assert "summary" in systems[name], systems[name].get("unavailable")
         assert "accuracy" in systems[name]["accuracy"]
     assert systems["rerun_window"]["ratio_to_oido"]["cpu_seconds_per_audio_hour"] is not None
+
+
+def test_the_48k_microphone_stream_is_resampled_in_stream_and_checked_against_rtf(
+    quick_report: Tuple[Dict[str, Any], str]
+) -> None:
+    report, markdown = quick_report
+    if not (REPO / "model" / "manifest.json").is_file():
+        pytest.skip("no exported model (model/manifest.json)")
+    systems = {system["name"]: system for system in report["systems"]}
+    microphone, oido = systems["oido_48k"], systems["oido"]
+    assert "summary" in microphone, microphone.get("unavailable")
+    # The same audio at three times the rate, resampled by the pipeline: the same patches and decisions.
+    assert microphone["summary"]["patches"] == oido["summary"]["patches"]
+    assert microphone["summary"]["decisions"] == oido["summary"]["decisions"]
+    assert microphone["accuracy"]["clips"] == oido["accuracy"]["clips"]
+    (check,) = [c for c in report["checks"] if c.get("kind") == "at_most"]
+    assert check["target"] == bench.TARGET_REAL_TIME_FACTOR
+    assert check["value"] == pytest.approx(microphone["summary"]["real_time_factor"])
+    assert "(target <= 0.01)" in markdown
 
 
 def test_mediapipe_runs_when_installed(quick_report: Tuple[Dict[str, Any], str]) -> None:

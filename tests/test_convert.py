@@ -334,6 +334,38 @@ def test_yamnet_recipe_keeps_the_front_end_and_depthwise_convs_float(tmp_path: P
             assert cosine > 0.99
 
 
+def test_hybrid_ops_too_coarse_on_builtin_kernels_compute_in_float_from_int8_weights() -> None:
+    needs_runtime()
+    standin = mini_yamnet()
+    from convert.export import convert_yamnet
+    from convert.graph import TfliteGraph
+
+    rng = np.random.default_rng(1)
+    patches = (rng.normal(0, 0.1, (4, DEFAULT_PARAMS.patch_samples))).astype(np.float32)
+
+    def dynamic_range(floor: float) -> Any:
+        (candidate,) = convert_yamnet(
+            standin,
+            quantizations=["dynamic_range"],
+            calibration_patches=patches,
+            params=DEFAULT_PARAMS,
+            hybrid_op_cosine_floor=floor,
+        )
+        assert candidate.error is None, candidate.error
+        return candidate, TfliteGraph(candidate.model_bytes, source="dynamic_range")
+
+    lenient, graph = dynamic_range(0.5)  # every op is accurate enough alone: all stay hybrid
+    assert len(graph.quantized_weight_ops()) == 2  # the pointwise conv and the scores dense layer
+    assert not any(graph.op_name(op) == "DEQUANTIZE" for op in graph.graph.operators)
+    assert "all >= 0.5" in lenient.notes[-1]
+
+    strict, graph = dynamic_range(1.0)  # no int8 op reaches cosine 1 exactly: all go float, int8 stays on disk
+    assert not graph.quantized_weight_ops()
+    assert sum(graph.op_name(op) == "DEQUANTIZE" for op in graph.graph.operators) == 2
+    assert graph.count_types().get("INT8", 0) == 2
+    assert "dequantized to float" in strict.notes[-1] and "conv2d" in strict.notes[-1]
+
+
 def write_tiny_data(
     data_dir: Path, *, labels: list[str] = LABELS, clips_per_label: int = 3, test_per_label: int = 2
 ) -> None:
