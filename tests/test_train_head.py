@@ -176,6 +176,26 @@ def test_same_seed_gives_the_same_weights_and_another_seed_does_not(tf) -> None:
     assert not np.array_equal(first.model.get_weights()[0], third.model.get_weights()[0])
 
 
+def test_fused_adam_takes_the_steps_keras_adam_takes(tf) -> None:
+    from train.head import FusedAdam
+
+    rng = np.random.default_rng(0)
+    shapes = [(64, 32), (32,)]
+    initial = [rng.normal(size=shape).astype(np.float32) for shape in shapes]
+    fused_variables = [tf.keras.Variable(value) for value in initial]
+    keras_variables = [tf.keras.Variable(value) for value in initial]
+    fused = FusedAdam(fused_variables, learning_rate=0.01)
+    keras_adam = tf.keras.optimizers.Adam(learning_rate=0.01)
+    for _ in range(5):
+        gradients = [tf.constant(rng.normal(size=shape).astype(np.float32)) for shape in shapes]
+        fused.apply(gradients)
+        keras_adam.apply_gradients(zip(gradients, keras_variables))
+    assert int(fused.iterations.numpy()) == 5
+    for start, ours, theirs in zip(initial, fused_variables, keras_variables):
+        assert np.abs(ours.numpy() - start).max() > 0.01  # five steps of ~lr each moved every weight
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_fit_learns_separable_clusters_and_reports_history(tf) -> None:
     from train.head import fit_head, predict_probabilities
 
