@@ -85,11 +85,20 @@ class StreamingFramer:
 
     def __init__(self, *, params: Params = DEFAULT_PARAMS) -> None:
         self.params = params
+        self._patch_samples = params.patch_samples
+        self._hop_samples = params.hop_samples
+        # A preallocated buffer holding samples [_start, _end), the next patch's first sample at
+        # _start: a block is copied in once, an emitted patch only moves _start on, and the held
+        # samples move back to the front only when the free tail is too short for a block.
+        self._buffer = np.zeros(4 * self._patch_samples, np.float32)
+        self._no_patches = np.zeros((0, self._patch_samples), np.float32)
+        self._no_patches.flags.writeable = False  # shared by every push that completes no patch
         self.reset()
 
     def reset(self) -> None:
         """Forget buffered audio; the next sample pushed is sample 0 of a new stream."""
-        self._buffer = np.zeros(0, np.float32)  # starts at the next patch's first sample
+        self._start = 0
+        self._end = 0
         self._patches_emitted = 0
         self._samples_seen = 0
 
@@ -104,13 +113,33 @@ class StreamingFramer:
 
     def push(self, block: npt.ArrayLike) -> FloatArray:
         """Add block: float32 [n] at params.sample_rate_hz. Returns float32 [k, patch_samples], k >= 0."""
-        samples = _as_waveform(block)
-        self._samples_seen += len(samples)
-        self._buffer = np.concatenate([self._buffer, samples]) if len(self._buffer) else samples.copy()
-        patches = waveform_to_patches(self._buffer, params=self.params, pad_end=False)
-        if len(patches):
-            self._buffer = self._buffer[len(patches) * self.params.hop_samples :].copy()
-            self._patches_emitted += len(patches)
+        is_mono_float32 = type(block) is np.ndarray and block.dtype == np.float32 and block.ndim == 1
+        samples = block if is_mono_float32 else _as_waveform(block)
+        count = len(samples)
+        self._samples_seen += count
+        start, end = self._start, self._end
+        if end + count > len(self._buffer):
+            held = end - start
+            if held + count > len(self._buffer):
+                grown = np.zeros(held + count + 2 * self._patch_samples, np.float32)
+                grown[:held] = self._buffer[start:end]
+                self._buffer = grown
+            else:
+                self._buffer[:held] = self._buffer[start:end]  # numpy copies overlapping ranges safely
+            start, end = 0, held
+        self._buffer[end : end + count] = samples
+        end += count
+        self._end = end
+        held = end - start
+        if held < self._patch_samples:
+            self._start = start
+            return self._no_patches
+        if held < self._patch_samples + self._hop_samples:  # one patch: the usual case
+            patches = self._buffer[np.newaxis, start : start + self._patch_samples].copy()
+        else:
+            patches = waveform_to_patches(self._buffer[start:end], params=self.params, pad_end=False)
+        self._start = start + len(patches) * self._hop_samples
+        self._patches_emitted += len(patches)
         return patches
 
     def flush(self) -> FloatArray:
@@ -121,7 +150,8 @@ class StreamingFramer:
         if remaining > 0:
             needed = (remaining - 1) * params.hop_samples + params.patch_samples
             padded = np.zeros(needed, np.float32)
-            padded[: min(needed, len(self._buffer))] = self._buffer[:needed]
+            held = min(needed, self._end - self._start)
+            padded[:held] = self._buffer[self._start : self._start + held]
             patches = waveform_to_patches(padded, params=params, pad_end=False)[:remaining]
         else:
             patches = np.zeros((0, params.patch_samples), np.float32)

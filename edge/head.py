@@ -75,6 +75,7 @@ class HeadTflite:
         self._batch = int(self._input["shape"][0]) if len(self._input["shape"]) == 2 else 1
         # Float input and output (every quantization but full int8) need no conversion per call.
         self._float_io = not self.quantized and not is_quantized(self._output)
+        self._one_embedding_shape = (1, params.embedding_size)
         logger.info(
             "head %s via %s: %d labels, input %s %s",
             self.path,
@@ -121,6 +122,19 @@ class HeadTflite:
 
     def run(self, embeddings: npt.ArrayLike) -> FloatArray:
         """embeddings float32 [n, 1024] (or [1024]) -> probabilities float32 [n, num_labels]."""
+        if (
+            self._float_io
+            and self._batch == 1
+            and type(embeddings) is np.ndarray
+            and embeddings.dtype == np.float32
+            and embeddings.shape == self._one_embedding_shape
+            and len(self._input["shape"]) == 2
+        ):
+            # The stream's call, one embedding per patch: straight through the interpreter.
+            interpreter = self.interpreter
+            interpreter.set_tensor(self._input["index"], embeddings)
+            interpreter.invoke()
+            return interpreter.get_tensor(self._output["index"]).reshape(1, self.num_labels)
         values = np.asarray(embeddings, dtype=np.float32)
         if values.ndim == 1:
             values = values[np.newaxis]

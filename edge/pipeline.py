@@ -138,6 +138,10 @@ class ClipResult:
         return self.labels[self.label_index]
 
 
+_NOTHING = StepOutput()
+"""What a push that completes no patch and no window returns (immutable, so shared)."""
+
+
 def decide(probabilities: npt.ArrayLike) -> int:
     """The tutorial's decision: argmax over labels of the mean over patches.
 
@@ -159,6 +163,21 @@ def window_patch_indices(window_index: int, *, params: Params = DEFAULT_PARAMS) 
     return range(first, max(first, last + 1))
 
 
+def window_mean(rows: Sequence[FloatArray]) -> FloatArray:
+    """Mean of patch probabilities: rows float32 [num_labels] each (>= 1) -> float32 [num_labels].
+
+    Bit for bit np.mean(rows, axis=0, dtype=np.float64).astype(np.float32) (float64 sums
+    row after row, one division), with a few small in-place steps instead of np.mean's
+    general machinery: run once per decision, right after the models have pushed
+    everything else out of the CPU caches.
+    """
+    total = np.array(rows[0], dtype=np.float64)
+    for row in rows[1:]:
+        total += row
+    total /= len(rows)
+    return total.astype(np.float32)
+
+
 def _to_float(samples: np.ndarray) -> np.ndarray:
     """Float samples pass through; integer PCM (int16, int32, uint8, ...) is scaled to [-1, 1)."""
     kind = samples.dtype.kind
@@ -173,7 +192,9 @@ def _to_float(samples: np.ndarray) -> np.ndarray:
 
 
 def _rms_dbfs(patch: FloatArray) -> float:
-    samples = np.asarray(patch, dtype=np.float64).reshape(-1)
+    # A float32 dot product (BLAS sums in many lanes: within 1e-4 dB of a float64 sum) rather than
+    # a float64 copy of every patch; the level is reported, never part of a decision.
+    samples = np.asarray(patch, dtype=np.float32).reshape(-1)
     rms = math.sqrt(float(np.dot(samples, samples)) / samples.size) if samples.size else 0.0
     return 20.0 * math.log10(rms) if rms > 0 else _SILENCE_DBFS
 
@@ -217,6 +238,11 @@ class StreamingPipeline:
         )
         self._framer = StreamingFramer(params=params)
         self._channels: Optional[int] = None
+        # Sizes the per-block path reads (Params derives them on every access).
+        self._hop_samples = params.hop_samples
+        self._window_samples = params.window_samples
+        self._decision_hop_samples = params.decision_hop_samples
+        self._probabilities_shape = (1, len(self.labels))
         self.reset()
 
     # --- state ---
@@ -230,6 +256,7 @@ class StreamingPipeline:
         self._samples_seen = 0  # at params.sample_rate_hz, after resampling
         self._next_patch = 0
         self._next_window = 0
+        self._next_window_end = self._window_samples  # stream sample where window _next_window ends
         self._probabilities: Dict[int, FloatArray] = {}
         self.yamnet_seconds_total = 0.0
         self.head_seconds_total = 0.0
@@ -251,9 +278,14 @@ class StreamingPipeline:
     # --- streaming ---
     def push(self, block: npt.ArrayLike) -> StepOutput:
         """Add audio: block float [n] or [n, channels] in [-1, 1] (or integer PCM, scaled) at input_rate_hz."""
-        mono = self._to_mono(block)
-        if self._resampler is not None:
-            mono = self._resampler.push(mono)
+        if self._resampler is None and type(block) is np.ndarray and block.dtype == np.float32 and block.ndim == 1:
+            # The microphone's usual block: float32 mono at the model rate. A finite sum of squares proves
+            # every sample finite (a NaN or Inf makes it NaN or Inf); otherwise check sample by sample.
+            mono = block if math.isfinite(float(np.dot(block, block))) else self._to_mono(block)
+        else:
+            mono = self._to_mono(block)
+            if self._resampler is not None:
+                mono = self._resampler.push(mono)
         return self._consume(mono, final=False)
 
     def flush(self) -> StepOutput:
@@ -291,6 +323,8 @@ class StreamingPipeline:
     def _consume(self, samples: FloatArray, *, final: bool) -> StepOutput:
         self._samples_seen += len(samples)
         patches = self._framer.push(samples)
+        if not final and not len(patches) and self._samples_seen < self._next_window_end:
+            return _NOTHING  # most blocks complete no patch and no window
         if final:
             patches = np.concatenate([patches, self._framer.flush()])
         results: List[PatchResult] = []
@@ -309,12 +343,14 @@ class StreamingPipeline:
 
     def _run_patch(self, patch: FloatArray) -> PatchResult:
         index = self._next_patch
+        level = _rms_dbfs(patch)  # before YAMNet, while the freshly framed patch is still in cache
         t0 = time.perf_counter()
         embedding, scores = self.yamnet.run(patch)
         t1 = time.perf_counter()
-        probabilities = np.asarray(self.head.run(np.asarray(embedding, np.float32)[np.newaxis]), np.float32)
+        embedding = np.asarray(embedding, np.float32)
+        probabilities = np.asarray(self.head.run(embedding[np.newaxis]), np.float32)
         t2 = time.perf_counter()
-        if probabilities.shape != (1, len(self.labels)):
+        if probabilities.shape != self._probabilities_shape:
             raise ConfigError(
                 f"the head returned probabilities of shape {probabilities.shape} for one embedding; "
                 f"expected (1, {len(self.labels)}) for labels {list(self.labels)}: use the head the labels belong to"
@@ -325,11 +361,11 @@ class StreamingPipeline:
         self.head_seconds_total += t2 - t1
         return PatchResult(
             index=index,
-            start_sample=index * self.params.hop_samples,
+            start_sample=index * self._hop_samples,
             probabilities=probabilities[0],
             yamnet_scores=np.asarray(scores, np.float32),
-            rms_dbfs=_rms_dbfs(patch),
-            embedding=np.asarray(embedding, np.float32),
+            rms_dbfs=level,
+            embedding=embedding,
             yamnet_seconds=t1 - t0,
             head_seconds=t2 - t1,
         )
@@ -337,18 +373,19 @@ class StreamingPipeline:
     def _ready_windows(self) -> List[WindowDecision]:
         windows: List[WindowDecision] = []
         params = self.params
-        while params.window_samples + self._next_window * params.decision_hop_samples <= self._samples_seen:
+        while self._next_window_end <= self._samples_seen:
             index = self._next_window
             indices = tuple(window_patch_indices(index, params=params))
             self._next_window += 1
+            self._next_window_end += self._decision_hop_samples
             if not indices:
                 continue
-            mean = np.mean([self._probabilities[i] for i in indices], axis=0, dtype=np.float64).astype(np.float32)
+            mean = window_mean([self._probabilities[i] for i in indices])
             label_index = int(np.argmax(mean))
             windows.append(
                 WindowDecision(
                     index=index,
-                    end_sample=params.window_samples + index * params.decision_hop_samples,
+                    end_sample=self._next_window_end - self._decision_hop_samples,
                     patch_indices=indices,
                     mean_probabilities=mean,
                     label=self.labels[label_index],

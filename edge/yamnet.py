@@ -99,6 +99,11 @@ class YamnetTflite:
         self._input_index = int(self._input["index"])
         self._input_is_float = not is_quantized(self._input) and np.dtype(self._input["dtype"]) == np.float32
         self._float_outputs = {role: not is_quantized(detail) for role, detail in self._outputs.items()}
+        self._patch_shape = (params.patch_samples,)
+        self._embedding_index = int(self._outputs["embeddings"]["index"])
+        self._scores_index = int(self._outputs["scores"]["index"])
+        # run()'s direct path: float input and outputs, so a float32 patch goes in and comes out as is.
+        self._float_io = self._input_is_float and self._float_outputs["embeddings"] and self._float_outputs["scores"]
         for role, size in (("embeddings", params.embedding_size), ("scores", params.yamnet_classes)):
             shape = self._outputs[role]["shape"]
             if int(np.prod(shape)) != size:
@@ -237,6 +242,15 @@ class YamnetTflite:
 
         The streaming pipeline's per-patch call: it leaves the log-mel output unread.
         """
+        if self._float_io and type(patch) is np.ndarray and patch.dtype == np.float32 and patch.shape == self._patch_shape:
+            # The stream's patch is already float32 [patch_samples]: skip the general conversions.
+            interpreter = self.interpreter
+            interpreter.set_tensor(self._input_index, patch.reshape(self._input_shape))
+            interpreter.invoke()
+            return (
+                interpreter.get_tensor(self._embedding_index).reshape(-1),
+                interpreter.get_tensor(self._scores_index).reshape(-1),
+            )
         self._invoke(patch)
         return self._read("embeddings").reshape(-1), self._read("scores").reshape(-1)
 

@@ -119,3 +119,18 @@ def test_flush_ends_the_stream_and_starts_a_new_one() -> None:
     assert framer.samples_seen == 0
     second = ramp(PATCH + 10)
     np.testing.assert_array_equal(np.concatenate([framer.push(second), framer.flush()]), waveform_to_patches(second))
+
+
+def test_streaming_equals_batch_when_the_buffer_wraps_and_grows() -> None:
+    # Many small blocks (the held samples move back to the buffer's front again and again),
+    # then blocks longer than the buffer (it grows), then small ones again.
+    waveform = ramp(40 * HOP + 123)
+    sizes = [1600] * 60 + [5 * PATCH, 7 * PATCH + 3] + [1023] * 40 + [1, 2, 3]
+    framer = StreamingFramer()
+    pushed, start = [], 0
+    for size in sizes:
+        pushed.append(framer.push(waveform[start : start + size]))
+        start += size
+    assert start >= len(waveform)
+    pushed.append(framer.flush())
+    np.testing.assert_array_equal(np.concatenate(pushed), waveform_to_patches(waveform))

@@ -19,6 +19,7 @@ from edge.pipeline import (
     classify_clip,
     decide,
     load_pipeline,
+    window_mean,
     window_patch_indices,
 )
 from edge.resample import resample
@@ -227,6 +228,29 @@ def test_classify_clip_uses_the_streaming_path_and_decides_by_mean() -> None:
     assert [e.label for e in result.events] == ["beep"] and all(e.end_seconds is not None for e in result.events)
     again = classify_clip(pipeline, waveform, block_samples=16000)
     np.testing.assert_array_equal(again.probabilities, result.probabilities)
+
+
+def test_window_mean_equals_numpy_mean_bit_for_bit() -> None:
+    # The window decision must not depend on how the mean is computed.
+    rng = np.random.default_rng(3)
+    for labels in (1, 5, 11, 521):
+        for count in range(1, 9):
+            for scale in (1.0, 1e-3, 1e-7):
+                rows = [(rng.random(labels) * scale).astype(np.float32) for _ in range(count)]
+                expected = np.mean(rows, axis=0, dtype=np.float64).astype(np.float32)
+                assert window_mean(rows).dtype == np.float32
+                np.testing.assert_array_equal(window_mean(rows), expected)
+
+
+def test_float32_blocks_with_nan_or_inf_are_cleaned_like_any_other_block() -> None:
+    waveform = beep_in_silence()
+    waveform[5000] = np.nan
+    waveform[40000:40010] = np.inf
+    waveform[70000] = -np.inf
+    fast = summary(feed(fake_pipeline(), waveform, 1600))  # float32 mono blocks: the direct path
+    general = summary(feed(fake_pipeline(), waveform.astype(np.float64), 1600))  # through the full conversion
+    cleaned = summary(feed(fake_pipeline(), np.nan_to_num(waveform, nan=0.0, posinf=0.0, neginf=0.0), 1600))
+    assert fast == general == cleaned
 
 
 def test_decide_is_argmax_of_the_mean_over_patches() -> None:
