@@ -137,7 +137,7 @@ class RandomEmbedder:
 
 def test_plain_clips_keep_their_label_except_silent_target_patches(toy_task: Task) -> None:
     factory = StreamFactory(toy_task, RandomEmbedder(), cache_dir=None, library=AudioLibrary())
-    data = training_set(factory, toy_task.select(folds=[1]), OpenSetRecipe(mix=None, quiet_below_peak_db=20.0), augment_cache=None)
+    data = training_set(factory, toy_task.select(folds=[1]), OpenSetRecipe(mix=None, training_streams=0, quiet_below_peak_db=20.0), augment_cache=None)
     labels = np.concatenate([np.full(len(e), l) for e, l in zip(data.clip_embeddings, data.clip_labels)])
     beep_patches = sum(len(c.embeddings) for c in toy_task.select(folds=[1], background=False))
     quiet = sum(int(quiet_mask(c.level_db, quiet_below_peak_db=20.0).sum()) for c in toy_task.select(folds=[1], background=False))
@@ -268,3 +268,53 @@ def test_temperature_softens_an_overconfident_head() -> None:
     temperature = fit_temperature([(heads, np.zeros((400, EMBEDDING), np.float32), labels)])
     # the honest confidence is 0.8: softmax(12 / T) = 0.8 -> T = 12 / ln 4 = 8.7
     assert temperature == pytest.approx(12.0 / math.log(4.0), rel=0.06)
+
+
+# --------------------------------------------------------------------------- shipped defaults
+
+
+def test_default_detector_reports_a_sound_on_its_first_patch_over_threshold() -> None:
+    from edge.detect import Detector
+    from edge.pipeline import PatchResult
+    from train.openset import DEFAULT_DETECTOR
+
+    config = DEFAULT_DETECTOR.with_changes(thresholds={"beep": 0.9}, background_label="other")
+    detector = Detector(config, labels=LABELS)
+
+    def patch(index: int, beep: float) -> PatchResult:
+        return PatchResult(
+            index=index, start_sample=index * HOP, probabilities=np.array([beep, 1.0 - beep], np.float32),
+            yamnet_scores=np.zeros(DEFAULT_PARAMS.yamnet_classes, np.float32), rms_dbfs=-20.0,
+        )  # fmt: skip
+
+    assert detector.update(patch(0, 0.89)) == ([], [])  # under the threshold: dark
+    started, _ = detector.update(patch(1, 0.95))  # the first patch over it starts the event
+    assert [event.label for event in started] == ["beep"]
+    assert started[0].start_seconds == pytest.approx(HOP / RATE)
+    # hysteresis: half the threshold sustains it, so a dip to 0.6 does not start a second event
+    assert detector.update(patch(2, 0.6)) == ([], [])
+    assert detector.update(patch(3, 0.95)) == ([], [])
+
+
+def test_training_streams_add_stream_patches_labelled_by_what_they_hold(toy_task: Task) -> None:
+    factory = StreamFactory(toy_task, RandomEmbedder(), cache_dir=None, library=AudioLibrary())
+    clips = toy_task.select(folds=[1])
+    plain = training_set(factory, clips, OpenSetRecipe(mix=None, training_streams=0), augment_cache=None)
+    streamed = training_set(factory, clips, OpenSetRecipe(mix=None, training_streams=1), augment_cache=None)
+    stream_groups = [g for g in streamed.groups if g.startswith("stream:1:")]
+    assert stream_groups and not any(g.startswith("stream:") for g in plain.groups)
+    assert streamed.num_patches > plain.num_patches
+    # the stream holds beeps and noise: both labels occur among its patches
+    labels = {label for label, group in zip(streamed.clip_labels, streamed.groups) if group.startswith("stream:")}
+    assert labels == {0, 1}
+
+
+def test_main_job_ships_the_calibrated_openset_head_and_measures_it_on_streams() -> None:
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "run_default.sh").read_text()
+    commands = [line.strip() for line in script.splitlines() if line.strip().startswith('"$PYTHON"')]
+    names = ("train all", "train prepare", "fit-openset", "-m convert", "replay_test_clips", "evaluate-stream")
+    steps = [next((s for s in names if s in c), c) for c in commands]
+    assert steps == list(names)
+    # the tutorial's four classes into model/tutorial; the open-set head (with `other`) is what convert exports
+    assert "--background none" in commands[0] and "--model-dir model/tutorial" in commands[0]
+    assert "--background" not in commands[1] and "--model-dir model" in commands[2]

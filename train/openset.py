@@ -242,10 +242,11 @@ class OpenSetRecipe:
     removed some false events at 1-of-1 but cost clip accuracy and validation recall)."""
     mix: MixOptions | None = field(default_factory=MixOptions)
     """Augmented copies of the target clips (shift, gain, over background); None: none."""
-    training_streams: int = 0
+    training_streams: int = 2
     """Streams per training fold (built like the evaluation streams, other seeds) whose patches
     are added to the training set, labelled by what they hold: patch phases off the clip grid,
-    clip boundaries, silence between sounds, and the first patches of a sound."""
+    clip boundaries, silence between sounds, and the first patches of a sound. 2 (vs 0), out of
+    fold at 1-of-1 and 2 false events/h: 196 vs 185 of 256 validation targets in time."""
     min_target_overlap_seconds: float = 0.4
     """A stream patch is labelled a target when it holds at least this much of the target's
     sound (at full level, see quiet_below_peak_db); with less it is left out of training."""
@@ -633,20 +634,39 @@ def fit_patches(data: TrainingSet, recipe: OpenSetRecipe, *, seed: int, batch_si
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return loss
 
+    all_x, all_targets, all_weights = tf.constant(x), tf.constant(targets), tf.constant(sample_weight)
+
+    @tf.function(reduce_retracing=True)
+    def full_batches(order: Any) -> None:
+        # The epoch's loop runs in the graph: one Python call per epoch instead of one per step
+        # (same steps in the same order, so the same weights; ~1.5x faster).
+        for start in tf.range(0, tf.shape(order)[0], batch_size):
+            batch = order[start : start + batch_size]
+            step(tf.gather(all_x, batch), tf.gather(all_targets, batch), tf.gather(all_weights, batch))
+
     rng = np.random.default_rng(seed)
+    whole = len(x) // batch_size * batch_size
     for _ in range(recipe.epochs):
         order = rng.permutation(len(x))
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            step(x[batch], targets[batch], sample_weight[batch])
+        if whole:
+            full_batches(tf.constant(order[:whole]))
+        if whole < len(order):
+            rest = order[whole:]
+            step(x[rest], targets[rest], sample_weight[rest])
     return model
 
 
 # --------------------------------------------------------------------------- detector settings and calibration
 
 
-DEFAULT_DETECTOR = DetectorConfig(min_patches=2, of_patches=3, hold_seconds=1.0)
-"""Detector settings the calibration starts from (thresholds are then chosen per class)."""
+DEFAULT_DETECTOR = DetectorConfig(min_patches=1, of_patches=1, hold_seconds=1.0)
+"""Detector settings the calibration starts from (thresholds are then chosen per class).
+
+1-of-1: an event starts on the first patch over its class threshold. Out of fold, at the same
+false-event budget, it gets more targets within 1.5 s than 2-of-3 (196 vs 179 of 256 validation
+targets): a second patch costs 0.48 s of latency, and the calibrated threshold, not the k-of-n
+rule, is what keeps look-alikes dark. Hysteresis (release at half the threshold) and the 1 s
+hold still keep one sound one event."""
 
 
 @dataclass(frozen=True)
@@ -1664,18 +1684,18 @@ class Variant:
 
 
 ABLATION: dict[str, Variant] = {
-    "no-other": Variant("4-class softmax, no background class", OpenSetRecipe(class_weight="none", mix=None), background=False),
-    "other": Variant("+ 'other' class (9 ESC-10 classes)", OpenSetRecipe(class_weight="none", mix=None)),
-    "balanced": Variant("+ balanced class weights", OpenSetRecipe(mix=None)),
-    "default": Variant("+ 2 mixed copies of each target (the default)", DEFAULT_RECIPE),
+    "no-other": Variant("4-class softmax, no background class", OpenSetRecipe(class_weight="none", mix=None, training_streams=0), background=False),
+    "other": Variant("+ 'other' class (9 ESC-10 classes)", OpenSetRecipe(class_weight="none", mix=None, training_streams=0)),
+    "balanced": Variant("+ balanced class weights", OpenSetRecipe(mix=None, training_streams=0)),
+    "mix": Variant("+ 2 mixed copies of each target", replace(DEFAULT_RECIPE, training_streams=0)),
+    "default": Variant("+ 2 training streams per fold (the default)", DEFAULT_RECIPE),
     "quiet": Variant("default + quiet target patches as background", replace(DEFAULT_RECIPE, quiet_below_peak_db=20.0)),
     "smooth": Variant("default + label smoothing 0.1", replace(DEFAULT_RECIPE, label_smoothing=0.1)),
     "subclasses": Variant("default + one output per background category", replace(DEFAULT_RECIPE, background_subclasses=True)),
-    "streams": Variant("default + 2 training streams per fold", replace(DEFAULT_RECIPE, training_streams=2)),
     "no-temperature": Variant("default without temperature scaling", replace(DEFAULT_RECIPE, temperature_scaling=False)),
     "ensemble": Variant("default + 3 heads averaged", replace(DEFAULT_RECIPE, ensemble=3)),
 }
-"""Variants measured by `oido-train ablation`: the first four build the default up, the rest change one thing in it."""
+"""Variants measured by `oido-train ablation`: the first five build the default up, the rest change one thing in it."""
 ABLATION_SNR_DB = 10.0
 """SNR of the ablation's targets-over-background stream."""
 
