@@ -1,5 +1,6 @@
 """`python -m edge` = the `oido-edge` console script."""
 
+import os
 import signal
 import sys
 
@@ -15,6 +16,8 @@ try:
     from edge.cli import main
 
     status = main()
-except KeyboardInterrupt:
-    status = 0
+except KeyboardInterrupt:  # while importing edge.cli: exit 0 ourselves (see edge.cli.exit_now)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 sys.exit(status)

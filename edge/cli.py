@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, NoReturn, Optional, Sequence
 
 from edge.config import (
     MAX_BLOCK_SECONDS,
@@ -419,14 +420,43 @@ def _sigterm_interrupts() -> Iterator[None]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the `oido-edge` console script; returns the exit status."""
     with _sigterm_interrupts():
-        return _main(argv)
+        status = _main(argv)
+    if argv is None and _interrupted_early:
+        exit_now(status)
+    return status
+
+
+_interrupted_early = False
+"""Set when a signal interrupted start-up (imports, model load) before the commands' own handlers."""
+
+
+def exit_now(status: int) -> NoReturn:
+    """Exit with `status` after an interrupt at start-up, even if the interrupt passed through C code.
+
+    A KeyboardInterrupt raised inside code a C extension runs through PyRun_* marks the interpreter
+    as "interrupted" for good, and CPython then ends the process BY SIGINT (exit -2 / 130) however
+    the exception was handled. systemd would log that as a failure. Flush what we wrote, run the
+    exit handlers, and leave with our own status instead.
+    """
+    import atexit
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    atexit._run_exitfuncs()
+    os._exit(status)
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
+    global _interrupted_early
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
     except KeyboardInterrupt:
+        _interrupted_early = True
         return EXIT_OK
     _configure_logging(args)
     from edge.sources import SourceError
@@ -444,6 +474,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         # Only before the signal handlers are installed (e.g. while the model loads).
+        _interrupted_early = True
         log.warning("interrupted")
         return EXIT_OK
 

@@ -435,3 +435,28 @@ def test_replay_cli_classifies_real_clips_in_a_subprocess(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert f"{clips[0]}: crying_baby" in result.stdout and f"{clips[1]}: clock_alarm" in result.stdout
+
+
+def test_an_interrupt_at_start_up_that_passed_through_c_code_still_exits_0(tmp_path: Path) -> None:
+    """A KeyboardInterrupt raised inside C-run Python code (PyRun_*, as an extension's import can do)
+    makes CPython end a `python -m` process BY SIGINT however it is handled: systemd would call a
+    clean stop at start-up a failure. Run as a module, like `python -m edge`."""
+    import textwrap
+
+    (tmp_path / "interrupted_start.py").write_text(textwrap.dedent(
+        """
+        import ctypes, sys
+        import edge.cli as cli
+
+        def build_parser():
+            ctypes.pythonapi.PyRun_String.restype = ctypes.py_object
+            ctypes.pythonapi.PyRun_String(b"raise KeyboardInterrupt", 257, ctypes.py_object({}), ctypes.py_object({}))
+
+        cli.build_parser = build_parser
+        sys.exit(cli.main(None if len(sys.argv) == 1 else sys.argv[1:]))
+        """
+    ))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "interrupted_start"], capture_output=True, text=True, timeout=120,
+                            cwd=str(tmp_path), env=env)
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
