@@ -21,7 +21,12 @@ if [ -n "$missing" ] && command -v apt-get >/dev/null; then
 fi
 
 PYTHON="${PYTHON:-python3}"
-if ! "$PYTHON" -c "import tensorflow, ai_edge_litert, soxr, sounddevice, gpiozero, hypothesis, pytest, edge.params" >/dev/null 2>&1; then
+# Checked from / so the working directory cannot stand in for the install: the project must be
+# installed from THIS checkout (an editable install of another clone would run that clone's code).
+installed_here='import os, sys, tensorflow, ai_edge_litert, soxr, sounddevice, gpiozero, hypothesis, pytest, edge.params
+sys.exit(os.path.dirname(os.path.dirname(os.path.realpath(edge.params.__file__))) != os.path.realpath(sys.argv[1]))'
+repo="$(pwd)"
+if ! (cd / && "$PYTHON" -c "$installed_here" "$repo") >/dev/null 2>&1; then
     echo "setup: installing the project with its train, edge and test extras"
     "$PYTHON" -m pip install -q -e '.[train,edge,test]'
 fi
