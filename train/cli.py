@@ -55,14 +55,16 @@ set on one would overwrite the value given to the other."""
 # --------------------------------------------------------------------------- parsing
 
 
-def _classes_arg(text: str) -> list[str]:
+def names_arg(text: str) -> list[str]:
+    """argparse type: "a, b,c" -> ["a", "b", "c"]; an empty list is an error."""
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
-        raise argparse.ArgumentTypeError(f"{text!r}: give class names separated by commas, e.g. crying_baby,clock_alarm")
+        raise argparse.ArgumentTypeError(f"{text!r}: give names separated by commas, e.g. crying_baby,clock_alarm")
     return names
 
 
-def _optional_float(text: str) -> float | None:
+def optional_float_arg(text: str) -> float | None:
+    """argparse type: a number, or "none" for None (turns the option off)."""
     if text.lower() == "none":
         return None
     try:
@@ -84,7 +86,7 @@ def _add_train_config_flags(parser: argparse.ArgumentParser) -> None:
         elif spec.name == "class_weight":
             group.add_argument(flag, dest=spec.name, choices=("none", "balanced"), default=default, help=help_text)
         elif "None" in str(spec.type):
-            group.add_argument(flag, dest=spec.name, type=_optional_float, default=default, metavar="DB|none", help=help_text)
+            group.add_argument(flag, dest=spec.name, type=optional_float_arg, default=default, metavar="DB|none", help=help_text)
         else:
             group.add_argument(flag, dest=spec.name, type=type(default), default=default, metavar=spec.name.upper(), help=help_text)
 
@@ -95,7 +97,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
 
 def _add_prepare_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data set")
-    group.add_argument("--classes", type=_classes_arg, default=None, metavar="A,B,C",
+    group.add_argument("--classes", type=names_arg, default=None, metavar="A,B,C",
                        help="ESC-50 class names in head order (default: crying_baby,clock_alarm,toilet_flush,water_drops); "
                             "with --own-data, the label folders to use")  # fmt: skip
     group.add_argument("--own-data", type=Path, default=None, metavar="DIR",

@@ -1427,6 +1427,7 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
     `parents`: oido-train's shared options (-v/-q, --data-dir, --model-dir, --reports-dir, --threads).
     Each sub-parser sets `run` to its *_main(args) -> exit status.
     """
+    from train.cli import names_arg, optional_float_arg  # oido-train's own argument types
 
     def yamnet_flags(parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("YAMNet")
@@ -1454,7 +1455,7 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
                                help=f"{text} (default: {default})")  # fmt: skip
         group.add_argument("--class-weight", choices=("none", "balanced"), default=DEFAULT_RECIPE.class_weight,
                            help=f"class weighting (default: {DEFAULT_RECIPE.class_weight})")  # fmt: skip
-        group.add_argument("--quiet-below-peak-db", type=_optional_float, default=DEFAULT_RECIPE.quiet_below_peak_db, metavar="DB|none",
+        group.add_argument("--quiet-below-peak-db", type=optional_float_arg, default=DEFAULT_RECIPE.quiet_below_peak_db, metavar="DB|none",
                            help="target patches this far under the clip's loudest are background (default: "
                                 f"{DEFAULT_RECIPE.quiet_below_peak_db})")  # fmt: skip
         group.add_argument("--mix-copies", type=int, default=DEFAULT_RECIPE.mix.copies if DEFAULT_RECIPE.mix else 0, metavar="N",
@@ -1480,7 +1481,7 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
     stream.add_argument("--seed", type=int, default=0, help="stream layout seed (default: 0)")
     stream.add_argument("--snr-db", type=float, nargs="*", default=[10.0, 0.0], metavar="DB",
                         help="also mix the targets over background at these SNRs (default: 10 0)")  # fmt: skip
-    stream.add_argument("--bed-categories", type=_classes_list, default=list(DEFAULT_BED_CATEGORIES), metavar="A,B",
+    stream.add_argument("--bed-categories", type=names_arg, default=list(DEFAULT_BED_CATEGORIES), metavar="A,B",
                         help=f"background categories mixed under targets (default: {','.join(DEFAULT_BED_CATEGORIES)})")  # fmt: skip
     stream.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="where specs, WAVs, results.json and sweep.png go (default: <reports-dir>/openset/stream)")  # fmt: skip
@@ -1493,7 +1494,7 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
     yamnet_flags(loco)
     recipe_flags(loco)
     calibration_flags(loco)
-    loco.add_argument("--categories", type=_classes_list, default=None, metavar="A,B",
+    loco.add_argument("--categories", type=names_arg, default=None, metavar="A,B",
                       help="background categories to leave out in turn (default: all)")  # fmt: skip
     loco.set_defaults(run=loco_main)
 
@@ -1501,25 +1502,9 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
                                    help="what each part of the open-set recipe changes (calibrated, event level)")  # fmt: skip
     yamnet_flags(ablate)
     calibration_flags(ablate)
-    ablate.add_argument("--variants", type=_classes_list, default=[v for v in ABLATION if v != "ensemble"], metavar="A,B",
+    ablate.add_argument("--variants", type=names_arg, default=[v for v in ABLATION if v != "ensemble"], metavar="A,B",
                         help=f"variants to run (default: all but ensemble; from {','.join(ABLATION)})")  # fmt: skip
     ablate.set_defaults(run=ablation_main)
-
-
-def _classes_list(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError(f"{text!r}: give names separated by commas")
-    return names
-
-
-def _optional_float(text: str) -> float | None:
-    if text.lower() == "none":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a number or 'none'") from None
 
 
 def _arg(args: argparse.Namespace, name: str, default: Any) -> Any:
