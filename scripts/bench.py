@@ -456,12 +456,13 @@ class Variants:
 
 
 def keras_head_path(model_dir: Path) -> Path:
-    """The Keras head model_dir/head.json names (oido-train saves it as head-<sha>.keras)."""
+    """The Keras head model_dir/head.json names (train.head.head_model_path; no TensorFlow needed)."""
+    from train.head import HeadError, head_model_path
+
     try:
-        name = json.loads((model_dir / "head.json").read_text(encoding="utf-8")).get("head_file", "head.keras")
-    except (OSError, ValueError, AttributeError):
-        name = "head.keras"
-    return model_dir / str(name)
+        return head_model_path(model_dir)
+    except HeadError:  # no (valid) head.json: the callers report the model as missing
+        return model_dir / "head.keras"
 
 
 def ensure_variants(
