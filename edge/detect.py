@@ -192,6 +192,7 @@ class Detector:
         self.config.check_labels(self.labels)
         self.params = params
         self._hold_samples = self.config.hold_seconds * params.sample_rate_hz
+        self._silent_patch_dbfs = params.silent_patch_dbfs
         self._watched = [
             (i, label, self.config.threshold_for(label), self.config.release_for(label))
             for i, label in enumerate(self.labels)
@@ -215,6 +216,8 @@ class Detector:
         """Feed one patch's probabilities; return (events started, events ended) by this patch.
 
         Started events have end_seconds None; ended ones carry their final times and scores.
+        A patch quieter than params.silent_patch_dbfs holds no evidence: it scores 0 for every label
+        (it cannot start or sustain an event).
         """
         probabilities = patch.probabilities
         if len(probabilities) != len(self.labels):
@@ -224,9 +227,10 @@ class Detector:
             )
         started: List[Event] = []
         ended: List[Event] = []
+        audible = patch.rms_dbfs >= self._silent_patch_dbfs
         for index, label, onset, release in self._watched:
             state = self._states[label]
-            score = float(probabilities[index])
+            score = float(probabilities[index]) if audible else 0.0
             positive = score >= onset
             state.recent.append((patch.start_sample, score, positive))
             if state.active:

@@ -22,7 +22,7 @@ from edge.config import STDOUT, EdgeConfig
 from edge.detect import Detector, DetectorConfig, Event
 from edge.events import EventAudioSaver, EventLog, event_record
 from edge.leds import AnyLedBank, NullLedBank
-from edge.pipeline import StepOutput, StreamingPipeline, WindowDecision, decide
+from edge.pipeline import StepOutput, StreamingPipeline, WindowDecision, voting_mean
 from edge.sources import Gap
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,8 @@ class StreamReport:
     """Finished events, as written to the event log (stream times)."""
     patch_probabilities: list[npt.NDArray[np.float32]] = field(default_factory=list)
     """float32 [num_labels] per patch, when collected (replay)."""
+    patch_levels_dbfs: list[float] = field(default_factory=list)
+    """RMS level per patch, when collected (it decides which patches vote)."""
     gaps: int = 0
     stopped: bool = False
     """True when stop() ended the run (signal), False at end of source or duration."""
@@ -177,6 +179,7 @@ def run_stream(
         report.patches += len(output.patches)
         if collect_patches:
             report.patch_probabilities.extend(p.probabilities for p in output.patches)
+            report.patch_levels_dbfs.extend(p.rms_dbfs for p in output.patches)
         report.window_count += len(output.windows)
         for window in output.windows:
             if keep_history:
@@ -284,7 +287,7 @@ class ClipSummary:
 
     path: str
     label: Optional[str]
-    """decide() over all the file's patches (None for a file too short for a patch)."""
+    """decide() over the file's audible patches (None for a file too short for a patch)."""
     score: float
     report: StreamReport
 
@@ -298,18 +301,16 @@ def replay_source(
     console: Optional[ConsoleView] = None,
     name: str,
 ) -> ClipSummary:
-    """run_stream over a file source, plus the clip decision over all its patches."""
+    """run_stream over a file source, plus the clip decision over its audible patches."""
     pipeline = pipeline_for_rate(base_pipeline, source.rate_hz)
     report = run_stream(
         source, pipeline, leds=leds, event_log=event_log, console=console, source_name=name, collect_patches=True
     )
     if not report.patch_probabilities:
         return ClipSummary(path=name, label=None, score=0.0, report=report)
-    probabilities = np.stack(report.patch_probabilities)
-    index = decide(probabilities)
-    return ClipSummary(
-        path=name, label=pipeline.labels[index], score=float(probabilities[:, index].mean()), report=report
-    )
+    mean = voting_mean(np.stack(report.patch_probabilities), pipeline.params.audible(report.patch_levels_dbfs))
+    index = int(np.argmax(mean))
+    return ClipSummary(path=name, label=pipeline.labels[index], score=float(mean[index]), report=report)
 
 
 def format_summary(summaries: Iterable[ClipSummary]) -> str:

@@ -10,9 +10,13 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+import numpy as np
+
 
 _MAY_BE_ZERO = frozenset({"overlap", "mel_min_hz"})
 """Float fields for which 0 is a valid value; every other number must be > 0."""
+_NEGATIVE = frozenset({"silent_patch_dbfs"})
+"""Float fields that must be < 0 (levels in dB full scale)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,12 @@ class Params:
     """Fraction of a window shared with the next (the tutorial's OVERLAP_FACTOR)."""
     clip_seconds: float = 5.0
     """Length of one ESC-50 clip."""
+    silent_patch_dbfs: float = -90.0
+    """Patches quieter than this (RMS, dB full scale) hold no evidence: they do not vote in clip or
+    window decisions and cannot start an event. YAMNet cannot hear them: at -90 dBFS the embedding
+    of noise or of water drops is within cosine 0.995 of digital silence's. ESC-50 pads short
+    recordings with digital zeros, and a patch of zeros gets the same output in every clip:
+    averaged into the clip's mean it decided near-ties (5-261433-A-15: 8 of its 10 patches)."""
 
     def __post_init__(self) -> None:
         # A manifest is read from disk: refuse what would crash (NaN, inf, 16000.5 Hz) or be absurd later.
@@ -57,6 +67,9 @@ class Params:
                     raise ValueError(f"{item.name} must be a positive whole number, got {value!r}")
             elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"{item.name} must be a finite number, got {value!r}")
+            elif item.name in _NEGATIVE:
+                if value >= 0:
+                    raise ValueError(f"{item.name} must be a level below 0 dBFS, got {value!r}")
             elif value <= 0 and item.name not in _MAY_BE_ZERO:
                 raise ValueError(f"{item.name} must be positive, got {value!r}")
         if not 0.0 <= self.overlap < 1.0:
@@ -123,6 +136,10 @@ class Params:
     @property
     def clip_samples(self) -> int:
         return round(self.clip_seconds * self.sample_rate_hz)
+
+    def audible(self, rms_dbfs: Any) -> Any:
+        """bool (or bool array): patches at these RMS levels hold evidence (>= silent_patch_dbfs)."""
+        return np.asarray(rms_dbfs) >= self.silent_patch_dbfs
 
     def patches_in(self, num_samples: int) -> int:
         """Patches YAMNet makes of `num_samples` samples, end padded to the next hop.

@@ -94,7 +94,7 @@ class WindowDecision:
     end_sample: int
     patch_indices: Tuple[int, ...]
     mean_probabilities: FloatArray
-    """float32 [num_labels]: mean of the patches' probabilities."""
+    """float32 [num_labels]: mean of the patches' probabilities (the audible ones; all when none is)."""
     label: str
     """labels[decide(...)]: argmax of the mean."""
     score: float
@@ -129,9 +129,9 @@ class ClipResult:
     events: Tuple[Event, ...]
     """Every event of the clip, ended (end_seconds set)."""
     label_index: int
-    """decide(probabilities): the clip's class."""
+    """decide(probabilities, audible): the clip's class."""
     score: float
-    """Mean probability of that class over the clip's patches."""
+    """Mean probability of that class over the clip's voting (audible) patches."""
 
     @property
     def label(self) -> str:
@@ -142,16 +142,28 @@ _NOTHING = StepOutput()
 """What a push that completes no patch and no window returns (immutable, so shared)."""
 
 
-def decide(probabilities: npt.ArrayLike) -> int:
+def decide(probabilities: npt.ArrayLike, audible: Optional[npt.ArrayLike] = None) -> int:
     """The tutorial's decision: argmax over labels of the mean over patches.
 
-    probabilities: float [p, num_labels] (p >= 1). Shared by window decisions,
-    clip decisions and training evaluation.
+    probabilities: float [p, num_labels] (p >= 1); audible: optional bool [p]
+    (Params.audible of the patch levels): only those patches vote, unless none is.
+    Shared by window decisions, clip decisions and training evaluation.
     """
+    return int(np.argmax(voting_mean(probabilities, audible)))
+
+
+def voting_mean(probabilities: npt.ArrayLike, audible: Optional[npt.ArrayLike] = None) -> npt.NDArray[np.float64]:
+    """float64 [num_labels]: mean over the patches that vote (the audible ones; all when none is)."""
     values = np.asarray(probabilities, dtype=np.float64)
     if values.ndim != 2 or values.shape[0] == 0 or values.shape[1] == 0:
         raise ValueError(f"decide() needs probabilities of shape [patches >= 1, labels >= 1], got {values.shape}")
-    return int(np.argmax(values.mean(axis=0)))
+    if audible is not None:
+        mask = np.asarray(audible, dtype=bool).reshape(-1)
+        if mask.shape != (values.shape[0],):
+            raise ValueError(f"audible must hold one flag per patch ({values.shape[0]}), got shape {mask.shape}")
+        if mask.any():
+            values = values[mask]
+    return values.mean(axis=0)
 
 
 def window_patch_indices(window_index: int, *, params: Params = DEFAULT_PARAMS) -> range:
@@ -193,7 +205,8 @@ def _to_float(samples: np.ndarray) -> np.ndarray:
 
 def _rms_dbfs(patch: FloatArray) -> float:
     # A float32 dot product (BLAS sums in many lanes: within 1e-4 dB of a float64 sum) rather than
-    # a float64 copy of every patch; the level is reported, never part of a decision.
+    # a float64 copy of every patch. The level decides whether a patch votes (Params.silent_patch_dbfs);
+    # training measures it in float64, so only a patch within 1e-4 dB of that level could differ.
     samples = np.asarray(patch, dtype=np.float32).reshape(-1)
     rms = math.sqrt(float(np.dot(samples, samples)) / samples.size) if samples.size else 0.0
     return 20.0 * math.log10(rms) if rms > 0 else _SILENCE_DBFS
@@ -242,6 +255,7 @@ class StreamingPipeline:
         self._hop_samples = params.hop_samples
         self._window_samples = params.window_samples
         self._decision_hop_samples = params.decision_hop_samples
+        self._silent_patch_dbfs = params.silent_patch_dbfs
         self._probabilities_shape = (1, len(self.labels))
         self.reset()
 
@@ -258,6 +272,7 @@ class StreamingPipeline:
         self._next_window = 0
         self._next_window_end = self._window_samples  # stream sample where window _next_window ends
         self._probabilities: Dict[int, FloatArray] = {}
+        self._audible: Dict[int, bool] = {}
         self.yamnet_seconds_total = 0.0
         self.head_seconds_total = 0.0
 
@@ -357,6 +372,7 @@ class StreamingPipeline:
             )
         self._next_patch += 1
         self._probabilities[index] = probabilities[0]
+        self._audible[index] = level >= self._silent_patch_dbfs
         self.yamnet_seconds_total += t1 - t0
         self.head_seconds_total += t2 - t1
         return PatchResult(
@@ -380,7 +396,8 @@ class StreamingPipeline:
             self._next_window_end += self._decision_hop_samples
             if not indices:
                 continue
-            mean = window_mean([self._probabilities[i] for i in indices])
+            voting = [i for i in indices if self._audible[i]] or indices
+            mean = window_mean([self._probabilities[i] for i in voting])
             label_index = int(np.argmax(mean))
             windows.append(
                 WindowDecision(
@@ -396,6 +413,7 @@ class StreamingPipeline:
             keep_from = window_patch_indices(self._next_window, params=params).start
             for old in [i for i in self._probabilities if i < keep_from]:
                 del self._probabilities[old]
+                del self._audible[old]
         return windows
 
 
@@ -422,7 +440,8 @@ def classify_clip(
     windows = tuple(w for out in outputs for w in out.windows)
     events = tuple(e for out in outputs for e in out.ended)
     probabilities = np.stack([p.probabilities for p in patches]).astype(np.float32)
-    label_index = decide(probabilities)
+    mean = voting_mean(probabilities, pipeline.params.audible([p.rms_dbfs for p in patches]))
+    label_index = int(np.argmax(mean))
     return ClipResult(
         labels=pipeline.labels,
         probabilities=probabilities,
@@ -430,7 +449,7 @@ def classify_clip(
         windows=windows,
         events=events,
         label_index=label_index,
-        score=float(probabilities[:, label_index].mean()),
+        score=float(mean[label_index]),
     )
 
 

@@ -142,10 +142,32 @@ def test_windows_average_the_cached_patches_inside_them() -> None:
         for i in w.patch_indices:  # wholly inside the window
             start = patches[i].start_sample
             assert w.end_sample - params.window_samples <= start and start + params.patch_samples <= w.end_sample
-        expected = np.mean([patches[i].probabilities for i in w.patch_indices], axis=0)
+        # Only audible patches vote (all of them when none is): the silence around the beep does not.
+        voting = [i for i in w.patch_indices if patches[i].rms_dbfs >= params.silent_patch_dbfs] or list(w.patch_indices)
+        expected = np.mean([patches[i].probabilities for i in voting], axis=0)
         np.testing.assert_allclose(w.mean_probabilities, expected, rtol=1e-6)
-        assert w.label == TINY_LABELS[decide(np.stack([patches[i].probabilities for i in w.patch_indices]))]
-    assert windows[1].label == "beep" and windows[0].label == "other"
+        rows = np.stack([patches[i].probabilities for i in w.patch_indices])
+        audible = [patches[i].rms_dbfs >= params.silent_patch_dbfs for i in w.patch_indices]
+        assert w.label == TINY_LABELS[decide(rows, audible)]
+    # Window 0 (0-3 s) holds 2 s of digital silence and the first second of the beep.
+    assert [w.label for w in windows] == ["beep", "beep", "beep", "beep"]
+    first = windows[0]
+    assert sum(patches[i].rms_dbfs < params.silent_patch_dbfs for i in first.patch_indices) >= 2
+    everything = np.mean([patches[i].probabilities for i in first.patch_indices], axis=0)
+    assert TINY_LABELS[int(np.argmax(everything))] == "other"  # what averaging the silence in would say
+
+
+def test_silent_patches_do_not_vote_unless_every_patch_is_silent() -> None:
+    rows = np.array([[0.2, 0.1, 0.7], [0.9, 0.05, 0.05], [0.2, 0.1, 0.7]], np.float32)
+    assert decide(rows) == 2
+    assert decide(rows, [False, True, False]) == 0
+    assert decide(rows, [False, False, False]) == 2
+    with pytest.raises(ValueError, match="one flag per patch"):
+        decide(rows, [True, False])
+    pipeline = fake_pipeline()
+    result = classify_clip(pipeline, np.zeros(4 * RATE, np.float32))
+    assert all(p.rms_dbfs < DEFAULT_PARAMS.silent_patch_dbfs for p in result.patches)
+    assert result.label == TINY_LABELS[decide(result.probabilities)] and not result.events
 
 
 def test_stereo_is_averaged_to_mono() -> None:
@@ -296,6 +318,20 @@ def test_real_models_give_one_beep_event_whatever_the_block_size(real_models: tu
 def test_real_models_light_nothing_on_silence(real_models: tuple) -> None:
     result = classify_clip(real_pipeline(real_models), np.zeros(5 * RATE, np.float32), block_samples=1024)
     assert result.events == () and result.label == "other"
+
+
+def test_yamnet_cannot_tell_a_patch_at_the_silent_level_from_digital_silence(real_models: tuple) -> None:
+    """Why patches under Params.silent_patch_dbfs do not vote: YAMNet hears nothing in them."""
+    yamnet, _ = real_models
+    silence, _ = yamnet.run(np.zeros(DEFAULT_PARAMS.patch_samples, np.float32))
+    noise = np.random.default_rng(0).standard_normal(DEFAULT_PARAMS.patch_samples)
+
+    def cosine_to_silence(level_dbfs: float) -> float:
+        embedding, _ = yamnet.run((noise * 10 ** (level_dbfs / 20)).astype(np.float32))
+        return float(embedding @ silence / (np.linalg.norm(embedding) * np.linalg.norm(silence)))
+
+    assert cosine_to_silence(DEFAULT_PARAMS.silent_patch_dbfs) > 0.99
+    assert cosine_to_silence(DEFAULT_PARAMS.silent_patch_dbfs + 30.0) < 0.5
 
 
 def test_real_models_report_per_patch_timings(real_models: tuple) -> None:

@@ -34,7 +34,8 @@ from train.openset import (  # noqa: E402
     training_set,
     write_thresholds,
 )
-from train.streams import AudioLibrary, patch_rms_dbfs  # noqa: E402
+from train.embeddings import patch_rms_dbfs  # noqa: E402
+from train.streams import AudioLibrary  # noqa: E402
 
 RATE = DEFAULT_PARAMS.sample_rate_hz
 HOP = DEFAULT_PARAMS.hop_samples
@@ -312,9 +313,12 @@ def test_training_streams_add_stream_patches_labelled_by_what_they_hold(toy_task
 def test_main_job_ships_the_calibrated_openset_head_and_measures_it_on_streams() -> None:
     script = (Path(__file__).resolve().parents[1] / "scripts" / "run_default.sh").read_text()
     commands = [line.strip() for line in script.splitlines() if line.strip().startswith('"$PYTHON"')]
-    names = ("train all", "train prepare", "fit-openset", "-m convert", "replay_test_clips", "evaluate-stream")
+    names = ("train all", "-m convert", "train prepare", "fit-openset", "-m convert", "replay_test_clips", "evaluate-stream")
     steps = [next((s for s in names if s in c), c) for c in commands]
     assert steps == list(names)
-    # the tutorial's four classes into model/tutorial; the open-set head (with `other`) is what convert exports
+    # the tutorial's four classes into model/tutorial, exported while data/ still holds that task;
+    # the open-set head (with `other`) is what the second convert exports for the Pi
     assert "--background none" in commands[0] and "--model-dir model/tutorial" in commands[0]
-    assert "--background" not in commands[1] and "--model-dir model" in commands[2]
+    assert "--model-dir model/tutorial" in commands[1]
+    assert "--background" not in commands[2] and "--model-dir model" in commands[3]
+    assert "--model-dir" not in commands[4]

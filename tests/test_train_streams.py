@@ -24,6 +24,7 @@ from train.streams import (  # noqa: E402
     SourceClip,
     StreamError,
     StreamOptions,
+    StreamPatches,
     StreamSpec,
     active_power,
     active_span,
@@ -204,12 +205,30 @@ def test_detection_time_is_the_end_of_the_patch_that_starts_the_event() -> None:
     probabilities = np.array([[0.1, 0.9]] * 3 + [[0.9, 0.1]] * 4 + [[0.1, 0.9]] * 6, np.float32)
     starts = np.arange(len(probabilities)) * HOP
     config = CONFIG.with_changes(min_patches=2, of_patches=3, hold_seconds=0.5)
-    events = detect_events(probabilities, starts, labels=LABELS, config=config, num_samples=len(starts) * HOP + PATCH)
+    events = detect_events(probabilities, _patches_at(starts), labels=LABELS, config=config, num_samples=len(starts) * HOP + PATCH)
     assert len(events) == 1
     event = events[0]
     assert event.start_seconds == pytest.approx(3 * HOP / RATE)
     assert event.detected_seconds == pytest.approx((4 * HOP + PATCH) / RATE)
     assert event.end_seconds == pytest.approx((6 * HOP + PATCH) / RATE)
+
+
+def _patches_at(starts: np.ndarray, levels_dbfs: np.ndarray | None = None) -> StreamPatches:
+    count = len(starts)
+    levels = np.full(count, -20.0, np.float32) if levels_dbfs is None else np.asarray(levels_dbfs, np.float32)
+    return StreamPatches(np.asarray(starts, np.int64), np.zeros((count, 1024), np.float32), np.zeros((count, 521), np.float32), levels)
+
+
+def test_patches_quieter_than_the_silent_level_cannot_start_an_event() -> None:
+    probabilities = np.array([[0.1, 0.9]] * 2 + [[0.95, 0.05]] * 3 + [[0.1, 0.9]] * 4, np.float32)
+    starts = np.arange(len(probabilities)) * HOP
+    quiet = DEFAULT_PARAMS.silent_patch_dbfs - 1.0
+    loud = DEFAULT_PARAMS.silent_patch_dbfs + 1.0
+    num_samples = len(starts) * HOP + PATCH
+    heard = detect_events(probabilities, _patches_at(starts, [loud] * 9), labels=LABELS, config=CONFIG, num_samples=num_samples)
+    assert [e.label for e in heard] == ["beep"]
+    silent = detect_events(probabilities, _patches_at(starts, [quiet] * 9), labels=LABELS, config=CONFIG, num_samples=num_samples)
+    assert silent == []
 
 
 def _detection(label: str, start: float, heard: float) -> Detection:
@@ -251,7 +270,7 @@ def test_cached_patches_give_what_the_streaming_pipeline_gives(clips, tmp_path: 
     assert len(patches) == DEFAULT_PARAMS.patches_in(spec.num_samples)
     np.testing.assert_array_equal(patches.start_samples, np.arange(len(patches)) * HOP)
     probabilities = ShareHead().run(patches.embeddings)
-    detections = detect_events(probabilities, patches.start_samples, labels=LABELS, config=CONFIG, num_samples=spec.num_samples)
+    detections = detect_events(probabilities, patches, labels=LABELS, config=CONFIG, num_samples=spec.num_samples)
     for block in (1023, 4096):
         pipeline = StreamingPipeline(ToneYamnet(), ShareHead(), labels=LABELS, detector=Detector(CONFIG, labels=LABELS))
         run = run_pipeline(pipeline, render_stream(spec), block_samples=block)
@@ -283,7 +302,7 @@ def test_a_higher_threshold_never_adds_false_events(clips, tmp_path: Path) -> No
     beep = np.clip(ShareHead().run(patches.embeddings)[:, 0] + rng.uniform(0, 0.6, len(patches)), 0, 1)
     probabilities = np.stack([beep, 1 - beep], axis=1).astype(np.float32)
     config = CONFIG.with_changes(release_fraction=1.0, hold_seconds=0.0)  # short events: spikes stay apart
-    points = sweep_thresholds([(spec, probabilities, patches.start_samples)], labels=LABELS, config=config,
+    points = sweep_thresholds([(spec, probabilities, patches)], labels=LABELS, config=config,
                               thresholds=[0.3, 0.5, 0.7, 0.9, 0.99])  # fmt: skip
     false = [p.total_false for p in points]
     assert false == sorted(false, reverse=True) and false[0] > 0

@@ -27,7 +27,8 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.params import DEFAULT_PARAMS, Params
-from train.streams import DEFAULT_STREAM_OPTIONS, AudioLibrary, PatchEmbedder, StreamOptions, active_power, patch_rms_dbfs
+from train.embeddings import patch_rms_dbfs
+from train.streams import DEFAULT_STREAM_OPTIONS, AudioLibrary, PatchEmbedder, StreamOptions, active_power
 
 logger = logging.getLogger(__name__)
 

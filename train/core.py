@@ -21,10 +21,11 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.params import DEFAULT_PARAMS, Params
-from train.embeddings import ClipEmbeddings, embed_files
+from train.embeddings import ClipEmbeddings, embed_files, patch_rms_dbfs
 from train.evaluate import (
     CROSS_VALIDATION_FILE,
     EVALUATION_FILE,
+    clip_audible,
     cross_validate,
     evaluate_head,
     format_cross_validation,
@@ -303,10 +304,14 @@ def evaluate(
     report = evaluate_head(
         head.predict, test.embeddings, test.labels, head.labels,
         background_label=head.background_label, clip_names=test.names,
+        clip_audible=clip_audible(test.levels_dbfs, head.params),
     )  # fmt: skip
     report["task"] = embedded.dataset.task
     report["test_fold"] = embedded.dataset.test_fold
-    report["decision"] = "edge.pipeline.decide: argmax of the mean of the clip's patch probabilities"
+    report["decision"] = (
+        "edge.pipeline.decide: argmax of the mean of the clip's patch probabilities over its audible patches "
+        f"(>= {head.params.silent_patch_dbfs:g} dBFS)"
+    )
     Path(model_dir).mkdir(parents=True, exist_ok=True)
     write_json_atomic(Path(model_dir) / EVALUATION_FILE, report)
 
@@ -398,13 +403,15 @@ def plot_clip_file(
         logger.warning("the head was trained on other YAMNet weights than the ones loaded; its scores may be off")
     params = head.params
     waveform = read_audio(audio_path, target_rate_hz=params.sample_rate_hz)
-    embeddings, _ = embedder.embed_patches(waveform_to_patches(waveform, params=params))
+    patches = waveform_to_patches(waveform, params=params)
+    embeddings, _ = embedder.embed_patches(patches)
     probabilities = head.predict(embeddings)
+    audible = params.audible(patch_rms_dbfs(patches))
     # log-mel needs one STFT window of audio; the clip is at least that after framing pads it.
     padded = np.pad(waveform, (0, max(0, params.stft_window_samples - len(waveform))))
     log_mel = embedder.log_mel(padded)
-    png = plot_clip(padded, log_mel, probabilities, head.labels, out_path, params=params, title=Path(audio_path).name)
-    return png, head.labels[decide(probabilities)]
+    png = plot_clip(padded, log_mel, probabilities, head.labels, out_path, params=params, title=Path(audio_path).name, audible=audible)
+    return png, head.labels[decide(probabilities, audible)]
 
 
 def run_all(

@@ -50,7 +50,7 @@ DEFAULT_YAMNET_BATCH = 64
 """Patches per YAMNet call (measured fastest on 2 CPU cores among 16..256)."""
 
 # Fields of Params that only steer window decisions; they do not change an embedding.
-_DECISION_FIELDS = frozenset({"window_seconds", "overlap", "clip_seconds"})
+_DECISION_FIELDS = frozenset({"window_seconds", "overlap", "clip_seconds", "silent_patch_dbfs"})
 
 
 class PatchEmbedder(Protocol):

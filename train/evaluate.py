@@ -23,20 +23,33 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge.pipeline import decide
+from edge.params import DEFAULT_PARAMS, Params
+from edge.pipeline import decide, voting_mean
 
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
+BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
 EVALUATION_FILE = "eval.json"
 CROSS_VALIDATION_FILE = "cv.json"
 
 
-def decide_clips(clip_probabilities: Sequence[FloatArray]) -> IntArray:
-    """One decision per clip: edge.pipeline.decide of float32 [p_i, L] -> int64 [n_clips]."""
-    return np.array([decide(probabilities) for probabilities in clip_probabilities], dtype=np.int64)
+def decide_clips(clip_probabilities: Sequence[FloatArray], clip_audible: Sequence[BoolArray] | None = None) -> IntArray:
+    """One decision per clip: edge.pipeline.decide of float32 [p_i, L] (with bool [p_i] audible
+    patches, when given) -> int64 [n_clips]."""
+    audible = [None] * len(clip_probabilities) if clip_audible is None else list(clip_audible)
+    if len(audible) != len(clip_probabilities):
+        raise ValueError(f"{len(clip_probabilities)} clips of probabilities but {len(audible)} audible masks")
+    return np.array([decide(p, a) for p, a in zip(clip_probabilities, audible)], dtype=np.int64)
+
+
+def clip_audible(patch_levels_dbfs: Sequence[FloatArray] | None, params: Params = DEFAULT_PARAMS) -> list[BoolArray] | None:
+    """Per clip bool [p_i]: which patches vote in its decision (Params.audible); None for None."""
+    if patch_levels_dbfs is None:
+        return None
+    return [np.asarray(params.audible(levels), bool) for levels in patch_levels_dbfs]
 
 
 def confusion_matrix(true_labels: Sequence[int] | IntArray, decided: Sequence[int] | IntArray, *, num_labels: int) -> IntArray:
@@ -133,8 +146,10 @@ def evaluate_clip_probabilities(
     *,
     background_label: str | None = None,
     clip_names: Sequence[str] | None = None,
+    clip_audible: Sequence[BoolArray] | None = None,
 ) -> dict[str, Any]:
-    """The evaluation report for clips whose per-patch probabilities float32 [p_i, L] are known.
+    """The evaluation report for clips whose per-patch probabilities float32 [p_i, L] are known
+    (clip_audible: bool [p_i] per clip, the patches that vote; None: all).
 
     Adds to `metrics_from_confusion` a 'clips' list: {file, true, decided, score} per clip, where
     score is the mean probability of the decided label (what the edge compares to its threshold).
@@ -142,7 +157,7 @@ def evaluate_clip_probabilities(
     true_array = np.asarray(true_labels, dtype=np.int64)
     if len(clip_probabilities) != len(true_array):
         raise ValueError(f"{len(clip_probabilities)} clips of probabilities but {len(true_array)} labels")
-    decided = decide_clips(clip_probabilities)
+    decided = decide_clips(clip_probabilities, clip_audible)
     report = metrics_from_confusion(
         confusion_matrix(true_array, decided, num_labels=len(labels)), labels, background_label=background_label
     )
@@ -152,9 +167,11 @@ def evaluate_clip_probabilities(
             "file": name,
             "true": labels[int(truth)],
             "decided": labels[int(choice)],
-            "score": float(np.mean(np.asarray(probabilities, np.float64)[:, int(choice)])),
+            "score": float(voting_mean(probabilities, audible)[int(choice)]),
         }
-        for name, truth, choice, probabilities in zip(names, true_array, decided, clip_probabilities)
+        for name, truth, choice, probabilities, audible in zip(
+            names, true_array, decided, clip_probabilities, clip_audible or [None] * len(decided)
+        )
     ]
     return report
 
@@ -175,6 +192,7 @@ def evaluate_head(
     *,
     background_label: str | None = None,
     clip_names: Sequence[str] | None = None,
+    clip_audible: Sequence[BoolArray] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a head on held-out clips.
 
@@ -191,6 +209,7 @@ def evaluate_head(
         labels,
         background_label=background_label,
         clip_names=clip_names,
+        clip_audible=clip_audible,
     )
 
 
@@ -205,6 +224,7 @@ def cross_validate(
     groups: Sequence[str] | None = None,
     clip_names: Sequence[str] | None = None,
     patch_levels_dbfs: Sequence[FloatArray] | None = None,
+    params: Params = DEFAULT_PARAMS,
 ) -> dict[str, Any]:
     """k-fold cross-validation by the given folds (ESC-50's 1..5): train on k-1, test on 1.
 
@@ -225,6 +245,7 @@ def cross_validate(
     if len(fold_ids) < 2:
         raise ValueError(f"cross-validation needs clips from at least 2 folds, got folds {fold_ids}")
     names = list(clip_names) if clip_names is not None else [str(index) for index in range(len(true_array))]
+    audible = clip_audible(patch_levels_dbfs, params)
     per_fold: dict[str, Any] = {}
     total_confusion = np.zeros((len(labels), len(labels)), dtype=np.int64)
     for fold in fold_ids:
@@ -246,6 +267,7 @@ def cross_validate(
             labels,
             background_label=background_label,
             clip_names=[names[i] for i in test_indices],
+            clip_audible=None if audible is None else [audible[i] for i in test_indices],
         )
         total_confusion += np.asarray(report["confusion"], dtype=np.int64)
         report["errors"] = [clip for clip in report.pop("clips") if clip["true"] != clip["decided"]]

@@ -89,7 +89,8 @@ class TrainConfig:
     silent_patch_dbfs: float | None = -60.0
     """Patches quieter than this RMS level (dB full scale) carry no evidence: they are trained
     towards the uniform distribution instead of their clip's label (ESC-50 clips are padded with
-    digital silence, unevenly across classes). None: every patch keeps its clip's label."""
+    digital silence, unevenly across classes). None: every patch keeps its clip's label. (At
+    decision time, patches under edge.params' silent_patch_dbfs, which YAMNet cannot hear, do not vote.)"""
     class_weight: ClassWeighting = "balanced"
     """'balanced' weights each class's patches by n_patches / (n_classes x n_class_patches), so a
     larger background class does not dominate the loss; 'none' weights every patch 1."""

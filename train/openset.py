@@ -40,6 +40,7 @@ from edge.detect import DetectorConfig
 from edge.params import DEFAULT_PARAMS, Params
 from edge.pipeline import StreamingPipeline
 from train.augment import DEFAULT_AUGMENT_CACHE, MixOptions, embed_mixes, plan_mixes
+from train.embeddings import patch_rms_dbfs
 from train.streams import (
     DEFAULT_STREAM_CACHE,
     DEFAULT_STREAM_OPTIONS,
@@ -56,7 +57,6 @@ from train.streams import (
     check_against_pipeline,
     detect_events,
     embed_stream,
-    patch_rms_dbfs,
     plot_sweep,
     render_stream,
     run_pipeline,
@@ -373,14 +373,18 @@ def training_set(
     space = _LabelSpace(task, clips, recipe)
     out = TrainingSet([], [], [], space.merge, space.names)
     background = task.background_index
+    params = factory.params
     for clip in clips:
         labels = np.full(len(clip.embeddings), space.of_clip(clip), np.int64)
         if clip.label != background:
             labels[quiet_mask(clip.level_db, quiet_below_peak_db=recipe.quiet_below_peak_db)] = space.quiet(None)
+        # Silence is not a target: it never votes or starts an event on the edge, but near-silent
+        # audio embeds close to it, and learning it as background keeps quiet rooms dark.
+        labels[~params.audible(clip.level_db)] = space.quiet(None)
         keep = labels >= 0
         _split_by_label(clip.embeddings[keep], labels[keep], clip.source, out)
     if recipe.mix is not None and recipe.mix.copies > 0:
-        library, params = factory.library, factory.params
+        library = factory.library
         targets = [c for c in clips if c.label != background]
         backgrounds = [c for c in clips if c.label == background]
         plans = plan_mixes([str(c.path) for c in targets], [str(c.path) for c in backgrounds], options=recipe.mix, library=library, params=params)
@@ -705,7 +709,7 @@ def _per_label_curves(
     hours = 0.0
     points_per_stream = [
         sweep_thresholds(
-            [(s.spec, s.probabilities, s.patches.start_samples)], labels=labels, config=config, thresholds=grid,
+            [(s.spec, s.probabilities, s.patches)], labels=labels, config=config, thresholds=grid,
             options=options, params=params, exclude_categories=s.exclude_categories,
         )
         for s in streams
@@ -829,7 +833,7 @@ def score(
     params: Params = DEFAULT_PARAMS,
 ) -> StreamScore:  # fmt: skip
     detections = detect_events(
-        stream.probabilities, stream.patches.start_samples, labels=labels, config=config,
+        stream.probabilities, stream.patches, labels=labels, config=config,
         num_samples=stream.spec.num_samples, params=params,
     )  # fmt: skip
     return score_stream(stream.spec, detections, labels=labels, options=options, exclude_categories=stream.exclude_categories)
@@ -967,12 +971,13 @@ def detector_with(calibration: Calibration, base: DetectorConfig, background_lab
     return base.with_changes(thresholds=dict(calibration.thresholds), background_label=background_label)
 
 
-def clip_accuracy(task: Task, heads: HeadEnsemble, *, folds: Sequence[int]) -> tuple[int, int]:
-    """(right, total) target clips of `folds` decided as the edge decides a clip (argmax of the mean)."""
+def clip_accuracy(task: Task, heads: HeadEnsemble, *, folds: Sequence[int], params: Params = DEFAULT_PARAMS) -> tuple[int, int]:
+    """(right, total) target clips of `folds` decided as the edge decides a clip (argmax of the mean
+    over the audible patches)."""
     from edge.pipeline import decide
 
     targets = task.select(folds=folds, background=False)
-    right = sum(decide(heads.predict(c.embeddings)) == c.label for c in targets)
+    right = sum(decide(heads.predict(c.embeddings), params.audible(c.level_db)) == c.label for c in targets)
     return int(right), len(targets)
 
 
@@ -1233,7 +1238,7 @@ def evaluate_streams(
         patches = embed_stream(spec, model.embedder, cache_dir=cache_dir, params=model.params, library=library)
         probabilities = model.predict(patches.embeddings)
         detections = detect_events(
-            probabilities, patches.start_samples, labels=model.labels, config=model.detector,
+            probabilities, patches, labels=model.labels, config=model.detector,
             num_samples=spec.num_samples, params=model.params,
         )  # fmt: skip
         if check_pipeline and name == "clean":
@@ -1250,7 +1255,7 @@ def evaluate_streams(
         )  # fmt: skip
         entry = {"seconds": round(spec.seconds, 1), **scored.summary(), "events": [asdict(d) for d in detections]}
         if name == "clean":
-            points = sweep_thresholds([(spec, probabilities, patches.start_samples)], labels=model.labels, config=model.detector,
+            points = sweep_thresholds([(spec, probabilities, patches)], labels=model.labels, config=model.detector,
                                       thresholds=thresholds, options=options, params=model.params)  # fmt: skip
             entry["sweep"] = [p.to_dict() for p in points]
             plot_sweep(points, out / "sweep.png", chosen=dict(model.detector.thresholds), target_false_per_hour=target_false_per_hour,

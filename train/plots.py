@@ -114,14 +114,16 @@ def plot_clip(
     *,
     params: Params = DEFAULT_PARAMS,
     title: str = "",
+    audible: npt.ArrayLike | None = None,
 ) -> Path:
     """The tutorial's three panels for one clip, on one time axis.
 
     waveform: float32 [n] in [-1, 1] at params.sample_rate_hz; log_mel: float32 [frames, mel_bands]
     (frames every params.stft_hop_seconds); probabilities: float32 [patches, len(labels)], patch k
-    starting at k x params.hop_seconds. The title ends with the edge's decision for the clip.
+    starting at k x params.hop_seconds; audible: bool [patches], those that vote (None: all).
+    The title ends with the edge's decision for the clip.
     """
-    from edge.pipeline import decide
+    from edge.pipeline import voting_mean
 
     plt = _pyplot()
     samples = np.asarray(waveform, dtype=np.float32)
@@ -129,8 +131,8 @@ def plot_clip(
     scores = np.asarray(probabilities, dtype=np.float32)
     if scores.ndim != 2 or scores.shape[1] != len(labels):
         raise ValueError(f"probabilities must be [patches, {len(labels)}], got {scores.shape}")
-    decision = decide(scores)
-    mean = scores.mean(axis=0)
+    mean = voting_mean(scores, audible)
+    decision = int(np.argmax(mean))
     seconds = len(samples) / params.sample_rate_hz
 
     # A narrow second column holds the colour bars, so the three panels share one time axis.
@@ -165,7 +167,7 @@ def plot_clip(
     score_axis.set_yticks(np.arange(len(labels)) + 0.5, [f"{label} ({mean[i]:.2f})" for i, label in enumerate(labels)])
     score_axis.invert_yaxis()  # first label on top
     score_axis.set_xlabel("time (s); a patch's cell starts where the patch starts")
-    score_axis.set_title("head probability per patch (label: mean over patches)")
+    score_axis.set_title("head probability per patch (label: mean over the audible patches)")
     figure.colorbar(mesh, cax=score_bar, label="probability")
     wave_axis.set_xlim(0.0, max(seconds, starts[-1]))
 

@@ -43,6 +43,7 @@ import numpy.typing as npt
 from edge.detect import Detector, DetectorConfig, Event
 from edge.params import DEFAULT_PARAMS, Params
 from edge.pipeline import PatchResult, StreamingPipeline
+from train.embeddings import SILENCE_DBFS, patch_rms_dbfs
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,6 @@ IntArray = npt.NDArray[np.int64]
 
 STREAM_FORMAT = "oido-stream/1"
 DEFAULT_STREAM_CACHE = Path("data/cache/streams")
-SILENCE_DBFS = -200.0
-"""rms_dbfs of an all-zero patch (as edge.pipeline reports it)."""
 
 Role = Literal["target", "nontarget", "bed"]
 ROLES: tuple[str, ...] = ("target", "nontarget", "bed")
@@ -521,16 +520,6 @@ class StreamPatches:
         return len(self.start_samples)
 
 
-def patch_rms_dbfs(patches: npt.ArrayLike) -> FloatArray:
-    """RMS level per patch in dB full scale (edge.pipeline's formula): float32 [p]."""
-    values = np.asarray(patches, dtype=np.float32)
-    levels = []
-    for patch in values:  # per patch, like the pipeline, so the float64 sums agree exactly
-        rms = math.sqrt(float(np.mean(np.square(patch, dtype=np.float64)))) if patch.size else 0.0
-        levels.append(20.0 * math.log10(rms) if rms > 0 else SILENCE_DBFS)
-    return np.asarray(levels, np.float32)
-
-
 def embed_stream(
     spec: StreamSpec,
     embedder: PatchEmbedder,
@@ -602,26 +591,25 @@ class Detection:
 
 def detect_events(
     probabilities: npt.ArrayLike,
-    start_samples: npt.ArrayLike,
+    patches: StreamPatches,
     *,
     labels: Sequence[str],
     config: DetectorConfig,
     num_samples: int,
     params: Params = DEFAULT_PARAMS,
-    yamnet_scores: npt.ArrayLike | None = None,
-    rms_dbfs: npt.ArrayLike | None = None,
 ) -> list[Detection]:
-    """Run the edge's Detector over per-patch probabilities [p, L] of a stream of num_samples samples."""
+    """Run the edge's Detector over per-patch probabilities [p, L] of a stream of num_samples samples
+    (patches: where each patch starts and its level, which decides whether it holds evidence)."""
     probs = np.asarray(probabilities, np.float32)
-    starts = np.asarray(start_samples, np.int64)
-    if probs.ndim != 2 or probs.shape[1] != len(labels) or len(probs) != len(starts):
+    starts = np.asarray(patches.start_samples, np.int64)
+    levels = np.asarray(patches.rms_dbfs, np.float32)
+    if probs.ndim != 2 or probs.shape[1] != len(labels) or len(probs) != len(starts) or len(levels) != len(starts):
         raise ValueError(
-            f"probabilities {probs.shape} must be [patches, {len(labels)}] with one start per patch ({len(starts)})"
+            f"probabilities {probs.shape} must be [patches, {len(labels)}] with one start ({len(starts)}) "
+            f"and one level ({len(levels)}) per patch"
         )
     detector = Detector(config, labels=labels, params=params)
     empty_scores = np.zeros(params.yamnet_classes, np.float32)
-    scores = None if yamnet_scores is None else np.asarray(yamnet_scores, np.float32)
-    levels = None if rms_dbfs is None else np.asarray(rms_dbfs, np.float32)
     pending: dict[tuple[str, float], float] = {}
     finished: list[tuple[Event, float]] = []
     for index in range(len(probs)):
@@ -629,8 +617,8 @@ def detect_events(
             index=index,
             start_sample=int(starts[index]),
             probabilities=probs[index],
-            yamnet_scores=empty_scores if scores is None else scores[index],
-            rms_dbfs=0.0 if levels is None else float(levels[index]),
+            yamnet_scores=empty_scores,
+            rms_dbfs=float(levels[index]),
         )
         started, ended = detector.update(patch)
         heard = (int(starts[index]) + params.patch_samples) / params.sample_rate_hz
@@ -857,7 +845,7 @@ DEFAULT_SWEEP = tuple(float(t) for t in np.round(np.concatenate([np.arange(0.3, 
 
 
 def sweep_thresholds(
-    streams: Sequence[tuple[StreamSpec, FloatArray, IntArray]],
+    streams: Sequence[tuple[StreamSpec, FloatArray, StreamPatches]],
     *,
     labels: Sequence[str],
     config: DetectorConfig,
@@ -866,7 +854,7 @@ def sweep_thresholds(
     params: Params = DEFAULT_PARAMS,
     exclude_categories: Sequence[str] = (),
 ) -> list[SweepPoint]:
-    """Figures at each threshold, summed over streams given as (spec, probabilities [p, L], starts [p]).
+    """Figures at each threshold, summed over streams given as (spec, probabilities [p, L], patches).
 
     Every target label gets the same onset threshold (release follows it as the config says);
     labels are detected independently by the edge Detector, so per-label columns equal what a
@@ -880,8 +868,8 @@ def sweep_thresholds(
         totals = {label: 0 for label in targets_of}
         false = {label: 0 for label in targets_of}
         seconds = 0.0
-        for spec, probabilities, starts in streams:
-            detections = detect_events(probabilities, starts, labels=labels, config=trial, num_samples=spec.num_samples, params=params)
+        for spec, probabilities, patches in streams:
+            detections = detect_events(probabilities, patches, labels=labels, config=trial, num_samples=spec.num_samples, params=params)
             score = score_stream(spec, detections, labels=labels, options=options, exclude_categories=exclude_categories)
             for label in targets_of:
                 hits, total = score.recall(label, in_time=True)
