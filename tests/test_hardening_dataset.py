@@ -401,7 +401,8 @@ def test_any_damaged_manifest_is_refused_with_a_manifest_error_naming_the_file(t
 @pytest.mark.parametrize(
     ("field", "value"),
     [("window_seconds", float("nan")), ("window_seconds", float("inf")), ("sample_rate_hz", 16000.5),
-     ("clip_seconds", float("nan")), ("clip_seconds", -1), ("log_offset", float("nan")), ("patch_frames", 0)],
+     ("clip_seconds", float("nan")), ("clip_seconds", -1), ("log_offset", float("nan")), ("patch_frames", 0),
+     ("silent_patch_dbfs", 0.0), ("silent_patch_dbfs", float("nan"))],
 )
 def test_manifest_params_that_would_crash_later_are_refused_at_load(tmp_path: Path, field: str, value: Any) -> None:
     """window_seconds = NaN used to load, then crash the listener at its first window decision."""
