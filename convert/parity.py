@@ -427,16 +427,15 @@ def evaluate_parity(
         cosines = np.where(norms > 0, np.sum(quantized * reference, axis=1) / np.maximum(norms, 1e-30), 1.0)
         all_cosines.append(cosines)
         float_probabilities = keras_head.predict(reference)
-        audible = params.audible([patch.rms_dbfs for patch in result.patches])
         outcomes.append(
             ClipOutcome(
                 file_name=clip.file_name,
                 class_name=clip.class_name,
                 true_index=int(clip.class_number),
-                float_index=decide(float_probabilities, audible),
+                float_index=decide(float_probabilities, result.audible),
                 quantized_index=int(result.label_index),
-                float_mean=tuple(float(p) for p in voting_mean(float_probabilities, audible)),
-                quantized_mean=tuple(float(p) for p in voting_mean(result.probabilities, audible)),
+                float_mean=tuple(float(p) for p in voting_mean(float_probabilities, result.audible)),
+                quantized_mean=tuple(float(p) for p in voting_mean(result.probabilities, result.audible)),
                 patches=len(reference),
                 cosine_min=float(cosines.min()),
             )
@@ -574,7 +573,7 @@ def check_golden(
     for entry in golden["clips"][:limit]:
         waveform = read_audio(_clip_path(data_dir, entry["fileName"]), target_rate_hz=manifest.params.sample_rate_hz)
         result = classify_clip(pipeline, waveform)
-        mean = voting_mean(result.probabilities, manifest.params.audible([p.rms_dbfs for p in result.patches]))
+        mean = voting_mean(result.probabilities, result.audible)
         expected_mean = np.asarray(entry["mean_probabilities"], np.float64)
         ordered = np.sort(expected_mean)[::-1]
         margin = float(ordered[0] - ordered[1]) if len(ordered) > 1 else 1.0

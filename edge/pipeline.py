@@ -128,6 +128,8 @@ class ClipResult:
     windows: Tuple[WindowDecision, ...]
     events: Tuple[Event, ...]
     """Every event of the clip, ended (end_seconds set)."""
+    audible: npt.NDArray[np.bool_]
+    """bool [patches]: the patches that vote (Params.audible of their levels)."""
     label_index: int
     """decide(probabilities, audible): the clip's class."""
     score: float
@@ -440,7 +442,8 @@ def classify_clip(
     windows = tuple(w for out in outputs for w in out.windows)
     events = tuple(e for out in outputs for e in out.ended)
     probabilities = np.stack([p.probabilities for p in patches]).astype(np.float32)
-    mean = voting_mean(probabilities, pipeline.params.audible([p.rms_dbfs for p in patches]))
+    audible = np.asarray(pipeline.params.audible([p.rms_dbfs for p in patches]), bool)
+    mean = voting_mean(probabilities, audible)
     label_index = int(np.argmax(mean))
     return ClipResult(
         labels=pipeline.labels,
@@ -448,6 +451,7 @@ def classify_clip(
         patches=patches,
         windows=windows,
         events=events,
+        audible=audible,
         label_index=label_index,
         score=float(mean[label_index]),
     )

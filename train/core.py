@@ -25,7 +25,7 @@ from train.embeddings import ClipEmbeddings, embed_files, patch_rms_dbfs
 from train.evaluate import (
     CROSS_VALIDATION_FILE,
     EVALUATION_FILE,
-    clip_audible,
+    audible_masks,
     cross_validate,
     evaluate_head,
     format_cross_validation,
@@ -304,7 +304,7 @@ def evaluate(
     report = evaluate_head(
         head.predict, test.embeddings, test.labels, head.labels,
         background_label=head.background_label, clip_names=test.names,
-        clip_audible=clip_audible(test.levels_dbfs, head.params),
+        clip_audible=audible_masks(test.levels_dbfs, head.params),
     )  # fmt: skip
     report["task"] = embedded.dataset.task
     report["test_fold"] = embedded.dataset.test_fold

@@ -45,7 +45,7 @@ def decide_clips(clip_probabilities: Sequence[FloatArray], clip_audible: Sequenc
     return np.array([decide(p, a) for p, a in zip(clip_probabilities, audible)], dtype=np.int64)
 
 
-def clip_audible(patch_levels_dbfs: Sequence[FloatArray] | None, params: Params = DEFAULT_PARAMS) -> list[BoolArray] | None:
+def audible_masks(patch_levels_dbfs: Sequence[FloatArray] | None, params: Params = DEFAULT_PARAMS) -> list[BoolArray] | None:
     """Per clip bool [p_i]: which patches vote in its decision (Params.audible); None for None."""
     if patch_levels_dbfs is None:
         return None
@@ -245,7 +245,7 @@ def cross_validate(
     if len(fold_ids) < 2:
         raise ValueError(f"cross-validation needs clips from at least 2 folds, got folds {fold_ids}")
     names = list(clip_names) if clip_names is not None else [str(index) for index in range(len(true_array))]
-    audible = clip_audible(patch_levels_dbfs, params)
+    audible = audible_masks(patch_levels_dbfs, params)
     per_fold: dict[str, Any] = {}
     total_confusion = np.zeros((len(labels), len(labels)), dtype=np.int64)
     for fold in fold_ids:
