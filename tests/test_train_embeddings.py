@@ -6,6 +6,8 @@ function of the patch, so cached and recomputed values can be compared exactly.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +27,15 @@ from train.embeddings import (  # noqa: E402
 )
 
 RATE = DEFAULT_PARAMS.sample_rate_hz
+REPO = Path(__file__).resolve().parents[1]
 
 
 class CountingEmbedder:
     """Stands in for YAMNet: counts the patches it is asked to embed."""
 
-    def __init__(self, weights_sha256: str = "a1" * 32, *, fail_after_calls: int | None = None) -> None:
+    def __init__(self, weights_sha256: str = "a1" * 32, *, fail_after_calls: int | None = None, numerics: str = "") -> None:
         self.weights_sha256 = weights_sha256
+        self.numerics = numerics
         self.calls = 0
         self.patches = 0
         self.fail_after_calls = fail_after_calls
@@ -118,6 +122,36 @@ def test_other_yamnet_weights_compute_everything_again(tmp_path: Path) -> None:
     other = CountingEmbedder("d4" * 32)
     embed_files(paths, other, cache_root=tmp_path / "cache")
     assert other.patches == 2 * DEFAULT_PARAMS.patches_in(RATE)
+
+
+def test_embeddings_made_with_other_numerics_are_never_mixed_with_the_defaults(tmp_path: Path) -> None:
+    # e.g. TensorFlow at 2 threads rounds differently from 1 thread: same weights, other folder
+    paths = make_clips(tmp_path, 2)
+    embed_files(paths, CountingEmbedder("e5" * 32), cache_root=tmp_path / "cache")
+    threaded = CountingEmbedder("e5" * 32, numerics="tf-threads-2")
+    embed_files(paths, threaded, cache_root=tmp_path / "cache")
+    assert threaded.patches == 2 * DEFAULT_PARAMS.patches_in(RATE)
+    folders = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert folders == [("e5" * 32)[:MODEL_DIR_CHARS], ("e5" * 32)[:MODEL_DIR_CHARS] + "-tf-threads-2"]
+    again = CountingEmbedder("e5" * 32, numerics="tf-threads-2")
+    embed_files(paths, again, cache_root=tmp_path / "cache")
+    assert again.calls == 0
+
+
+@pytest.mark.parametrize(("threads", "numerics"), [(1, ""), (0, "tf-threads-auto")])
+def test_the_training_yamnet_names_its_tensorflow_thread_count_unless_it_is_one(tmp_path: Path, threads: int, numerics: str) -> None:
+    pytest.importorskip("tensorflow")
+    weights = tmp_path / "weights.tflite"
+    weights.write_bytes(b"stand-in: the model is only built when an embedding is computed")
+    script = (
+        "import sys; from train.cli import _configure_threads; from train.core import LazyYamnet; "
+        f"_configure_threads({threads}); import tensorflow; "
+        f"print(repr(LazyYamnet(weights_path={str(weights)!r}).numerics))"
+    )
+    # a fresh process: TensorFlow's thread count is fixed once it has started
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == repr(numerics)
 
 
 def test_a_truncated_cache_entry_is_recomputed_and_replaced(tmp_path: Path) -> None:

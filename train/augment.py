@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.params import DEFAULT_PARAMS, Params
-from train.embeddings import patch_rms_dbfs
+from train.embeddings import cache_folder, patch_rms_dbfs
 from train.streams import DEFAULT_STREAM_OPTIONS, AudioLibrary, PatchEmbedder, StreamOptions, active_power
 
 logger = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ def embed_mixes(
     if not plans:
         return []
     key = hashlib.sha256(json.dumps([CACHE_FORMAT, *[asdict(p) for p in plans]], sort_keys=True).encode()).hexdigest()[:24]
-    path = None if cache_dir is None else Path(cache_dir) / embedder.weights_sha256[:16] / f"{key}.npz"
+    path = None if cache_dir is None else Path(cache_dir) / cache_folder(embedder) / f"{key}.npz"
     if path is not None and path.is_file():
         try:
             with np.load(path, allow_pickle=False) as entry:

@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     folders.add_argument("--reports-dir", type=Path, default=argparse.SUPPRESS, metavar="DIR",
                          help="PNG figures and cv.json (default: reports)")  # fmt: skip
     common.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N",
-                        help="TensorFlow CPU threads (default: 1: the head is tiny, one thread trains it fastest and makes its weights independent of the core count; 0 = TensorFlow's choice, faster for a cold embedding run)")  # fmt: skip
+                        help="TensorFlow CPU threads (default: 1: the head is tiny, one thread trains it fastest and makes its weights independent of the core count; 0 = TensorFlow's choice, faster for a cold embedding run; its embeddings differ in the last bits, so they are cached apart and give slightly different heads)")  # fmt: skip
 
     parser = argparse.ArgumentParser(
         prog=PROG,

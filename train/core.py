@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -162,6 +163,18 @@ class LazyYamnet:
                 self._model.source, self._model.weights_sha256[:16], time.perf_counter() - started,
             )  # fmt: skip
         return self._model
+
+    @property
+    def numerics(self) -> str:
+        """'' at one TensorFlow CPU thread (the CLI's --threads default), else "tf-threads-N"
+        ("tf-threads-auto": TensorFlow's choice): its kernels round differently per thread count,
+        so embedding caches keep the two apart (train.embeddings.cache_folder)."""
+        threads = 0
+        if "tensorflow" in sys.modules:
+            import tensorflow as tf
+
+            threads = tf.config.threading.get_intra_op_parallelism_threads()
+        return "" if threads == 1 else f"tf-threads-{threads or 'auto'}"
 
     def embed_patches(self, patches: FloatArray, *, batch_size: int = 64) -> tuple[FloatArray, FloatArray]:
         """patches float32 [p, patch_samples] -> (embeddings float32 [p, 1024], scores float32 [p, 521])."""

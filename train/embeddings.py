@@ -1,9 +1,10 @@
 """YAMNet patch embeddings per clip, computed once and cached on disk.
 
 A clip's entry is keyed by the sha256 of its audio file's bytes and lives under the YAMNet
-weights' hash, so changing either computes it again and nothing else does:
+weights' hash (and the embedder's numerics, see cache_folder), so changing either computes it
+again and nothing else does:
 
-    <cache_root>/<yamnet_weights_sha256[:16]>/<audio_sha256>.npz
+    <cache_root>/<cache_folder(embedder)>/<audio_sha256>.npz
         embeddings  float32 [p, 1024]   one YAMNet embedding per patch
         scores      float32 [p, 521]    YAMNet's AudioSet scores per patch (kept for open-set work)
         rms_dbfs    float32 [p]         each patch's RMS level, dB full scale (edge.pipeline's formula)
@@ -54,7 +55,11 @@ _DECISION_FIELDS = frozenset({"window_seconds", "overlap", "clip_seconds", "sile
 
 
 class PatchEmbedder(Protocol):
-    """What the cache needs of a YAMNet (train.yamnet.YamnetTF satisfies it)."""
+    """What the cache needs of a YAMNet (train.yamnet.YamnetTF satisfies it).
+
+    An embedder may also have `numerics`: a short tag naming how its arithmetic is set up when
+    that changes its outputs ("" or absent: the default), see cache_folder.
+    """
 
     weights_sha256: str
 
@@ -104,15 +109,28 @@ def front_end_key(params: Params) -> dict[str, Any]:
     return {k: v for k, v in params.to_dict().items() if k not in _DECISION_FIELDS}
 
 
-class EmbeddingCache:
-    """Per-clip .npz entries under <root>/<weights_sha256[:16]>/, written atomically."""
+def cache_folder(embedder: PatchEmbedder) -> str:
+    """The cache sub-folder of an embedder's outputs: its weights' hash, plus its `numerics` tag if any.
 
-    def __init__(self, root: str | os.PathLike[str], *, weights_sha256: str, params: Params = DEFAULT_PARAMS):
+    TensorFlow's CPU kernels round differently at different thread counts (embeddings differ by
+    ~1e-6), and open-set training amplifies that into other heads and other figures; so outputs
+    made one way are never mixed with outputs made another way.
+    """
+    numerics = getattr(embedder, "numerics", "")
+    return embedder.weights_sha256[:MODEL_DIR_CHARS] + (f"-{numerics}" if numerics else "")
+
+
+class EmbeddingCache:
+    """Per-clip .npz entries under <root>/<folder>/ (default: the weights' hash), written atomically."""
+
+    def __init__(
+        self, root: str | os.PathLike[str], *, weights_sha256: str, params: Params = DEFAULT_PARAMS, folder: str | None = None
+    ):
         if not weights_sha256:
             raise ValueError("the YAMNet weights hash is empty: the cache needs it to key entries")
         self.weights_sha256 = weights_sha256
         self.params = params
-        self.directory = Path(root) / weights_sha256[:MODEL_DIR_CHARS]
+        self.directory = Path(root) / (folder or weights_sha256[:MODEL_DIR_CHARS])
         self._front_end = front_end_key(params)
 
     def path_for(self, audio_sha256: str) -> Path:
@@ -208,7 +226,7 @@ def embed_files(
     clip_paths = [Path(p) for p in paths]
     cache = None
     if cache_root is not None:
-        cache = EmbeddingCache(cache_root, weights_sha256=embedder.weights_sha256, params=params)
+        cache = EmbeddingCache(cache_root, weights_sha256=embedder.weights_sha256, params=params, folder=cache_folder(embedder))
     hashes = [file_sha256(path) for path in clip_paths]
 
     results: dict[str, tuple[FloatArray, FloatArray, FloatArray]] = {}

@@ -1065,6 +1065,10 @@ class _TfYamnet:
         self.yamnet = yamnet
         self.weights_sha256 = yamnet.weights_sha256
 
+    @property
+    def numerics(self) -> str:
+        return getattr(self.yamnet, "numerics", "")
+
     def embed_patches(self, patches: FloatArray, *, batch_size: int = 64) -> tuple[FloatArray, FloatArray]:
         return self.yamnet.embed_patches(patches, batch_size=batch_size)
 

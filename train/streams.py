@@ -43,7 +43,7 @@ import numpy.typing as npt
 from edge.detect import Detector, DetectorConfig, Event
 from edge.params import DEFAULT_PARAMS, Params
 from edge.pipeline import PatchResult, StreamingPipeline
-from train.embeddings import SILENCE_DBFS, patch_rms_dbfs
+from train.embeddings import SILENCE_DBFS, cache_folder, patch_rms_dbfs
 
 logger = logging.getLogger(__name__)
 
@@ -531,13 +531,13 @@ def embed_stream(
 ) -> StreamPatches:
     """YAMNet outputs of every patch of the stream, framed exactly as the edge frames it.
 
-    Cached as <cache_dir>/<weights[:16]>/<spec sha256[:24]>.npz (atomic write); None: no cache.
+    Cached as <cache_dir>/<cache_folder(embedder)>/<spec sha256[:24]>.npz (atomic write); None: no cache.
     """
     from edge.framing import waveform_to_patches
 
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / embedder.weights_sha256[:16] / f"{spec.sha256()[:24]}.npz"
+        path = Path(cache_dir) / cache_folder(embedder) / f"{spec.sha256()[:24]}.npz"
         if path.is_file():
             try:
                 with np.load(path, allow_pickle=False) as entry:
