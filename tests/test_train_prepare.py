@@ -60,8 +60,13 @@ def _tone(seconds: float, rate_hz: int, *, seed: int, channels: int = 1, amplitu
     return np.stack([mono * (0.5 + 0.5 * c / channels) for c in range(channels)], axis=1).astype(np.float32)
 
 
-def make_esc50(root: Path, *, clips_per_fold: int = 1, skip_folds: dict[str, set[int]] | None = None) -> Path:
-    """A miniature ESC-50 folder: meta/esc50.csv, audio/ at 44.1 kHz, esc10-16k/ FLAC at 16 kHz."""
+def make_esc50(
+    root: Path, *, clips_per_fold: int = 1, skip_folds: dict[str, set[int]] | None = None, complete: bool = False
+) -> Path:
+    """A miniature ESC-50 folder: meta/esc50.csv, audio/ at 44.1 kHz, esc10-16k/ FLAC at 16 kHz.
+
+    Like the shared assets it lacks the clips of some classes (chirping_birds), unless `complete`.
+    """
     skip_folds = skip_folds or {}
     (root / "meta").mkdir(parents=True)
     (root / "audio").mkdir()
@@ -69,6 +74,7 @@ def make_esc50(root: Path, *, clips_per_fold: int = 1, skip_folds: dict[str, set
     rows = ["filename,fold,target,category,esc10,src_file,take"]
     seed = 0
     for category, (target, esc10, folder) in FAKE_CATEGORIES.items():
+        folder = folder or ("audio" if complete else None)
         for fold in range(1, 6):
             source = 1000 * (target + 1) + fold
             for take in "ABCDEFGH"[:clips_per_fold]:
@@ -186,6 +192,20 @@ def test_background_never_holds_a_target_class(fake_esc50: Path, tmp_path: Path)
     assert dataset.labels == ("dog", "crying_baby", "other")
     other = {entry.file_name for entry in dataset.entries if entry.class_name == "other"}
     assert other and all(name.endswith("-10.wav") for name in other)  # rain only, never dog's -0 clips
+
+
+def test_esc50_background_takes_every_other_class_of_a_full_copy(tmp_path: Path) -> None:
+    esc50 = make_esc50(tmp_path / "esc50", complete=True)
+    dataset = prepare(esc50, tmp_path / "data", background="esc50")
+    assert dataset.labels == ("crying_baby", "clock_alarm", "toilet_flush", "water_drops", "other")
+    other_targets = {entry.file_name.rsplit("-", 1)[1] for entry in dataset.entries if entry.class_name == "other"}
+    assert other_targets == {"0.wav", "10.wav", "14.wav"}  # dog, rain (ESC-10) and chirping_birds (not ESC-10)
+
+
+def test_esc50_background_on_a_partial_copy_says_to_fetch_the_full_one(fake_esc50: Path, tmp_path: Path) -> None:
+    with pytest.raises(AssetError, match=r"background 'esc50' needs every clip.*lacks 5 of their 15 clips.*chirping_birds.*--background esc10"):
+        prepare(fake_esc50, tmp_path / "data", background="esc50")
+    assert no_dataset_written(tmp_path / "data")
 
 
 def test_esc10_style_task_without_background(fake_esc50: Path, tmp_path: Path) -> None:

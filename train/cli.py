@@ -102,8 +102,9 @@ def _add_prepare_flags(parser: argparse.ArgumentParser) -> None:
                             "with --own-data, the label folders to use")  # fmt: skip
     group.add_argument("--own-data", type=Path, default=None, metavar="DIR",
                        help="your recordings as DIR/<label>/<clip>.wav instead of ESC-50")  # fmt: skip
-    group.add_argument("--background", default="esc10", metavar="esc10|none|DIR",
+    group.add_argument("--background", default="esc10", metavar="esc10|esc50|none|DIR",
                        help="'esc10': ESC-10 clips of other classes as the label 'other' (default); "
+                            "'esc50': every other ESC-50 class (needs the full ESC-50 download); "
                             "'none': no background class; DIR: your own background recordings")  # fmt: skip
     group.add_argument("--esc50", type=Path, default=None, metavar="PATH",
                        help="the ESC-50 folder (default: found in the shared assets or the user cache)")  # fmt: skip

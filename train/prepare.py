@@ -31,7 +31,7 @@ import soundfile as sf
 import soxr
 
 from edge.params import DEFAULT_PARAMS, Params
-from train.assets import Esc50Catalog, find_esc50
+from train.assets import ESC50_ENV, ESC50_URL, AssetError, Esc50Catalog, find_esc50
 from train.datasets import (
     AUDIO_DIR,
     CLASSES_JSON,
@@ -85,6 +85,9 @@ BACKGROUND_LABEL = "other"
 """Label of the optional background class; always the last label."""
 ESC10_BACKGROUND = "esc10"
 """``background=`` value selecting ESC-10 clips (of non-target classes) as the background class."""
+ESC50_BACKGROUND = "esc50"
+"""``background=`` value selecting the clips of every other ESC-50 class (~1,800 clips of 40+ classes:
+more varied "everything else" than ESC-10's nine; needs the full ESC-50 download)."""
 RESAMPLE_QUALITY = "VHQ"
 """soxr quality for every rate conversion."""
 IMBALANCE_RATIO = 1.5
@@ -236,6 +239,20 @@ def _esc50_plan(catalog: Esc50Catalog, categories: Sequence[str], *, label_of: d
         )
         for clip, path in catalog.present_clips(categories)
     ]
+
+
+def _check_complete(catalog: Esc50Catalog, categories: Sequence[str]) -> None:
+    """AssetError in one sentence when the ESC-50 copy lacks clips of `categories` (background 'esc50')."""
+    clips = [clip for category in categories for clip in catalog.clips_of(category)]
+    missing = [clip for clip in clips if catalog.clip_path(clip) is None]
+    if missing:
+        incomplete = sorted({clip.category for clip in missing})
+        raise AssetError(
+            f"background 'esc50' needs every clip of the {len(categories)} other ESC-50 classes, but "
+            f"{catalog.root} lacks {len(missing)} of their {len(clips)} clips ({len(incomplete)} classes, "
+            f"e.g. {', '.join(incomplete[:3])}): point --esc50 / {ESC50_ENV} at a full ESC-50 folder "
+            f"(from {ESC50_URL}), or use --background esc10"
+        )
 
 
 def _own_plan(clips: Sequence[OwnClip]) -> list[_PlannedClip]:
@@ -395,14 +412,17 @@ def _plan_inputs(
         raise DatasetError(
             f"class {BACKGROUND_LABEL!r} is also the background label: rename that class or pass background=None"
         )
-    if isinstance(background, str) and background == ESC10_BACKGROUND:
-        others = [name for name in catalog().esc10_categories if name not in labels]
+    if isinstance(background, str) and background in (ESC10_BACKGROUND, ESC50_BACKGROUND):
+        pool = catalog().esc10_categories if background == ESC10_BACKGROUND else catalog().categories
+        others = [name for name in pool if name not in labels]
         if not others:
             raise DatasetError(
-                "background 'esc10' has no classes left once the targets are removed: pass background=None"
+                f"background {background!r} has no classes left once the targets are removed: pass background=None"
             )
+        if background == ESC50_BACKGROUND:
+            _check_complete(catalog(), others)
         plan += _esc50_plan(catalog(), others, label_of={name: BACKGROUND_LABEL for name in others})
-        logger.info("background %r: ESC-10 classes %s", BACKGROUND_LABEL, ", ".join(others))
+        logger.info("background %r (%s): classes %s", BACKGROUND_LABEL, background, ", ".join(others))
     else:
         plan += _own_plan(scan_background_folder(Path(background), label=BACKGROUND_LABEL))
     return _Inputs([*labels, BACKGROUND_LABEL], BACKGROUND_LABEL, plan)
@@ -513,10 +533,11 @@ def prepare_dataset(
             toilet_flush, water_drops); with ``own_data_dir``, the label folders to use, in
             that order (None: every folder, sorted by name).
         esc50_dir: the ESC-50 folder; None finds it (train.assets.find_esc50, which may
-            download). Only read for ESC-50 classes or ``background="esc10"``.
+            download). Only read for ESC-50 classes or ``background="esc10"`` / ``"esc50"``.
         out_dir: the data folder to write; prepare owns its ``audio/`` sub-folder.
         background: the string ``"esc10"`` adds the ESC-10 clips of non-target classes as
-            the last label ``"other"``; a folder (a Path, or any other string) adds the
+            the last label ``"other"``; ``"esc50"`` the clips of every non-target ESC-50 class
+            (the full download); a folder (a Path, or any other string) adds the
             user's own background recordings as ``"other"``; None adds no background class.
         own_data_dir: a folder of ``<label>/<clip>.wav|.flac`` (any rate, channels, bit
             depth) to use instead of ESC-50 classes. Folds are assigned per source
