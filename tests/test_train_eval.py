@@ -140,6 +140,27 @@ def test_cross_validation_trains_on_the_other_folds_and_reports_each(tmp_path: P
     assert "fold 3:     9/9" in text and "mean accuracy 100.00%" in text
 
 
+def test_cross_validation_never_tests_training_only_clips() -> None:
+    pytest.importorskip("tensorflow")
+    from train.evaluate import cross_validate
+    from train.head import TrainConfig
+
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(3, 1024)).astype(np.float32)
+    clips, labels, folds, train_only = [], [], [], []
+    for fold in (1, 2):
+        for label in range(3):
+            for extra in (False, False, True):
+                clips.append(centres[label] + 0.3 * rng.normal(size=(4, 1024)).astype(np.float32))
+                labels.append(label)
+                folds.append(fold)
+                train_only.append(extra and label == 2)  # one "other" clip per fold is extra background
+    summary = cross_validate(clips, labels, folds, LABELS, background_label="other", train_only=train_only,
+                             config=TrainConfig(epochs=3, batch_size=8))  # fmt: skip
+    assert summary["per_fold"]["1"]["accuracy_text"] == "8/8"  # 9 clips in fold 1, one never tested
+    assert summary["overall"]["accuracy_text"] == "16/16"
+
+
 def test_repeated_cross_validation_reports_each_seed_and_their_mean() -> None:
     from train.evaluate import summarize_repeats
 

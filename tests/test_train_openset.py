@@ -136,6 +136,25 @@ class RandomEmbedder:
         )
 
 
+def test_training_only_background_is_trained_on_but_never_streamed_for_measuring(toy_task: Task, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    rng = np.random.default_rng(1)
+    wave = (0.05 * rng.standard_normal(2 * RATE)).astype(np.float32)
+    path = write_wav(tmp_path / "other__debian-00001-0.wav", wave, rate_hz=RATE)
+    from edge.framing import waveform_to_patches
+
+    extra = replace(_clip(path, 1, "extra", 1, patch_rms_dbfs(waveform_to_patches(wave)), rng), train_only=True)
+    task = replace(toy_task, clips=toy_task.clips + (extra,))
+    assert task.categories == ["hiss", "hum"]
+    assert extra in task.select(folds=[1]) and extra not in task.select(folds=[1], train_only=False)
+    factory = StreamFactory(task, RandomEmbedder(), cache_dir=None, library=AudioLibrary())
+    measured = factory.fold_stream([1], seed=3)
+    trained = factory.fold_stream([1], seed=3, training=True)
+    assert "extra" not in {c.category for c in measured.nontargets}
+    assert "extra" in {c.category for c in trained.nontargets}
+
+
 def test_plain_clips_keep_their_label_except_silent_target_patches(toy_task: Task) -> None:
     factory = StreamFactory(toy_task, RandomEmbedder(), cache_dir=None, library=AudioLibrary())
     data = training_set(factory, toy_task.select(folds=[1]), OpenSetRecipe(mix=None, training_streams=0, quiet_below_peak_db=20.0), augment_cache=None)

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from train.extra_background import DEBIAN_SFX
 from train.head import DEFAULT_TRAIN_CONFIG, TrainConfig, field_docs
 
 logger = logging.getLogger(__name__)
@@ -106,6 +107,11 @@ def _add_prepare_flags(parser: argparse.ArgumentParser) -> None:
                        help="'esc10': ESC-10 clips of other classes as the label 'other' (default); "
                             "'esc50': every other ESC-50 class (needs the full ESC-50 download); "
                             "'none': no background class; DIR: your own background recordings")  # fmt: skip
+    group.add_argument("--extra-background", default="none", metavar=f"{DEBIAN_SFX}|none|DIR",
+                       help="more 'other' audio, trained on but never in a validation or test stream: 'none' (default), "
+                            f"'{DEBIAN_SFX}': sound effects, ambiences, music and spoken words from Debian packages "
+                            "(apt-get download, ~290 MB, cached in ~/.cache/oido), or DIR: your own recordings of any "
+                            "length. Unused with --background none")  # fmt: skip
     group.add_argument("--esc50", type=Path, default=None, metavar="PATH",
                        help="the ESC-50 folder (default: found in the shared assets or the user cache)")  # fmt: skip
 
@@ -240,7 +246,8 @@ def _run_prepare(args: argparse.Namespace) -> int:
 
     dataset = core.prepare(
         data_dir=args.data_dir, classes=args.classes, own_data_dir=args.own_data,
-        background=_background(args.background), esc50_dir=args.esc50, progress=not args.quiet,
+        background=_background(args.background), extra_background=_background(args.extra_background),
+        esc50_dir=args.esc50, progress=not args.quiet,
     )  # fmt: skip
     counts = dataset.counts()
     _say(args, f"prepared {args.data_dir}: task {dataset.task}, labels {list(dataset.labels)}")
@@ -315,7 +322,7 @@ def _run_all(args: argparse.Namespace) -> int:
     report, summary = core.run_all(
         data_dir=args.data_dir, model_dir=args.model_dir, reports_dir=args.reports_dir,
         classes=args.classes, own_data_dir=args.own_data, background=_background(args.background),
-        esc50_dir=args.esc50, config=_train_config(args), yamnet_source=args.yamnet_source,
+        extra_background=_background(args.extra_background), esc50_dir=args.esc50, config=_train_config(args), yamnet_source=args.yamnet_source,
         yamnet_weights=args.yamnet_weights, progress=_progress(args),
     )  # fmt: skip
     _say(args, core.format_report(report, title=f"Test fold {report['test_fold']}"))

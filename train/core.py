@@ -59,6 +59,8 @@ class Split(NamedTuple):
     folds: list[int]
     levels_dbfs: list[FloatArray]
     """float32 [p_i] patch RMS levels per clip"""
+    train_only: list[bool]
+    """Extra background clips (DatasetEntry.train_only): trained on, never tested."""
 
 
 @dataclass
@@ -91,6 +93,7 @@ class EmbeddedDataset:
             sources=[entry.source for entry in entries],
             folds=[entry.fold for entry in entries],
             levels_dbfs=[clip.rms_dbfs for clip in clips],
+            train_only=[entry.train_only for entry in entries],
         )
 
 
@@ -111,6 +114,7 @@ def prepare(
     classes: Sequence[str] | None = None,
     own_data_dir: Path | None = None,
     background: str | None = "esc10",
+    extra_background: str | None = None,
     esc50_dir: Path | None = None,
     progress: bool = True,
 ) -> Any:
@@ -123,6 +127,7 @@ def prepare(
         out_dir=data_dir,
         background=background,
         own_data_dir=own_data_dir,
+        extra_background=extra_background,
         progress=progress,
     )
 
@@ -382,6 +387,7 @@ def cross_validation(
             groups=clips.sources,
             clip_names=clips.names,
             patch_levels_dbfs=clips.levels_dbfs,
+            train_only=clips.train_only,
         )
         for repeat in range(repeats)
     ]
@@ -435,6 +441,7 @@ def run_all(
     classes: Sequence[str] | None = None,
     own_data_dir: Path | None = None,
     background: str | None = "esc10",
+    extra_background: str | None = None,
     esc50_dir: Path | None = None,
     config: TrainConfig = DEFAULT_TRAIN_CONFIG,
     yamnet_source: str = "auto",
@@ -446,7 +453,7 @@ def run_all(
     started = time.perf_counter()
     dataset = prepare(
         data_dir=data_dir, classes=classes, own_data_dir=own_data_dir, background=background,
-        esc50_dir=esc50_dir, progress=progress is not False,
+        extra_background=extra_background, esc50_dir=esc50_dir, progress=progress is not False,
     )  # fmt: skip
     summary.seconds["prepare"] = time.perf_counter() - started
 

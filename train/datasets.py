@@ -42,6 +42,8 @@ SOURCE_SEPARATOR = "__"
 _ESC50_NAME = re.compile(r"(?P<fold>[1-9])-(?P<source>[^-]+)-(?P<take>[A-Za-z]+)-(?P<target>\d+)")
 _NUMBERED = re.compile(r"(?P<source>.+?)[_-]\d+")
 _ENTRY_KEYS = {"fileName": str, "className": str, "classNumber": int, "fold": int, "source": str}
+TRAIN_ONLY_KEY = "trainOnly"
+"""Optional entry key marking extra background clips (see DatasetEntry.train_only)."""
 
 
 class DatasetError(ValueError):
@@ -62,15 +64,21 @@ class DatasetEntry:
     """Fold 1..5; the test fold is held out."""
     source: str
     """Id of the recording the clip was cut from; clips of one source share a fold."""
+    train_only: bool = False
+    """Extra background (train.extra_background): trained on, never in a validation or test stream.
+    Written as ``"trainOnly": true``; absent for every other clip."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "fileName": self.file_name,
             "className": self.class_name,
             "classNumber": self.class_number,
             "fold": self.fold,
             "source": self.source,
         }
+        if self.train_only:
+            document[TRAIN_ONLY_KEY] = True
+        return document
 
     @classmethod
     def from_json(cls, item: Any, *, where: Path) -> "DatasetEntry":
@@ -82,12 +90,16 @@ class DatasetEntry:
                 raise DatasetError(
                     f"{where}: entry {item!r} needs {key!r} as {kind.__name__}; run `oido-train prepare` again"
                 )
+        train_only = item.get(TRAIN_ONLY_KEY, False)
+        if not isinstance(train_only, bool):
+            raise DatasetError(f"{where}: entry {item!r} needs {TRAIN_ONLY_KEY!r} as true or false; run `oido-train prepare` again")
         return cls(
             file_name=item["fileName"],
             class_name=item["className"],
             class_number=item["classNumber"],
             fold=item["fold"],
             source=item["source"],
+            train_only=train_only,
         )
 
 
@@ -223,6 +235,8 @@ def load_dataset(data_dir: str | os.PathLike[str] = Path("data"), *, check_audio
         raise DatasetError(
             f"{root / TRAIN_JSON} holds clips of the test fold {test_fold}; run `oido-train prepare` again"
         )
+    if any(entry.train_only for entry in splits[TEST_JSON]):
+        raise DatasetError(f"{root / TEST_JSON} holds training-only clips; run `oido-train prepare` again")
     return PreparedDataset(
         data_dir=root,
         labels=tuple(labels),

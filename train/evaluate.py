@@ -224,12 +224,14 @@ def cross_validate(
     groups: Sequence[str] | None = None,
     clip_names: Sequence[str] | None = None,
     patch_levels_dbfs: Sequence[FloatArray] | None = None,
+    train_only: Sequence[bool] | None = None,
     params: Params = DEFAULT_PARAMS,
 ) -> dict[str, Any]:
     """k-fold cross-validation by the given folds (ESC-50's 1..5): train on k-1, test on 1.
 
     config: train.head.TrainConfig (None: the defaults); groups, patch_levels_dbfs: per clip, as
-    for train.head.fit_head. Returns per-fold reports (only the misclassified clips listed),
+    for train.head.fit_head; train_only: per clip, True for extra background that is trained on
+    in every split and never tested. Returns per-fold reports (only the misclassified clips listed),
     per-fold and mean accuracy, and the confusion summed over folds.
     """
     from train.head import DEFAULT_TRAIN_CONFIG, fit_head, predict_probabilities
@@ -248,9 +250,10 @@ def cross_validate(
     audible = audible_masks(patch_levels_dbfs, params)
     per_fold: dict[str, Any] = {}
     total_confusion = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    only_trained = np.zeros(len(true_array), bool) if train_only is None else np.asarray(train_only, bool)
     for fold in fold_ids:
-        train_indices = np.flatnonzero(fold_array != fold)
-        test_indices = np.flatnonzero(fold_array == fold)
+        train_indices = np.flatnonzero((fold_array != fold) | only_trained)
+        test_indices = np.flatnonzero((fold_array == fold) & ~only_trained)
         logger.info("cross-validation: testing on fold %d (%d clips), training on %d clips", fold, len(test_indices), len(train_indices))
         fit = fit_head(
             [clip_embeddings[i] for i in train_indices],

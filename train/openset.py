@@ -79,6 +79,8 @@ CALIBRATION_GRID = tuple(
 DEFAULT_BED_CATEGORIES = ("rain", "sea_waves", "helicopter", "chainsaw", "crackling_fire")
 """Steady ESC-10 sounds used as backgrounds under targets (the test fold's clips)."""
 
+EXTRA_CATEGORY = "extra"
+"""Category of the training-only extra background clips (never left out by loco, never streamed)."""
 _ESC50_STEM = re.compile(r"^(?P<fold>\d)-(?P<source>[^-]+)-(?P<take>[A-Za-z]+)-(?P<target>\d+)$")
 
 
@@ -126,6 +128,8 @@ class ClipData:
     """float32 [p, 521]"""
     level_db: FloatArray
     """float32 [p]: RMS level of each patch, dB full scale."""
+    train_only: bool = False
+    """Extra background (train.extra_background): trained on, never in a validation or test stream."""
 
 
 @dataclass(frozen=True)
@@ -147,17 +151,21 @@ class Task:
 
     @property
     def categories(self) -> list[str]:
-        """Background categories, sorted."""
-        return sorted({c.category for c in self.clips if c.label == self.background_index})
+        """Background categories that streams are made of (not the training-only extra background), sorted."""
+        return sorted({c.category for c in self.clips if c.label == self.background_index and not c.train_only})
 
     def select(
         self, *, folds: Sequence[int] | None = None, targets: bool = True, background: bool = True,
         exclude_categories: Sequence[str] = (), only_categories: Sequence[str] | None = None,
+        train_only: bool = True,
     ) -> list[ClipData]:  # fmt: skip
+        """Clips of `folds` (None: all); `train_only=False` leaves out the training-only extra background."""
         chosen = []
         for clip in self.clips:
             is_background = clip.label == self.background_index
             if folds is not None and clip.fold not in folds:
+                continue
+            if clip.train_only and not train_only:
                 continue
             if (is_background and not background) or (not is_background and not targets):
                 continue
@@ -213,12 +221,14 @@ def load_task(
             ClipData(
                 path=path,
                 label=entry.class_number,
-                category=clip_category(entry.file_name, entry.class_name, background_label=dataset.background_label, categories=categories),
+                category=EXTRA_CATEGORY if entry.train_only else clip_category(
+                    entry.file_name, entry.class_name, background_label=dataset.background_label, categories=categories),
                 fold=entry.fold,
                 source=entry.source,
                 embeddings=outputs.embeddings,
                 yamnet_scores=outputs.scores,
                 level_db=levels,
+                train_only=entry.train_only,
             )
         )
     return Task(labels=dataset.labels, background_label=dataset.background_label, clips=tuple(clips), test_fold=dataset.test_fold)
@@ -404,7 +414,7 @@ def training_set(
         allowed = {str(Path(c.path).resolve()): c for c in clips}
         for fold in sorted({c.fold for c in clips}):
             for copy in range(recipe.training_streams):
-                spec = factory.fold_stream([fold], seed=TRAINING_STREAM_SEED + 1000 * fold + copy)
+                spec = factory.fold_stream([fold], seed=TRAINING_STREAM_SEED + 1000 * fold + copy, training=True)
                 patches = factory.patches(spec)
                 labels = label_stream_patches(spec, allowed, space, recipe=recipe, factory=factory)
                 keep = labels >= 0
@@ -804,10 +814,13 @@ class StreamFactory:
     def fold_stream(
         self, folds: Sequence[int], *, seed: int = 0, exclude_categories: Sequence[str] = (),
         only_categories: Sequence[str] | None = None, target_folds: Sequence[int] | None = None,
+        training: bool = False,
     ) -> StreamSpec:  # fmt: skip
-        """Targets of `target_folds` (default `folds`) interleaved among background clips of `folds`."""
+        """Targets of `target_folds` (default `folds`) interleaved among background clips of `folds`;
+        the training-only extra background is among them only in a `training` stream."""
         targets = self.task.select(folds=target_folds or folds, background=False)
-        nontargets = self.task.select(folds=folds, targets=False, exclude_categories=exclude_categories, only_categories=only_categories)
+        nontargets = self.task.select(folds=folds, targets=False, exclude_categories=exclude_categories,
+                                      only_categories=only_categories, train_only=training)  # fmt: skip
         recipe = {
             "folds": sorted(folds), "target_folds": sorted(target_folds or folds),
             "categories": sorted({c.category for c in nontargets}),

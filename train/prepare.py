@@ -32,6 +32,7 @@ import soxr
 
 from edge.params import DEFAULT_PARAMS, Params
 from train.assets import ESC50_ENV, ESC50_URL, AssetError, Esc50Catalog, find_esc50
+from train.extra_background import DEBIAN_SFX, ExtraClip, describe, extra_background_clips
 from train.datasets import (
     AUDIO_DIR,
     CLASSES_JSON,
@@ -108,6 +109,8 @@ class _PlannedClip:
     output_name: str
     from_catalog: bool
     """An ESC-50 clip: its fold comes from meta/esc50.csv."""
+    train_only: bool = False
+    """Extra background (train.extra_background): its fold is fixed, it never enters a validation or test stream."""
     sha256: str = ""
     rate_hz: int = 0
     channels: int = 0
@@ -267,6 +270,25 @@ def _own_plan(clips: Sequence[OwnClip]) -> list[_PlannedClip]:
         )
         for clip in clips
     ]
+
+
+def _extra_plan(clips: Sequence[ExtraClip]) -> list[_PlannedClip]:
+    plan = []
+    for clip in clips:
+        kind, _, rest = clip.source.partition(":")
+        tag = rest.split(":")[0] if kind == DEBIAN_SFX else kind
+        plan.append(
+            _PlannedClip(
+                path=clip.path,
+                class_name=BACKGROUND_LABEL,
+                source=clip.source,
+                fold=clip.fold,
+                output_name=f"{BACKGROUND_LABEL}{SOURCE_SEPARATOR}{tag}-{clip.path.stem}.wav",
+                from_catalog=False,
+                train_only=True,
+            )
+        )
+    return plan
 
 
 def _drop_duplicates(plan: list[_PlannedClip]) -> tuple[list[_PlannedClip], list[tuple[str, str]]]:
@@ -438,7 +460,7 @@ def _check_inputs(
     taken: set[str] = set()
     for clip in plan:
         clip.output_name = _unique_name(clip.output_name, taken)
-    user_clips = [clip for clip in plan if not clip.from_catalog]
+    user_clips = [clip for clip in plan if not clip.from_catalog and not clip.train_only]
     if user_clips:
         _assign_own_folds(user_clips, test_fold=test_fold)
     _check_splits(plan, inputs.labels, test_fold=test_fold, background=inputs.background_label)
@@ -495,6 +517,7 @@ def _dataset(
                 class_number=inputs.labels.index(clip.class_name),
                 fold=int(clip.fold),  # type: ignore[arg-type]  # every fold is set by _check_inputs
                 source=clip.source,
+                train_only=clip.train_only,
             )
             for clip in plan
         ),
@@ -521,10 +544,12 @@ def prepare_dataset(
     out_dir: str | os.PathLike[str] = Path("data"),
     background: str | os.PathLike[str] | None = ESC10_BACKGROUND,
     own_data_dir: str | os.PathLike[str] | None = None,
+    extra_background: str | os.PathLike[str] | None = None,
     test_fold: int = DEFAULT_TEST_FOLD,
     params: Params = DEFAULT_PARAMS,
     progress: bool = True,
     task: str | None = None,
+    cache_dir: Path | None = None,
 ) -> PreparedDataset:
     """Build ``out_dir`` (``data/``) for a task: 16 kHz mono float32 clips and the fold JSONs.
 
@@ -542,10 +567,15 @@ def prepare_dataset(
         own_data_dir: a folder of ``<label>/<clip>.wav|.flac`` (any rate, channels, bit
             depth) to use instead of ESC-50 classes. Folds are assigned per source
             recording (see data/README.md).
+        extra_background: more ``"other"`` audio that is only trained on, never in the test
+            fold or a validation stream (train.extra_background): ``"debian-sfx"`` (sound
+            effects, ambiences, music and spoken words from Debian packages; needs apt-get),
+            a folder of recordings of any length, or None. Unused without a background class.
         test_fold: the fold held out for testing (1..5); the others train.
         params: gives the output rate and the one-patch minimum length.
         progress: show tqdm bars (on a terminal only; quiet in pipes).
         task: name stored in classes.json (default: "default", "esc10", "esc50" or "own").
+        cache_dir: the user cache for the extra background (default: ~/.cache/oido).
 
     Returns:
         The data set as written, with ``report`` saying what was written and skipped.
@@ -579,6 +609,15 @@ def prepare_dataset(
     own = Path(own_data_dir) if own_data_dir is not None else None
     inputs = _plan_inputs(classes=classes, catalog=catalog, background=background, own_data_dir=own)
     targets = [label for label in inputs.labels if label != inputs.background_label]
+    if extra_background is not None and str(extra_background) != "none":
+        if inputs.background_label is None:
+            logger.info("no background class: the extra background %s is not used", extra_background)
+        else:
+            extra = extra_background_clips(
+                extra_background, targets, test_fold=test_fold, cache_dir=cache_dir, params=params, progress=progress
+            )  # fmt: skip
+            logger.info("extra background (training only): %s", describe(extra))
+            inputs.plan.extend(_extra_plan(extra))
     task_name = task or _task_name(targets, own=own is not None)
     plan, duplicates = _check_inputs(inputs, test_fold=test_fold, progress=progress)
 
