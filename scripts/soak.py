@@ -3,7 +3,7 @@
 
     python scripts/soak.py --hours 2                    # the full soak (a few minutes of CPU on a laptop)
     python scripts/soak.py --minutes 8 --json soak.json # the CI version's size
-    python scripts/soak.py --hours 2 --model-dir model --save-events
+    python scripts/soak.py --hours 2 --model-dir model --save-events --state-dir reports/soak
 
 The audio is a looped stream of ESC-50 clips (../shared/assets/esc50/audio, 44.1 kHz, in a fixed shuffled
 order; synthetic noise if the assets are missing) with a 3 s 1 kHz beep laid over it every
@@ -235,14 +235,32 @@ def run_soak(
     state_dir: Optional[Path] = None,
     save_events: bool = False,
 ) -> SoakReport:
-    """Run the soak for `seconds` of audio; returns the figures and the failed checks."""
+    """Run the soak for `seconds` of audio; returns the figures and the failed checks.
+
+    The event log (and with `save_events` the event clips) go to `state_dir`; without one, to a
+    temporary folder that is removed with everything else the soak made.
+    """
+    with tempfile.TemporaryDirectory(prefix="oido-soak-") as scratch:
+        return _soak_in(Path(scratch), seconds=seconds, model_dir=model_dir, rate_hz=rate_hz,
+                        block_seconds=block_seconds, state_dir=state_dir, save_events=save_events)
+
+
+def _soak_in(
+    scratch: Path,
+    *,
+    seconds: float,
+    model_dir: Optional[Path],
+    rate_hz: int,
+    block_seconds: float,
+    state_dir: Optional[Path],
+    save_events: bool,
+) -> SoakReport:
     from gpiozero.pins.mock import MockFactory
 
     from edge.cli import _load_base_pipeline
     from edge.leds import open_led_bank
     from edge.listen import listen_to
 
-    scratch = Path(tempfile.mkdtemp(prefix="oido-soak-"))
     model_dir = model_dir or default_model_dir(scratch)
     state_dir = state_dir or scratch / "state"
     events = EventConfig(save_dir=state_dir / "clips" if save_events else None, budget_mb=20, keep=50)
@@ -307,13 +325,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--rate", type=int, default=44100, help="stream rate in Hz (default 44100, ESC-50's)")
     parser.add_argument("--block-seconds", type=float, default=0.1, help="audio per block (default 0.1)")
     parser.add_argument("--save-events", action="store_true", help="also save each event's audio (budget 20 MB)")
+    parser.add_argument("--state-dir", type=Path,
+                        help="keep the event log (and saved clips) here (default: a temporary folder, removed)")
     parser.add_argument("--json", type=Path, help="write the figures (and the memory samples) here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     seconds = 3600 * args.hours if args.hours is not None else 60 * (args.minutes if args.minutes else 8.0)
     report = run_soak(seconds=seconds, model_dir=args.model_dir, rate_hz=args.rate,
-                      block_seconds=args.block_seconds, save_events=args.save_events)
+                      block_seconds=args.block_seconds, state_dir=args.state_dir, save_events=args.save_events)
     print(report.summary())
+    if args.state_dir is not None:
+        print(f"event log     {args.state_dir / 'events.jsonl'}")
     if args.json is not None:
         args.json.write_text(json.dumps({**asdict(report), "real_time_factor": report.real_time_factor}, indent=1))
     return 0 if not report.failures else 1

@@ -99,12 +99,18 @@ def test_the_soak_reports_dropped_audio_as_a_failure(
     assert any("dropped" in failure for failure in report.failures), report.summary()
 
 
-def test_the_documented_soak_command_runs_and_writes_its_figures(soak: ModuleType, tmp_path: Path) -> None:
+def test_the_documented_soak_command_runs_writes_its_figures_and_leaves_no_scratch(
+    soak: ModuleType, tmp_path: Path
+) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     result = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "soak.py"), "--minutes", "1", "--json", str(tmp_path / "soak.json")],
-        capture_output=True, text=True, timeout=600, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True, text=True, timeout=600, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(scratch)},
     )
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "result        PASS" in result.stdout
     figures = json.loads((tmp_path / "soak.json").read_text())
     assert figures["audio_seconds"] == 60 and figures["patches"] == figures["expected_patches"]
+    assert not any(path.name.startswith("oido-soak-") for path in scratch.iterdir()), list(scratch.iterdir())
