@@ -324,7 +324,10 @@ def resolve_thresholds(model_dir: Path, head: Any) -> tuple[dict[str, float], st
     """Per-label onset thresholds and where they came from.
 
     head.json "thresholds", else model_dir/thresholds.json, else DetectorConfig's default for
-    every label but the background one. ConvertError naming the file for bad values.
+    every label but the background one. A thresholds.json that names the head it was chosen for
+    ("head_sha256", as `oido-train fit-openset` and `calibrate` write it) is ignored, with a
+    warning, for any other head: it is left over from an earlier training run. A hand-written one
+    without "head_sha256" applies to whatever head is there. ConvertError naming the file for bad values.
     """
     labels = list(head.labels)
     source_path = model_dir / "head.json"
@@ -336,6 +339,14 @@ def resolve_thresholds(model_dir: Path, head: Any) -> tuple[dict[str, float], st
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ConvertError(f"{source_path}: not valid JSON ({error})", path=source_path) from None
         values = document.get("thresholds", document) if isinstance(document, dict) else document
+        chosen_for = document.get("head_sha256") if isinstance(document, dict) else None
+        if chosen_for and chosen_for != head.extra.get("head_sha256"):
+            logger.warning(
+                "%s was chosen for another head (%s...), not this one; ignoring it. For calibrated "
+                "thresholds train with `oido-train fit-openset` (or run `oido-train calibrate`), then convert again",
+                source_path, str(chosen_for)[:12],
+            )
+            values = None
     if values is None:
         default = DetectorConfig().default_threshold
         return {label: default for label in labels if label != head.background_label}, "default"

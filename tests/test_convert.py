@@ -35,6 +35,7 @@ from convert.sanity import (
     silence,
     tone,
 )
+from edge.detect import DetectorConfig
 from edge.errors import ManifestError, ModelError
 from edge.manifest import MANIFEST_NAME, load_manifest
 from edge.params import DEFAULT_PARAMS
@@ -416,6 +417,64 @@ class StubYamnet:
     def embed_patches(self, patches: np.ndarray, **_: Any) -> tuple[np.ndarray, np.ndarray]:
         count = len(patches)
         return fake_embeddings(count, seed=count), np.zeros((count, DEFAULT_PARAMS.yamnet_classes), np.float32)
+
+
+@pytest.mark.parametrize(
+    "chosen_for, expected",
+    [
+        ("other", {"beep": 0.5, "speech": 0.5}),  # left over from an earlier head: ignored
+        ("this", {"beep": 0.97, "speech": 0.9}),  # calibrated for this head
+        (None, {"beep": 0.97, "speech": 0.9}),  # hand-written, names no head
+    ],
+)
+def test_thresholds_file_is_used_only_for_the_head_it_was_chosen_for(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, chosen_for: str | None, expected: dict[str, float]
+) -> None:
+    from convert.export import resolve_thresholds
+
+    head = SimpleNamespace(labels=["beep", "speech", "other"], background_label="other",
+                           extra={"head_sha256": "c" * 64})  # fmt: skip
+    document: dict[str, Any] = {"thresholds": {"beep": 0.97, "speech": 0.9}}
+    if chosen_for is not None:
+        document["head_sha256"] = "c" * 64 if chosen_for == "this" else "d" * 64
+    (tmp_path / "thresholds.json").write_text(json.dumps(document))
+    with caplog.at_level("WARNING"):
+        thresholds, source = resolve_thresholds(tmp_path, head)
+    assert thresholds == expected
+    assert source == ("default" if chosen_for == "other" else "thresholds.json")
+    assert ("chosen for another head" in caplog.text) == (chosen_for == "other")
+
+
+def test_stale_thresholds_of_other_labels_do_not_stop_an_export(tmp_path: Path) -> None:
+    """After the quick start, training your own classes with `fit` must still convert."""
+    from convert.export import resolve_thresholds
+
+    stale = {"thresholds": {"crying_baby": 0.9998, "water_drops": 0.98}, "head_sha256": "d" * 64}
+    (tmp_path / "thresholds.json").write_text(json.dumps(stale))
+    head = SimpleNamespace(labels=["door", "kettle", "other"], background_label="other",
+                           extra={"head_sha256": "c" * 64})  # fmt: skip
+    assert resolve_thresholds(tmp_path, head) == ({"door": 0.5, "kettle": 0.5}, "default")
+
+
+def test_calibrated_thresholds_follow_their_head_and_not_the_next_one(tmp_path: Path) -> None:
+    """calibrate tags thresholds.json with its head; a later plain `fit` head exports with the defaults."""
+    from convert.export import load_trained_head, resolve_thresholds
+    from train.openset import Calibration, update_thresholds
+
+    save_trained_head(tmp_path, keras_head(seed=0), labels=LABELS)
+    calibration = Calibration(
+        thresholds={"tone": 0.97, "noise": 0.9}, target_false_per_hour=2.0, validation_hours=0.8,
+        validation_targets=64, sweep={}, expected={},
+    )  # fmt: skip
+    update_thresholds(tmp_path, calibration, DetectorConfig(thresholds=calibration.thresholds))
+    calibrated = load_trained_head(tmp_path, params=DEFAULT_PARAMS, yamnet_sha256=None)
+    tagged = json.loads((tmp_path / "thresholds.json").read_text())
+    assert tagged["head_sha256"] == calibrated.extra["head_sha256"]
+    assert resolve_thresholds(tmp_path, calibrated) == ({"tone": 0.97, "noise": 0.9}, "head.json")
+
+    save_trained_head(tmp_path, keras_head(seed=1), labels=LABELS)  # `oido-train fit`: no thresholds of its own
+    retrained = load_trained_head(tmp_path, params=DEFAULT_PARAMS, yamnet_sha256=None)
+    assert resolve_thresholds(tmp_path, retrained) == ({"tone": 0.5, "noise": 0.5}, "default")
 
 
 @pytest.mark.parametrize(

@@ -211,7 +211,7 @@ def test_thresholds_file_is_what_convert_reads(tmp_path: Path) -> None:
         sweep={"beep": []}, expected={"beep": {"missed": 1, "targets": 64, "false_events": 0}},
     )  # fmt: skip
     detector = DetectorConfig(thresholds={"beep": 0.93}, background_label="other", min_patches=2, of_patches=3)
-    path = write_thresholds(tmp_path, calibration, detector)
+    path = write_thresholds(tmp_path, calibration, detector, head_sha256="ab" * 32)
     document = json.loads(path.read_text())
     assert document["thresholds"] == {"beep": 0.93}
     assert "thresholds" not in document["detector"] and "background_label" not in document["detector"]

@@ -1341,10 +1341,14 @@ def detector_settings(config: DetectorConfig) -> dict[str, Any]:
     return values
 
 
-def write_thresholds(model_dir: str | os.PathLike[str], calibration: Calibration, detector: DetectorConfig) -> Path:
-    """model_dir/thresholds.json: {"thresholds": {label: p}, "detector": {...}, "calibration": {...}} (atomic)."""
+def write_thresholds(
+    model_dir: str | os.PathLike[str], calibration: Calibration, detector: DetectorConfig, *, head_sha256: str | None
+) -> Path:
+    """model_dir/thresholds.json (atomic): {"thresholds": {label: p}, "head_sha256": the head they were chosen
+    for, "detector": {...}, "calibration": {...}}. `oido-convert` ignores the file for any other head."""
     document = {
         "thresholds": calibration.thresholds,
+        "head_sha256": head_sha256,
         "detector": detector_settings(detector),
         "calibration": {k: v for k, v in calibration.to_dict().items() if k != "sweep"},
     }
@@ -1389,8 +1393,11 @@ def save_openset_model(
             },
         },
     )
+    from train.head import read_head_metadata
+
     path = save_head(head, model_dir)
-    write_thresholds(model_dir, model.calibration, model.detector)
+    head_sha256 = read_head_metadata(model_dir).get("head_sha256")
+    write_thresholds(model_dir, model.calibration, model.detector, head_sha256=head_sha256)
     return path
 
 
@@ -1405,7 +1412,7 @@ def update_thresholds(model_dir: str | os.PathLike[str], calibration: Calibratio
     openset["calibration"] = {k: v for k, v in calibration.to_dict().items() if k != "sweep"}
     metadata["openset"] = openset
     write_head_metadata(model_dir, metadata)
-    write_thresholds(model_dir, calibration, detector)
+    write_thresholds(model_dir, calibration, detector, head_sha256=metadata.get("head_sha256"))
 
 
 def plot_calibration(calibration: Calibration, path: str | os.PathLike[str]) -> Path:
