@@ -39,7 +39,8 @@ while [ $# -gt 0 ]; do
             shift
             ;;
         -h | --help)
-            sed -n '2,18p' "${BASH_SOURCE[0]}"
+            # The header comment above, up to the first line that is not a comment.
+            awk 'NR == 1 { next } !/^#/ { exit } { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"
             exit 0
             ;;
         *)

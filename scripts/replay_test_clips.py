@@ -6,6 +6,10 @@ StreamingPipeline -> Detector -> LedBank) with gpiozero's MockFactory standing i
 scripts/oido.toml. A target clip passes when its own LED lit and no other did; an "other" clip
 passes when nothing lit. Prints one line per clip and the totals; writes model/replay_report.json.
 
+A model of your own classes needs no config of its own: each class the config gives no pin gets a
+free mock pin (a note on stderr says which), and the config's pins for classes the model lacks are
+left out. A missing model or data set is one line on stderr naming the fix (exit status 2).
+
     python scripts/replay_test_clips.py [--model-dir model] [--data-dir data] [--config scripts/oido.toml]
 """
 
@@ -16,34 +20,99 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge.config import load_config  # noqa: E402
+from edge.config import BCM_PINS, load_config  # noqa: E402
+from edge.errors import ConfigError, OidoError  # noqa: E402
 from edge.leds import LedBank, pin_history  # noqa: E402
 from edge.listen import replay_source  # noqa: E402
+from edge.manifest import MANIFEST_NAME  # noqa: E402
 from edge.pipeline import load_pipeline  # noqa: E402
 from edge.sources import FileSource  # noqa: E402
 
+PROG = Path(__file__).name
+EXIT_USAGE = 2
+"""A missing or invalid model, data set or config; the message says how to fix it."""
+TEST_JSON = "testData.json"
+PULLED_UP_PINS = frozenset({2, 3})
+"""BCM 2 and 3 (I2C) have fixed pull-ups: they read high before an LED drives them, which the pin
+history would count as lit. Never handed out as stand-ins."""
+
+
+def pins_for_labels(
+    configured: Mapping[str, int],
+    labels: Sequence[str],
+    *,
+    background_label: Optional[str],
+    reserved: Iterable[int] = (),
+) -> dict[str, int]:
+    """Mock LED pin per class of the model, in label order: the config's pin where it names one,
+    else the lowest BCM pin from 4 up that neither the config nor `reserved` uses. The background
+    class gets a pin only if the config names one; pins for classes the model lacks are left out.
+
+    Raises ConfigError when the model has more classes than there are free pins.
+    """
+    taken = set(configured.values()) | set(reserved) | PULLED_UP_PINS
+    free = iter(pin for pin in BCM_PINS if pin not in taken)
+    pins: dict[str, int] = {}
+    for label in labels:
+        if label in configured:
+            pins[label] = configured[label]
+        elif label != background_label:
+            pin = next(free, None)
+            if pin is None:
+                raise ConfigError(
+                    f"the model has {len(labels)} classes, more than the free BCM pins: "
+                    "name the classes to watch under [leds.pins] in --config"
+                )
+            pins[label] = pin
+    return pins
+
+
+def _require(path: Path, *, flag: str, fix: str) -> None:
+    """OidoError naming `path` (and the folder a relative one was looked for in) and the fix, if it is missing."""
+    if path.is_file():
+        return
+    where = "" if path.is_absolute() else f" (looked for in {Path.cwd()})"
+    raise OidoError(f"{path} not found{where}: {fix}, or run from the repository root, or pass {flag} DIR", path=path)
+
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, default=Path("model"))
-    parser.add_argument("--data-dir", type=Path, default=Path("data"))
-    parser.add_argument("--config", type=Path, default=REPO / "scripts" / "oido.toml")
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, default=Path("model"), help="exported model (default: model)")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="prepared data (default: data)")
+    parser.add_argument("--config", type=Path, default=REPO / "scripts" / "oido.toml",
+                        help="edge config whose [leds.pins] stand in (default: scripts/oido.toml)")
     parser.add_argument("--report", type=Path, help="JSON report (default: <model-dir>/replay_report.json)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return replay_test_clips(args)
+    except OidoError as error:
+        print(f"{PROG}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return EXIT_USAGE
 
+
+def replay_test_clips(args: argparse.Namespace) -> int:
+    """Replay every clip of <data-dir>/testData.json; print and write the report; returns the exit status."""
+    _require(args.model_dir / MANIFEST_NAME, flag="--model-dir", fix="export a model with oido-convert")
+    _require(args.data_dir / TEST_JSON, flag="--data-dir", fix="prepare the data with oido-train prepare")
     from gpiozero.pins.mock import MockFactory
 
     config = load_config(args.config)
     pipeline = load_pipeline(args.model_dir)
     background = pipeline.detector.config.background_label
-    pins = {label: pin for label, pin in config.leds.pins.items() if label in pipeline.labels}
-    entries = json.loads((args.data_dir / "testData.json").read_text())
+    status_pins = [config.leds.status_pin] if config.leds.status_pin is not None else []
+    pins = pins_for_labels(config.leds.pins, pipeline.labels, background_label=background, reserved=status_pins)
+    added = {label: pin for label, pin in pins.items() if label not in config.leds.pins}
+    if added:
+        print(f"note: {args.config} [leds.pins] names no pin for {', '.join(added)}; mock pins "
+              + ", ".join(f"{label}={pin}" for label, pin in added.items()) + " stand in "
+              "(on the Pi, name them in /etc/oido/oido.toml)", file=sys.stderr)  # fmt: skip
+    entries = json.loads((args.data_dir / TEST_JSON).read_text())
 
     rows = []
     for entry in entries:

@@ -233,6 +233,19 @@ def test_shell_scripts_parse_and_pass_shellcheck(script):
     assert result.returncode == 0, result.stdout
 
 
+def test_install_script_help_prints_its_header_comment_and_no_code():
+    import subprocess
+
+    script = REPO / "scripts" / "install_pi.sh"
+    result = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = script.read_text(encoding="utf-8").splitlines()[1:]  # after the #! line
+    header = lines[: next(number for number, line in enumerate(lines) if not line.startswith("#"))]
+    assert result.stdout.splitlines() == [line[2:] if line.startswith("# ") else line[1:] for line in header]
+    assert "sudo scripts/install_pi.sh [--model-dir DIR]" in result.stdout
+    assert "set -euo pipefail" not in result.stdout and "prefix=" not in result.stdout
+
+
 def test_install_script_installs_what_the_service_and_config_expect():
     text = (REPO / "scripts" / "install_pi.sh").read_text(encoding="utf-8")
     for needed in ("python3-venv", "python3-lgpio", "libportaudio2", "libsndfile1", "--system-site-packages",

@@ -85,6 +85,42 @@ def test_python_dash_m_train_shows_every_command() -> None:
         assert command in result.stdout
 
 
+ALL_COMMANDS = ["prepare", "embed", "fit", "evaluate", "cv", "plot-clip clip.wav", "all",
+                "fit-openset", "calibrate", "evaluate-stream", "loco", "ablation"]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ALL_COMMANDS)
+def test_every_command_takes_the_assets_folder(command: str) -> None:
+    from train.cli import parse_args
+
+    assert parse_args([*command.split(), "--assets", "/srv/assets"]).assets == Path("/srv/assets")
+    assert parse_args(["--assets", "/srv/assets", *command.split()]).assets == Path("/srv/assets")
+    assert parse_args(command.split()).assets is None  # then $OIDO_ASSETS, else ../shared/assets
+
+
+def test_the_yamnet_weights_are_found_in_the_assets_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from train.core import load_embedder
+    from train.yamnet import WEIGHTS_FILE_NAME
+
+    monkeypatch.delenv("OIDO_YAMNET_TFLITE", raising=False)
+    monkeypatch.setenv("OIDO_ASSETS", str(tmp_path / "not-this-one"))  # the option wins over the variable
+    weights = tmp_path / "assets" / "yamnet" / WEIGHTS_FILE_NAME
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"stand-in: only hashed until the model is first used")
+    assert load_embedder(assets_dir=tmp_path / "assets").weights_path == weights
+
+
+@pytest.mark.parametrize("command", ["embed", "fit", "fit-openset"])
+def test_a_missing_assets_folder_exits_2_naming_the_option(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_tiny_dataset(tmp_path / "data")
+    missing = tmp_path / "no-assets"
+    argv = [command, "--assets", str(missing), "--data-dir", str(tmp_path / "data"), "--threads", "0"]
+    assert main(argv) == EXIT_USAGE
+    assert f"assets folder {missing} (from --assets) does not exist" in one_error_line(capsys)
+
+
 # --------------------------------------------------------------------------- end to end
 
 

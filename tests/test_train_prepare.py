@@ -572,6 +572,56 @@ def test_search_order_explicit_then_env_then_shared_then_cache(tmp_path: Path, m
     assert attempts == []  # a local copy, or an explicit but wrong one, never triggers a download
 
 
+def test_the_assets_folder_may_hold_esc50_or_be_the_esc50_folder_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attempts = _offline(monkeypatch)
+    esc50 = _esc50_skeleton(tmp_path / "assets" / "esc50")
+    where = {"root": tmp_path / "repo", "cwd": tmp_path / "repo", "cache_dir": tmp_path / "cache"}
+    for assets in (esc50.parent, esc50):
+        assert find_esc50(assets_dir=assets, env={}, **where) == esc50
+        assert find_esc50(env={"OIDO_ASSETS": str(assets)}, **where) == esc50
+    assert attempts == []
+
+
+@pytest.mark.parametrize("origin", ["--assets", "OIDO_ASSETS"])
+def test_a_wrong_assets_folder_says_to_point_it_at_the_folder_holding_esc50(tmp_path: Path, origin: str) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    where = {"root": tmp_path / "repo", "cwd": tmp_path / "repo", "cache_dir": tmp_path / "cache"}
+    given = {"assets_dir": empty, "env": {}} if origin == "--assets" else {"env": {"OIDO_ASSETS": str(empty)}}
+    with pytest.raises(AssetError) as raised:
+        find_esc50(**given, **where)
+    message = str(raised.value)
+    assert f"ESC-50 not found at {empty / 'esc50'} (from {origin})" in message
+    assert f"point {origin} at the folder holding esc50/" in message  # not "at the ESC-50 folder": that loops
+
+
+@pytest.mark.parametrize("given", ["assets folder", "esc50 folder"])
+def test_oido_train_prepare_reads_esc50_from_the_assets_option(
+    fake_esc50: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    from train.cli import main
+
+    monkeypatch.delenv("OIDO_ESC50", raising=False)
+    monkeypatch.setenv("OIDO_ASSETS", str(tmp_path / "not-this-one"))  # the option wins over the variable
+    assets = fake_esc50.parent if given == "assets folder" else fake_esc50
+    out = tmp_path / "data"
+    argv = ["-q", "prepare", "--assets", str(assets), "--classes", "crying_baby,clock_alarm", "--background", "none"]
+    assert main([*argv, "--data-dir", str(out)]) == 0
+    # The fixture's one clip per fold, not the shared assets' eight.
+    assert load_dataset(out).counts()["train"] == {"crying_baby": 4, "clock_alarm": 4}
+
+
+def test_open_set_background_categories_come_from_the_assets_option(fake_esc50: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from train.openset import esc50_categories
+
+    monkeypatch.delenv("OIDO_ESC50", raising=False)
+    monkeypatch.delenv("OIDO_ASSETS", raising=False)
+    categories = esc50_categories(assets_dir=fake_esc50.parent)
+    assert categories == {target: name for name, (target, _, _) in FAKE_CATEGORIES.items()}
+
+
 class _FakeResponse(io.BytesIO):
     def __init__(self, payload: bytes) -> None:
         super().__init__(payload)

@@ -4,8 +4,9 @@ Search order for the ESC-50 folder (one holding ``meta/esc50.csv`` and ``audio/`
 and/or ``esc10-16k/``):
 
 1. an explicit path (``--esc50 PATH``), then ``$OIDO_ESC50``, then an explicit
-   assets root (``--assets PATH``) or ``$OIDO_ASSETS`` holding ``esc50/``;
-   an explicit location that does not hold ESC-50 is an error, never skipped;
+   assets root (``--assets DIR``) or ``$OIDO_ASSETS`` holding ``esc50/`` (or naming an
+   ESC-50 folder itself); an explicit location that does not hold ESC-50 is an error,
+   never skipped;
 2. ``../shared/assets/esc50`` beside the repository root (found from this file),
    then beside the current directory;
 3. the user cache, ``~/.cache/oido/esc50`` (``$XDG_CACHE_HOME/oido/esc50`` if set);
@@ -94,13 +95,16 @@ def find_assets_dir(
     root, then beside ``cwd``. An explicit root that does not exist raises AssetError.
     """
     env = os.environ if env is None else env
-    explicit = assets_dir if assets_dir is not None else env.get(ASSETS_ENV) or None
+    if assets_dir is not None:
+        origin, explicit = "--assets", assets_dir
+    else:
+        origin, explicit = ASSETS_ENV, env.get(ASSETS_ENV) or None
     if explicit is not None:
         path = Path(explicit).expanduser()
         if not path.is_dir():
             raise AssetError(
-                f"assets folder {path} (from --assets / {ASSETS_ENV}) does not exist: "
-                f"point it at the folder holding esc50/ and yamnet/"
+                f"assets folder {path} (from {origin}) does not exist: "
+                f"point {origin} at the folder holding esc50/ and yamnet/"
             )
         return path
     for path in _shared_assets_candidates(root=root or repo_root(), cwd=cwd or Path.cwd()):
@@ -127,6 +131,12 @@ def find_yamnet_dir(
     return assets / "yamnet"
 
 
+def esc50_in_assets(assets_dir: Path) -> Path:
+    """The ESC-50 folder of an assets root: ``assets_dir/esc50``, or ``assets_dir`` itself
+    when it is an ESC-50 folder (a user pointing ``--assets`` / ``$OIDO_ASSETS`` at esc50/)."""
+    return assets_dir if is_esc50_dir(assets_dir) else assets_dir / "esc50"
+
+
 def esc50_candidates(
     *,
     esc50_dir: str | os.PathLike[str] | None = None,
@@ -144,9 +154,9 @@ def esc50_candidates(
     elif env.get(ESC50_ENV):
         explicit.append((ESC50_ENV, Path(env[ESC50_ENV]).expanduser()))
     elif assets_dir is not None:
-        explicit.append(("--assets", Path(assets_dir).expanduser() / "esc50"))
+        explicit.append(("--assets", esc50_in_assets(Path(assets_dir).expanduser())))
     elif env.get(ASSETS_ENV):
-        explicit.append((ASSETS_ENV, Path(env[ASSETS_ENV]).expanduser() / "esc50"))
+        explicit.append((ASSETS_ENV, esc50_in_assets(Path(env[ASSETS_ENV]).expanduser())))
     implicit = [
         ("shared assets", path / "esc50")
         for path in _shared_assets_candidates(root=root or repo_root(), cwd=cwd or Path.cwd())
@@ -171,7 +181,8 @@ def find_esc50(
 
     Args:
         esc50_dir: the ESC-50 folder itself (``--esc50``); overrides ``$OIDO_ESC50``.
-        assets_dir: an assets root holding ``esc50/`` (``--assets``); overrides ``$OIDO_ASSETS``.
+        assets_dir: an assets root holding ``esc50/``, or an ESC-50 folder itself (``--assets``);
+            overrides ``$OIDO_ASSETS``.
         download: try the upstream archive when no local copy is found.
         progress: show a download progress bar (on a terminal only).
         env, root, cwd, cache_dir: where to look instead of ``os.environ``, the repository
@@ -189,10 +200,15 @@ def find_esc50(
         if is_esc50_dir(path):
             logger.info("ESC-50 from %s: %s", origin, path)
             return path
+        # --assets / OIDO_ASSETS name the folder holding esc50/ (ESC-50 itself is accepted too).
+        point_at = (
+            "the ESC-50 folder" if origin in ("--esc50", ESC50_ENV)
+            else "the folder holding esc50/ (or at the ESC-50 folder itself)"
+        )  # fmt: skip
         raise AssetError(
             f"ESC-50 not found at {path} (from {origin}): that folder must hold "
             f"{ESC50_CSV.as_posix()} and {ORIGINAL_AUDIO_DIR}/ or {ESC10_16K_DIR}/; "
-            f"point {origin} at the ESC-50 folder"
+            f"point {origin} at {point_at}"
         )
     for origin, path in implicit:
         if is_esc50_dir(path):

@@ -4,6 +4,7 @@ Parsing only; the work is in train.core. Examples:
 
     oido-train all                                   # the default task, end to end
     oido-train prepare --classes dog,rooster --background none
+    oido-train prepare --assets /path/to/assets      # the folder holding esc50/ and yamnet/
     oido-train embed
     oido-train fit --epochs 30 --class-weight none
     oido-train evaluate
@@ -46,7 +47,7 @@ COMMANDS_WITHOUT_TENSORFLOW = frozenset({"prepare"})
 """Commands that never import TensorFlow (so --threads does not import it for them)."""
 COMMON_DEFAULTS: dict[str, Any] = {
     "verbose": False, "quiet": False, "data_dir": Path("data"), "model_dir": Path("model"),
-    "reports_dir": Path("reports"), "threads": 1,
+    "reports_dir": Path("reports"), "assets": None, "threads": 1,
 }  # fmt: skip
 """Defaults of the options accepted before or after the command. They are filled in after parsing:
 the main parser and every sub-parser share these option objects (argparse parents), so a default
@@ -113,7 +114,8 @@ def _add_prepare_flags(parser: argparse.ArgumentParser) -> None:
                             "(apt-get download, ~290 MB, cached in ~/.cache/oido), or DIR: your own recordings of any "
                             "length. Unused with --background none")  # fmt: skip
     group.add_argument("--esc50", type=Path, default=None, metavar="PATH",
-                       help="the ESC-50 folder (default: found in the shared assets or the user cache)")  # fmt: skip
+                       help="the ESC-50 folder (default: $OIDO_ESC50, else esc50/ in the assets folder (--assets), "
+                            "else the user cache, else downloaded)")  # fmt: skip
 
 
 def _add_yamnet_flags(parser: argparse.ArgumentParser) -> None:
@@ -148,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="head.json + head-<sha>.keras, eval.json (default: model)")  # fmt: skip
     folders.add_argument("--reports-dir", type=Path, default=argparse.SUPPRESS, metavar="DIR",
                          help="PNG figures and cv.json (default: reports)")  # fmt: skip
+    folders.add_argument("--assets", type=Path, default=argparse.SUPPRESS, metavar="DIR",
+                         help="the folder holding esc50/ and yamnet/ (default: $OIDO_ASSETS, else ../shared/assets "
+                              "beside the repository or the current directory)")  # fmt: skip
     common.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N",
                         help="TensorFlow CPU threads (default: 1: the head is tiny, one thread trains it fastest and makes its weights independent of the core count; 0 = TensorFlow's choice, faster for a cold embedding run; its embeddings differ in the last bits, so they are cached apart and give slightly different heads)")  # fmt: skip
 
@@ -247,7 +252,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
     dataset = core.prepare(
         data_dir=args.data_dir, classes=args.classes, own_data_dir=args.own_data,
         background=_background(args.background), extra_background=_background(args.extra_background),
-        esc50_dir=args.esc50, progress=not args.quiet,
+        esc50_dir=args.esc50, assets_dir=args.assets, progress=not args.quiet,
     )  # fmt: skip
     counts = dataset.counts()
     _say(args, f"prepared {args.data_dir}: task {dataset.task}, labels {list(dataset.labels)}")
@@ -260,7 +265,7 @@ def _embedded(args: argparse.Namespace) -> Any:
     from train.datasets import load_dataset
 
     dataset = load_dataset(args.data_dir)
-    embedder = core.load_embedder(source=args.yamnet_source, weights_path=args.yamnet_weights)
+    embedder = core.load_embedder(source=args.yamnet_source, weights_path=args.yamnet_weights, assets_dir=args.assets)
     return core.embed_dataset(dataset, embedder, progress=_progress(args))
 
 
@@ -309,7 +314,9 @@ def _run_plot_clip(args: argparse.Namespace) -> int:
     from train.head import load_head
 
     head = load_head(args.model_dir)
-    embedder = core.load_embedder(source=args.yamnet_source, weights_path=args.yamnet_weights, params=head.params)
+    embedder = core.load_embedder(
+        source=args.yamnet_source, weights_path=args.yamnet_weights, assets_dir=args.assets, params=head.params
+    )
     out = args.out if args.out is not None else args.reports_dir / f"{args.file.stem}.png"
     png, decision = core.plot_clip_file(args.file, head=head, embedder=embedder, out_path=out)
     _say(args, f"{args.file}: {decision}; figure {png}")
@@ -322,7 +329,8 @@ def _run_all(args: argparse.Namespace) -> int:
     report, summary = core.run_all(
         data_dir=args.data_dir, model_dir=args.model_dir, reports_dir=args.reports_dir,
         classes=args.classes, own_data_dir=args.own_data, background=_background(args.background),
-        extra_background=_background(args.extra_background), esc50_dir=args.esc50, config=_train_config(args), yamnet_source=args.yamnet_source,
+        extra_background=_background(args.extra_background), esc50_dir=args.esc50, assets_dir=args.assets,
+        config=_train_config(args), yamnet_source=args.yamnet_source,
         yamnet_weights=args.yamnet_weights, progress=_progress(args),
     )  # fmt: skip
     _say(args, core.format_report(report, title=f"Test fold {report['test_fold']}"))

@@ -116,14 +116,20 @@ def prepare(
     background: str | None = "esc10",
     extra_background: str | None = None,
     esc50_dir: Path | None = None,
+    assets_dir: Path | None = None,
     progress: bool = True,
 ) -> Any:
-    """train.prepare.prepare_dataset into data_dir; returns the PreparedDataset."""
+    """train.prepare.prepare_dataset into data_dir; returns the PreparedDataset.
+
+    esc50_dir: the ESC-50 folder; assets_dir: the assets root holding esc50/ (``--assets``);
+    both None: found by train.assets.find_esc50.
+    """
     from train.prepare import prepare_dataset
 
     return prepare_dataset(
         classes=classes,
         esc50_dir=esc50_dir,
+        assets_dir=assets_dir,
         out_dir=data_dir,
         background=background,
         own_data_dir=own_data_dir,
@@ -136,7 +142,14 @@ class LazyYamnet:
     """train.yamnet's YAMNet, built on first use: with every embedding cached, a run needs only
     the weights' hash (sha256 of the weights file), not the TensorFlow model (~1-2 s to build)."""
 
-    def __init__(self, *, source: str = "auto", weights_path: Path | None = None, params: Params = DEFAULT_PARAMS):
+    def __init__(
+        self,
+        *,
+        source: str = "auto",
+        weights_path: Path | None = None,
+        assets_dir: Path | None = None,
+        params: Params = DEFAULT_PARAMS,
+    ):
         from train.yamnet import default_weight_paths
         from train.yamnet_weights import file_sha256
 
@@ -145,7 +158,10 @@ class LazyYamnet:
         self._model: Any = None
         self.weights_path: Path | None = None
         if source != "hub":
-            candidates = [Path(weights_path).expanduser()] if weights_path is not None else default_weight_paths()
+            candidates = (
+                [Path(weights_path).expanduser()] if weights_path is not None
+                else default_weight_paths(assets_dir=assets_dir)
+            )  # fmt: skip
             self.weights_path = next((path for path in candidates if path.is_file()), None)
         if self.weights_path is not None:
             self.weights_sha256: str = file_sha256(self.weights_path)
@@ -190,11 +206,21 @@ class LazyYamnet:
         return self.model.log_mel(waveform)
 
 
-def load_embedder(*, source: str = "auto", weights_path: Path | None = None, params: Params = DEFAULT_PARAMS) -> LazyYamnet:
-    """The YAMNet embeddings come from (train.yamnet.load_yamnet), built when first needed."""
+def load_embedder(
+    *,
+    source: str = "auto",
+    weights_path: Path | None = None,
+    assets_dir: Path | None = None,
+    params: Params = DEFAULT_PARAMS,
+) -> LazyYamnet:
+    """The YAMNet embeddings come from (train.yamnet.load_yamnet), built when first needed.
+
+    weights_path: the weights file; else it is searched for (train.yamnet.default_weight_paths),
+    with assets_dir (``--assets``) as the assets root holding yamnet/.
+    """
     if source not in ("auto", "tflite", "hub"):
         raise ValueError(f"YAMNet source must be 'auto', 'tflite' or 'hub', got {source!r}")
-    return LazyYamnet(source=source, weights_path=weights_path, params=params)
+    return LazyYamnet(source=source, weights_path=weights_path, assets_dir=assets_dir, params=params)
 
 
 def embed_dataset(
@@ -443,6 +469,7 @@ def run_all(
     background: str | None = "esc10",
     extra_background: str | None = None,
     esc50_dir: Path | None = None,
+    assets_dir: Path | None = None,
     config: TrainConfig = DEFAULT_TRAIN_CONFIG,
     yamnet_source: str = "auto",
     yamnet_weights: Path | None = None,
@@ -453,12 +480,12 @@ def run_all(
     started = time.perf_counter()
     dataset = prepare(
         data_dir=data_dir, classes=classes, own_data_dir=own_data_dir, background=background,
-        extra_background=extra_background, esc50_dir=esc50_dir, progress=progress is not False,
+        extra_background=extra_background, esc50_dir=esc50_dir, assets_dir=assets_dir, progress=progress is not False,
     )  # fmt: skip
     summary.seconds["prepare"] = time.perf_counter() - started
 
     mark = time.perf_counter()
-    embedder = load_embedder(source=yamnet_source, weights_path=yamnet_weights)
+    embedder = load_embedder(source=yamnet_source, weights_path=yamnet_weights, assets_dir=assets_dir)
     embedded = embed_dataset(dataset, embedder, progress=progress)
     summary.seconds["embed"] = time.perf_counter() - mark
 

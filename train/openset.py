@@ -87,12 +87,18 @@ _ESC50_STEM = re.compile(r"^(?P<fold>\d)-(?P<source>[^-]+)-(?P<take>[A-Za-z]+)-(
 # --------------------------------------------------------------------------- data
 
 
-def esc50_categories(esc50_dir: str | os.PathLike[str] | None = None) -> dict[int, str]:
-    """ESC-50 target number -> category name, from meta/esc50.csv (empty when ESC-50 is not found)."""
+def esc50_categories(
+    esc50_dir: str | os.PathLike[str] | None = None, *, assets_dir: str | os.PathLike[str] | None = None
+) -> dict[int, str]:
+    """ESC-50 target number -> category name, from meta/esc50.csv (empty when ESC-50 is not found).
+
+    esc50_dir: the ESC-50 folder; else found by train.assets.find_esc50 (never downloaded), with
+    assets_dir (``--assets``) as the assets root holding esc50/.
+    """
     from train.assets import AssetError, Esc50Catalog, find_esc50
 
     try:
-        root = Path(esc50_dir) if esc50_dir is not None else find_esc50(download=False, progress=False)
+        root = Path(esc50_dir) if esc50_dir is not None else find_esc50(assets_dir=assets_dir, download=False, progress=False)
         catalog = Esc50Catalog(root)
     except (AssetError, OSError, ValueError) as error:
         logger.info("ESC-50 metadata not found (%s): background clips are grouped by recording", error)
@@ -196,6 +202,7 @@ def load_task(
     *,
     cache_root: str | os.PathLike[str] | None,
     esc50_dir: str | os.PathLike[str] | None = None,
+    assets_dir: str | os.PathLike[str] | None = None,
     library: AudioLibrary | None = None,
     params: Params = DEFAULT_PARAMS,
 ) -> Task:
@@ -209,7 +216,7 @@ def load_task(
     entries = list(dataset.entries)
     paths = [dataset.audio_path(e) for e in entries]
     embedded = embed_files(paths, embedder, cache_root=cache_root, params=params)
-    categories = esc50_categories(esc50_dir) if dataset.background_label else {}
+    categories = esc50_categories(esc50_dir, assets_dir=assets_dir) if dataset.background_label else {}
     clips = []
     for entry, path, outputs in zip(entries, paths, embedded):
         levels = getattr(outputs, "rms_dbfs", None)
@@ -1135,10 +1142,16 @@ def detector_from_metadata(metadata: Mapping[str, Any], *, labels: Sequence[str]
 
 
 def load_stream_model(
-    model_dir: str | os.PathLike[str], *, yamnet_source: str = "auto", yamnet_weights: Path | None = None, num_threads: int = 1
+    model_dir: str | os.PathLike[str],
+    *,
+    yamnet_source: str = "auto",
+    yamnet_weights: Path | None = None,
+    assets_dir: Path | None = None,
+    num_threads: int = 1,
 ) -> StreamModel:
     """The exported model (manifest.json: YamnetTflite + HeadTflite, the Pi's files) when present,
-    else head.json + its .keras with train's TensorFlow YAMNet. Raises ValueError naming the file."""
+    else head.json + its .keras with train's TensorFlow YAMNet (weights: yamnet_weights, else searched
+    for with assets_dir as the assets root). Raises ValueError naming the file."""
     from edge.manifest import MANIFEST_NAME
 
     directory = Path(model_dir)
@@ -1165,7 +1178,7 @@ def load_stream_model(
     head = load_head(directory)
     metadata = {**head.extra}
     detector = detector_from_metadata(metadata, labels=head.labels, background_label=head.background_label, where=str(directory / "head.json"))
-    embedder = load_embedder(source=yamnet_source, weights_path=yamnet_weights, params=head.params)
+    embedder = load_embedder(source=yamnet_source, weights_path=yamnet_weights, assets_dir=assets_dir, params=head.params)
     if embedder.weights_sha256 != head.yamnet_weights_sha256:
         raise ValueError(
             f"{directory / 'head.json'} was trained on YAMNet weights {head.yamnet_weights_sha256[:16]}..., "
@@ -1196,6 +1209,7 @@ def evaluate_streams(
     bed_categories: Sequence[str] = DEFAULT_BED_CATEGORIES,
     cache_dir: str | os.PathLike[str] | None = DEFAULT_STREAM_CACHE,
     esc50_dir: str | os.PathLike[str] | None = None,
+    assets_dir: str | os.PathLike[str] | None = None,
     check_pipeline: bool = True,
     block_samples: int = 1024,
     write_audio: bool = True,
@@ -1218,7 +1232,7 @@ def evaluate_streams(
             "evaluate with the data the model was trained on (--data-dir)"
         )
     library = AudioLibrary(params=model.params)
-    categories = esc50_categories(esc50_dir) if dataset.background_label else {}
+    categories = esc50_categories(esc50_dir, assets_dir=assets_dir) if dataset.background_label else {}
     test = [e for e in dataset.test]
     targets = [
         SourceClip(dataset.audio_path(e), "target", e.class_name, e.class_name, e.fold)
@@ -1453,7 +1467,7 @@ RECIPE_FLAGS: dict[str, str] = {
 def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
     """Add fit-openset, calibrate, evaluate-stream and loco to oido-train's sub-parsers.
 
-    `parents`: oido-train's shared options (-v/-q, --data-dir, --model-dir, --reports-dir, --threads).
+    `parents`: oido-train's shared options (-v/-q, --data-dir, --model-dir, --reports-dir, --assets, --threads).
     Each sub-parser sets `run` to its *_main(args) -> exit status.
     """
     from train.cli import names_arg, optional_float_arg  # oido-train's own argument types
@@ -1564,9 +1578,11 @@ def _factory(args: argparse.Namespace) -> StreamFactory:
     from train.core import load_embedder
 
     data_dir = Path(_arg(args, "data_dir", "data"))
-    embedder = _TfYamnet(load_embedder(source=args.yamnet_source, weights_path=args.yamnet_weights))
+    assets = _arg(args, "assets", None)
+    embedder = _TfYamnet(load_embedder(source=args.yamnet_source, weights_path=args.yamnet_weights, assets_dir=assets))
     library = AudioLibrary()
-    task = load_task(data_dir, embedder, cache_root=data_dir / "cache" / "embeddings", esc50_dir=getattr(args, "esc50", None), library=library)
+    task = load_task(data_dir, embedder, cache_root=data_dir / "cache" / "embeddings", esc50_dir=getattr(args, "esc50", None),
+                     assets_dir=assets, library=library)  # fmt: skip
     if task.background_label is None:
         raise ValueError(
             f"{data_dir / 'classes.json'} has no background class: open-set training needs one; "
@@ -1649,12 +1665,13 @@ def calibrate_main(args: argparse.Namespace) -> int:
 def evaluate_stream_main(args: argparse.Namespace) -> int:
     """oido-train evaluate-stream: event recall, latency and false events/hour on test-fold streams."""
     model_dir = Path(_arg(args, "model_dir", "model"))
-    model = load_stream_model(model_dir, yamnet_source=args.yamnet_source, yamnet_weights=args.yamnet_weights)
+    assets = _arg(args, "assets", None)
+    model = load_stream_model(model_dir, yamnet_source=args.yamnet_source, yamnet_weights=args.yamnet_weights, assets_dir=assets)
     data_dir = Path(_arg(args, "data_dir", "data"))
     out = args.out if args.out is not None else Path(_arg(args, "reports_dir", "reports")) / "openset" / "stream"
     results = evaluate_streams(
         model, data_dir, out_dir=out, seed=args.seed, snr_db=args.snr_db, bed_categories=args.bed_categories,
-        cache_dir=data_dir / "cache" / "streams", esc50_dir=getattr(args, "esc50", None),
+        cache_dir=data_dir / "cache" / "streams", esc50_dir=getattr(args, "esc50", None), assets_dir=assets,
         check_pipeline=not args.no_check, write_audio=not args.no_audio,
     )  # fmt: skip
     _say(args, f"model: {model_dir} ({model.kind}); thresholds "
@@ -1825,6 +1842,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--data-dir", type=Path, default=Path("data"), metavar="DIR", help="prepared data (default: data)")
     common.add_argument("--model-dir", type=Path, default=Path("model"), metavar="DIR", help="model folder (default: model)")
     common.add_argument("--reports-dir", type=Path, default=Path("reports"), metavar="DIR", help="figures (default: reports)")
+    common.add_argument("--assets", type=Path, default=None, metavar="DIR",
+                        help="the folder holding esc50/ and yamnet/ (default: $OIDO_ASSETS, else ../shared/assets)")  # fmt: skip
     common.add_argument("--threads", type=int, default=0, metavar="N", help="TensorFlow CPU threads (default: 0 = its choice)")
     parser = argparse.ArgumentParser(prog="python -m train.openset", description="Oído open-set training and event-level evaluation.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -541,6 +541,7 @@ def prepare_dataset(
     *,
     classes: Sequence[str] | None,
     esc50_dir: str | os.PathLike[str] | None = None,
+    assets_dir: str | os.PathLike[str] | None = None,
     out_dir: str | os.PathLike[str] = Path("data"),
     background: str | os.PathLike[str] | None = ESC10_BACKGROUND,
     own_data_dir: str | os.PathLike[str] | None = None,
@@ -559,6 +560,8 @@ def prepare_dataset(
             that order (None: every folder, sorted by name).
         esc50_dir: the ESC-50 folder; None finds it (train.assets.find_esc50, which may
             download). Only read for ESC-50 classes or ``background="esc10"`` / ``"esc50"``.
+        assets_dir: the assets root holding ``esc50/`` (``--assets``), searched when
+            ``esc50_dir`` is None (see find_esc50).
         out_dir: the data folder to write; prepare owns its ``audio/`` sub-folder.
         background: the string ``"esc10"`` adds the ESC-10 clips of non-target classes as
             the last label ``"other"``; ``"esc50"`` the clips of every non-target ESC-50 class
@@ -603,7 +606,7 @@ def prepare_dataset(
 
     @functools.cache
     def catalog() -> Esc50Catalog:
-        return Esc50Catalog(esc50_dir if esc50_dir is not None else find_esc50(progress=progress))
+        return Esc50Catalog(esc50_dir if esc50_dir is not None else find_esc50(assets_dir=assets_dir, progress=progress))
 
     # 1. every check on the input, before anything is written
     own = Path(own_data_dir) if own_data_dir is not None else None

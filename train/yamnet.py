@@ -46,20 +46,21 @@ HUB_HANDLE = "https://tfhub.dev/google/yamnet/1"
 """TF Hub model used when no weights file is found."""
 
 
-def default_weight_paths() -> list[Path]:
+def default_weight_paths(*, assets_dir: str | os.PathLike[str] | None = None) -> list[Path]:
     """Where `load_yamnet(source="auto")` looks for the weights file, in order.
 
-    $OIDO_YAMNET_TFLITE, then yamnet/ in the assets root (``$OIDO_ASSETS``, else
-    ../shared/assets beside the repository root, else beside the working directory),
-    then the user cache (~/.cache/oido/yamnet).
+    $OIDO_YAMNET_TFLITE, then yamnet/ in the assets root (``assets_dir`` (``--assets``), else
+    ``$OIDO_ASSETS``, else ../shared/assets beside the repository root, else beside the working
+    directory), then the user cache (~/.cache/oido/yamnet). AssetError if ``assets_dir`` or
+    ``$OIDO_ASSETS`` names a folder that does not exist.
     """
     paths: list[Path] = []
     from_env = os.environ.get(WEIGHTS_ENV_VAR)
     if from_env:
         paths.append(Path(from_env).expanduser())
-    assets_dir = find_assets_dir()
-    if assets_dir is not None:
-        paths.append(assets_dir / "yamnet" / WEIGHTS_FILE_NAME)
+    assets = find_assets_dir(assets_dir=assets_dir)
+    if assets is not None:
+        paths.append(assets / "yamnet" / WEIGHTS_FILE_NAME)
     for base in (repo_root(), Path.cwd()):
         paths.append((base.parent / "shared" / "assets" / "yamnet" / WEIGHTS_FILE_NAME).resolve())
     paths.append(user_cache_dir() / "yamnet" / WEIGHTS_FILE_NAME)
