@@ -31,6 +31,7 @@ from edge.config import (
     load_config,
     parse_assignment,
 )
+from edge.detect import DetectorConfig
 from edge.errors import ConfigError, OidoError
 from edge.params import DEFAULT_PARAMS
 
@@ -123,8 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--model-dir", type=Path,
                          help="exported model: manifest.json, yamnet.tflite, head.tflite (default: ./model)")
         sub.add_argument("--threshold", type=_threshold_arg, action="append", default=[], metavar="[LABEL=]P",
-                         help="onset threshold for every label, replacing the model's (0.6), or for one label "
-                              "(crying_baby=0.7); repeatable")
+                         help="onset threshold: P for every label, replacing the model's per-label thresholds "
+                              "from its manifest.json (labels without one use the manifest's default_threshold, "
+                              f"{DetectorConfig.default_threshold:g} if it has none); LABEL=P for one label "
+                              "(crying_baby=0.7), applied after P; repeatable")
         sub.add_argument("--threads", type=_positive_int, help="TF-Lite interpreter threads (default 1)")
         sub.add_argument("--block-seconds", type=_block_seconds_arg,
                          help=f"audio per block (default {AudioConfig.block_seconds})")
@@ -167,8 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("output", nargs="?", type=Path, help="WAV to write (or use --dataset and --label)")
     record.add_argument("--seconds", type=_positive_float, default=DEFAULT_PARAMS.clip_seconds,
                         help=f"how long to record (default {DEFAULT_PARAMS.clip_seconds:g})")
-    record.add_argument("--dataset", type=Path, metavar="DIR", help="write DIR/LABEL/NNNN.wav, numbered")
+    record.add_argument("--dataset", type=Path, metavar="DIR",
+                        help="write DIR/LABEL/<session>_NNNN.wav: one session per run, named by its start time, "
+                             "numbered on from the folder's last take")
     record.add_argument("--label", help="class name for --dataset")
+    record.add_argument("--count", type=_positive_int, default=1, metavar="N",
+                        help="with --dataset: N takes of --seconds each, cut from one continuous capture "
+                             "(default 1); prepare keeps a session's takes in one fold")
     record.add_argument("--pcm16", action="store_true", help="16-bit PCM instead of float32")
     record.add_argument("--config", type=Path, help="TOML configuration, for the [audio] settings")
     device_options(record)
@@ -356,28 +364,35 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from edge.record import SUBTYPES, next_dataset_path, record
+    from edge.record import SUBTYPES, record, record_session
     from edge.sources import MicrophoneSource
 
     if (args.dataset is None) == (args.output is None):
         raise ConfigError("give either an output WAV or --dataset DIR --label NAME (not both)")
     if args.dataset is not None and not args.label:
         raise ConfigError("--dataset needs --label NAME (the class folder to number the recording in)")
+    if args.output is not None and args.count != 1:
+        raise ConfigError(f"--count {args.count} needs --dataset DIR --label NAME (one output WAV holds one take)")
     config = load_edge_config(args)
-    path = args.output if args.output is not None else next_dataset_path(args.dataset, args.label)
+    subtype = SUBTYPES["pcm16" if args.pcm16 else "float32"]
     mic = MicrophoneSource(config.audio.device, config.audio.rate_hz, config.audio.block_seconds,
                            config.audio.channels)
     with contextlib.closing(mic):
         mic.open()
-        log.info("recording %.1f s to %s", args.seconds, path)
         with _stop_on_signals(mic.stop):
-            result = record(mic, path, seconds=args.seconds,
-                            subtype=SUBTYPES["pcm16" if args.pcm16 else "float32"])
-    if result.path is None:
+            if args.output is not None:
+                log.info("recording %.1f s to %s", args.seconds, args.output)
+                results = [record(mic, args.output, seconds=args.seconds, subtype=subtype)]
+            else:
+                results = record_session(mic, args.dataset, args.label, seconds=args.seconds, takes=args.count,
+                                         subtype=subtype)
+    written = [result for result in results if result.path is not None]
+    for result in written:
+        print(f"{result.path}: {result.seconds:.2f} s at {DEFAULT_PARAMS.sample_rate_hz} Hz"
+              + (" (interrupted)" if result.interrupted else ""))
+    if not written:
         return EXIT_FAILURE
-    print(f"{result.path}: {result.seconds:.2f} s at {DEFAULT_PARAMS.sample_rate_hz} Hz"
-          + (" (interrupted)" if result.interrupted else ""))
-    return EXIT_FAILURE if result.error is not None else EXIT_OK
+    return EXIT_FAILURE if any(result.error is not None for result in results) else EXIT_OK
 
 
 def cmd_devices(args: argparse.Namespace) -> int:

@@ -1,5 +1,11 @@
 """The core of `oido-edge record`: seconds of microphone audio to a 16 kHz mono WAV.
 
+With --dataset, one run is one recording session: its takes are cut from one continuous capture
+and written as DIR/LABEL/<session>_<NNNN>.wav, the session being the run's start time
+(YYYYMMDD-HHMMSS). `oido-train prepare` reads "<group>_<number>" as clip <number> of source
+group <group> (data/README.md, "Source groups", rule 3), so the takes of one run share a fold
+and no two runs, under any labels, share a group.
+
 The audio is captured at the device's rate, averaged to mono and resampled in stream to the
 model's rate, so a recording is exactly what the pipeline would have heard. It is written to
 disk as it arrives (under a temporary name, renamed into place at the end), so a folder that
@@ -12,10 +18,12 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import unicodedata
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +35,14 @@ from edge.sources import Gap
 log = logging.getLogger(__name__)
 
 DATASET_DIGITS = 4
-"""Recordings in a dataset folder are numbered 0000.wav, 0001.wav, ..."""
+"""Takes in a label folder are numbered 0000, 0001, ... on from the folder's highest number."""
+SESSION_TIME_FORMAT = "%Y%m%d-%H%M%S"
+"""A session is named by its local start time, e.g. 20240501-143012."""
+TAKE_SEPARATOR = "_"
+"""<session>_<NNNN>: prepare's rule 3 (stem minus a trailing _NN) reads <session> as the group."""
+
+# Names `record` has written: <session>_<NNNN>, or the bare NNNN of releases before sessions.
+_TAKE_STEM = re.compile(r"(?:(?P<session>\d{8}-\d{6}[a-z]*)_)?(?P<take>\d+)")
 
 SUBTYPES = {"float32": "FLOAT", "pcm16": "PCM_16"}
 """Sample formats `record` writes (float32 like the tutorial's clips, or 16-bit PCM)."""
@@ -64,14 +79,137 @@ def label_problem(label: str) -> Optional[str]:
     return None
 
 
-def next_dataset_path(dataset_dir: Union[str, Path], label: str) -> Path:
-    """DIR/LABEL/NNNN.wav with NNNN one above the highest number already there (0000 for the first)."""
+def _label_folder(dataset_dir: Union[str, Path], label: str) -> Path:
     problem = label_problem(label)
     if problem is not None:
         raise ConfigError(f"--label {label!r} {problem}: it becomes a folder name; use e.g. crying_baby")
-    folder = Path(dataset_dir) / label
-    numbers = [int(p.stem) for p in folder.glob("*.wav") if p.stem.isdigit()] if folder.is_dir() else []
-    return folder / f"{max(numbers, default=-1) + 1:0{DATASET_DIGITS}d}.wav"
+    return Path(dataset_dir) / label
+
+
+def new_session_id(dataset_dir: Union[str, Path], *, now: Optional[datetime] = None) -> str:
+    """A session name no file in any label folder of `dataset_dir` uses: the start time, YYYYMMDD-HHMMSS.
+
+    Two runs started in the same second get 20240501-143012, then 20240501-143012b, c, ...: prepare
+    shares a group across label folders, so a reused name would put two runs in one group.
+    """
+    stamp = (now or datetime.now()).strftime(SESSION_TIME_FORMAT)
+    root = Path(dataset_dir)
+    stems: set[str] = set()
+    if root.is_dir():
+        for folder in root.iterdir():
+            if folder.is_dir():
+                stems.update(path.stem for path in folder.iterdir())
+    suffixes = [""] + [chr(code) for code in range(ord("b"), ord("z") + 1)]
+    for suffix in suffixes:
+        # Taken if prepare would read an existing stem as this group: <name>, <name>_NN, <name>-NN, <name>__x.
+        taken = re.compile(re.escape(stamp + suffix) + r"(?:[_-]\d+|__.*)?")
+        if not any(taken.fullmatch(stem) for stem in stems):
+            return stamp + suffix
+    raise ConfigError(f"{root}: {len(suffixes)} recording sessions started at {stamp}; wait a second and retry")
+
+
+def next_dataset_path(dataset_dir: Union[str, Path], label: str, *, session: Optional[str] = None) -> Path:
+    """DIR/LABEL/<session>_<NNNN>.wav, NNNN one above the highest take number in the folder (0000 for the first).
+
+    Earlier takes count whatever their session, and the bare NNNN.wav of older releases too, so
+    numbers keep going up and no existing file is ever chosen. `session` defaults to a new one
+    (new_session_id). ConfigError for a label that cannot be a folder name, before touching disk.
+    """
+    folder = _label_folder(dataset_dir, label)
+    session = session if session is not None else new_session_id(dataset_dir)
+    numbers = []
+    if folder.is_dir():
+        for path in folder.iterdir():
+            match = _TAKE_STEM.fullmatch(path.stem)
+            if match and path.suffix.lower() == ".wav":
+                numbers.append(int(match["take"]))
+    number = max(numbers, default=-1) + 1
+    while True:
+        path = folder / f"{session}{TAKE_SEPARATOR}{number:0{DATASET_DIGITS}d}.wav"
+        if not path.exists():
+            return path
+        number += 1
+
+
+class _Takes:
+    """One capture cut into consecutive takes: each blocks() yields the next `frames` frames of `source`.
+
+    The block that straddles two takes is split, so no audio falls between them: the takes are
+    clips cut from one recording, which is why they share a source group.
+    """
+
+    def __init__(self, source: Any, frames: int) -> None:
+        self._source = source
+        self._frames = frames
+        self._items: Iterator[Any] = iter(source.blocks())
+        self._leftover: Optional[npt.NDArray[np.float32]] = None
+        self.rate_hz = source.rate_hz
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self._source.stopped)
+
+    def blocks(self) -> Iterator[Any]:
+        remaining = self._frames
+        while remaining > 0:
+            if self._leftover is not None:
+                block, self._leftover = self._leftover, None
+            else:
+                item = next(self._items, None)
+                if item is None:
+                    return
+                if isinstance(item, Gap):
+                    yield item
+                    continue
+                block = np.asarray(item, dtype=np.float32)
+            if len(block) > remaining:
+                block, self._leftover = block[:remaining], block[remaining:]
+            remaining -= len(block)
+            yield block
+
+    def close(self) -> None:
+        close = getattr(self._items, "close", None)
+        if close is not None:
+            close()
+
+
+def record_session(
+    source: Any,
+    dataset_dir: Union[str, Path],
+    label: str,
+    *,
+    seconds: float,
+    takes: int = 1,
+    subtype: str = "FLOAT",
+    params: Params = DEFAULT_PARAMS,
+    now: Optional[datetime] = None,
+) -> list[Recording]:
+    """Record `takes` consecutive clips of `seconds` each into DIR/LABEL/<session>_<NNNN>.wav (one new session).
+
+    Stops after the take during which the source stopped, nothing was captured or the disk refused
+    more; returns one Recording per take started. Raises ConfigError for a bad label, take count or
+    duration before anything is captured or written.
+    """
+    if takes < 1:
+        raise ConfigError(f"--count {takes}: record at least one take, e.g. --count 10")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(f"--seconds {seconds}: record at least a fraction of a second, e.g. --seconds 5")
+    _label_folder(dataset_dir, label)
+    session = new_session_id(dataset_dir, now=now)
+    shared = _Takes(source, round(seconds * int(source.rate_hz)))
+    results: list[Recording] = []
+    try:
+        for take in range(1, takes + 1):
+            path = next_dataset_path(dataset_dir, label, session=session)
+            log.info("recording %.1f s to %s (take %d of %d, session %s)", seconds, path, take, takes, session)
+            result = record(shared, path, seconds=seconds, subtype=subtype, params=params)
+            results.append(result)
+            if (result.path is None or result.interrupted) and take < takes:
+                log.warning("session %s stopped during take %d of %d", session, take, takes)
+                break
+    finally:
+        shared.close()
+    return results
 
 
 def record(

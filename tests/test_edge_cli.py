@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,7 +25,7 @@ from edge.events import EventAudioSaver, EventLog, event_record
 from edge.listen import ConsoleView, pipeline_for_rate, run_stream
 from edge.params import DEFAULT_PARAMS
 from edge.pipeline import StreamingPipeline
-from edge.record import next_dataset_path, record
+from edge.record import new_session_id, next_dataset_path, record, record_session
 from edge.sources import FakeSource, Gap
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,6 +91,17 @@ def test_help_works_for_every_command(command, capsys):
         cli.main([*command, "--help"])
     assert exit_.value.code == 0
     assert "usage: oido-edge" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["listen", "replay"])
+def test_threshold_help_says_the_models_thresholds_are_per_label_from_its_manifest(command, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per option: no words broken at hyphens
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    threshold_help = " ".join(capsys.readouterr().out.split()).split("--threshold [LABEL=]P ")[-1]
+    assert "(0.6)" not in threshold_help  # the models' thresholds are per label (e.g. 0.98-0.9998)
+    assert "per-label thresholds from its manifest.json" in threshold_help
+    assert f"{DetectorConfig.default_threshold:g} if it has none" in threshold_help
 
 
 def test_bad_config_exits_2_with_the_file_and_line_and_no_traceback(tmp_path, capsys):
@@ -331,14 +343,73 @@ def test_saver_defaults_come_from_the_config():
 # --- record ---
 
 
-def test_dataset_recordings_are_numbered(tmp_path):
-    assert next_dataset_path(tmp_path, "kettle") == tmp_path / "kettle" / "0000.wav"
+def test_dataset_takes_are_named_by_session_and_numbered_on_from_the_folders_last_take(tmp_path):
+    assert next_dataset_path(tmp_path, "kettle", session="20240501-143012") == (
+        tmp_path / "kettle" / "20240501-143012_0000.wav")
     (tmp_path / "kettle").mkdir()
-    for name in ("0000.wav", "0003.wav", "notes.wav"):
+    for name in ("0000.wav", "0003.wav", "20240430-090000_0005.wav", "notes.wav", "hall_99.flac"):
         (tmp_path / "kettle" / name).write_bytes(b"")
-    assert next_dataset_path(tmp_path, "kettle") == tmp_path / "kettle" / "0004.wav"
+    assert next_dataset_path(tmp_path, "kettle", session="20240501-143012") == (
+        tmp_path / "kettle" / "20240501-143012_0006.wav")
     with pytest.raises(ValueError, match="--label"):
         next_dataset_path(tmp_path, "../etc")
+
+
+def test_a_session_started_in_the_same_second_as_one_under_another_label_gets_its_own_name(tmp_path):
+    started = datetime(2024, 5, 1, 14, 30, 12)
+    assert new_session_id(tmp_path, now=started) == "20240501-143012"
+    (tmp_path / "door").mkdir()
+    (tmp_path / "door" / "20240501-143012_0000.wav").write_bytes(b"")
+    assert new_session_id(tmp_path, now=started) == "20240501-143012b"  # not door's group
+    (tmp_path / "kettle").mkdir()
+    (tmp_path / "kettle" / "20240501-143012b_0000.wav").write_bytes(b"")
+    assert new_session_id(tmp_path, now=started) == "20240501-143012c"
+
+
+def test_a_session_cuts_one_continuous_capture_into_its_takes(tmp_path):
+    import soundfile
+
+    rate = 16000
+    ramp = (np.arange(4 * rate) / (4 * rate)).astype(np.float32)  # each sample says where it came from
+    results = record_session(FakeSource(blocks_of(ramp, 1000), rate_hz=rate), tmp_path, "kettle", seconds=1.0,
+                             takes=3, now=datetime(2024, 5, 1, 14, 30, 12))
+    assert [r.path for r in results] == [tmp_path / "kettle" / f"20240501-143012_{n:04d}.wav" for n in range(3)]
+    takes = [soundfile.read(str(r.path), dtype="float32")[0] for r in results]
+    assert np.array_equal(np.concatenate(takes), ramp[: 3 * rate])  # no sample lost or repeated between takes
+    assert not any(r.interrupted for r in results)
+
+
+def test_recording_into_a_dataset_never_overwrites_its_files(tmp_path):
+    rate = 16000
+    old = {"kettle/0000.wav": b"old take", "kettle/0001.wav": b"old take 2",
+           "kettle/20240501-143012_0002.wav": b"same second", "door/20240501-143012_0000.wav": b"other label"}
+    for name, content in old.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(content)
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, 3 * rate).astype(np.float32)
+    results = record_session(FakeSource(blocks_of(noise, 1600), rate_hz=rate), tmp_path, "kettle", seconds=1.0,
+                             takes=2, now=datetime(2024, 5, 1, 14, 30, 12))
+    assert [r.path.name for r in results] == ["20240501-143012b_0003.wav", "20240501-143012b_0004.wav"]
+    assert {name: (tmp_path / name).read_bytes() for name in old} == old
+    assert len(list(tmp_path.rglob("*.wav"))) == len(old) + 2
+
+
+def test_record_count_writes_one_session_per_run_and_refuses_count_for_a_single_wav(tmp_path, monkeypatch, capsys):
+    import edge.sources
+
+    noise = np.random.default_rng(1).uniform(-0.5, 0.5, 4 * 48000).astype(np.float32)
+    monkeypatch.setattr(edge.sources, "import_sounddevice", lambda: FakeSoundDevice(noise))
+    for _ in range(2):
+        assert cli.main(["record", "--dataset", str(tmp_path / "mydata"), "--label", "kettle", "--seconds", "1",
+                         "--count", "3"]) == cli.EXIT_OK
+    printed = [line.split(":")[0] for line in capsys.readouterr().out.splitlines()]
+    names = sorted(path.name for path in (tmp_path / "mydata" / "kettle").iterdir())
+    assert sorted(Path(line).name for line in printed) == names and len(names) == 6
+    sessions = [name.rsplit("_", 1)[0] for name in names]
+    assert len(set(sessions[:3])) == len(set(sessions[3:])) == 1 and sessions[0] != sessions[3]
+    assert [name.rsplit("_", 1)[1] for name in names] == [f"{n:04d}.wav" for n in range(6)]
+    assert cli.main(["record", str(tmp_path / "one.wav"), "--count", "2"]) == cli.EXIT_USAGE
+    assert "--count 2 needs --dataset" in capsys.readouterr().err
 
 
 def test_record_resamples_the_capture_to_16k_mono(tmp_path):

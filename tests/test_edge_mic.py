@@ -332,7 +332,8 @@ def test_sigterm_during_record_leaves_a_valid_wav_of_what_was_captured(virtual_m
     recorder.process.send_signal(signal.SIGTERM)
     returncode, stdout, stderr = recorder.finish(timeout=60)
     assert returncode == 0, stderr
-    info = soundfile.info(str(output / "0000.wav"))
+    [take] = output.glob("*_0000.wav")  # <session>_0000.wav: the first take of this run's session
+    info = soundfile.info(str(take))
     assert info.samplerate == 16000 and info.subtype == "PCM_16"
     assert 4.0 < info.duration < 30.0
     assert "(interrupted)" in stdout

@@ -27,6 +27,7 @@ from train.assets import AssetError, Esc50Catalog, find_esc50, is_esc50_dir  # n
 from train.datasets import (  # noqa: E402
     DatasetError,
     assign_folds,
+    clip_group,
     load_dataset,
     source_and_fold,
     validate_label,
@@ -400,6 +401,104 @@ def test_own_background_folder_becomes_other(tmp_path: Path) -> None:
                               out_dir=tmp_path / "data", progress=False)  # fmt: skip
     assert dataset.labels == ("knock", "other") and dataset.background_label == "other"
     assert {e.source for e in dataset.entries if e.class_name == "other"} == {"tv", "fan"}
+
+
+@pytest.mark.parametrize(
+    ("stem", "folder", "expected"),
+    [
+        ("0000", "kettle", ("kettle/0000", None)),  # `oido-edge record` before sessions
+        ("office", "door", ("door/office", None)),
+        ("20240501-143012_0003", "kettle", ("20240501-143012", None)),  # `oido-edge record --dataset`
+        ("kitchen__take1", "door", ("kitchen", None)),  # a named group stays shared across folders
+        ("hall_01", "other", ("hall", None)),
+        ("1-100032-A-0", "kettle", ("100032", 1)),
+    ],
+)
+def test_a_clip_whose_name_names_no_group_is_a_group_of_one_in_its_own_folder(
+    stem: str, folder: str, expected: tuple[str, int | None]
+) -> None:
+    assert clip_group(stem, folder=folder) == expected
+
+
+def _sources_by_class(dataset) -> dict[str, set[str]]:
+    classes_of: dict[str, set[str]] = {}
+    for entry in dataset.entries:
+        classes_of.setdefault(entry.source, set()).add(entry.class_name)
+    return classes_of
+
+
+def test_numbered_recordings_of_different_labels_and_the_background_are_never_one_group(tmp_path: Path) -> None:
+    numbered = [f"{n:04d}.wav" for n in range(5)]  # what `oido-edge record --dataset` wrote before sessions
+    own = make_own_data(tmp_path / "own", {"kettle": numbered, "door": numbered})
+    background = make_own_data(tmp_path / "bg", {"other": numbered}, seed=1000)
+    dataset = prepare_dataset(classes=None, own_data_dir=own, background=background / "other",
+                              out_dir=tmp_path / "data", progress=False)  # fmt: skip
+    assert all(len(classes) == 1 for classes in _sources_by_class(dataset).values()), _sources_by_class(dataset)
+    assert len({entry.source for entry in dataset.entries}) == 15
+
+
+class _SeededMicrophone:
+    """sounddevice faked as in test_edge_cli.py: one 48 kHz input whose stream delivers fresh noise per run."""
+
+    def __init__(self, seed: int, *, seconds: float) -> None:
+        self.audio = np.random.default_rng(seed).uniform(-0.5, 0.5, round(seconds * 48000)).astype(np.float32)
+        self.default = type("Default", (), {"device": [0, 0]})()
+
+    def query_devices(self) -> list[dict[str, object]]:
+        return [{"name": "Fake USB Mic", "max_input_channels": 1, "default_samplerate": 48000.0, "hostapi": 0}]
+
+    def query_hostapis(self) -> list[dict[str, str]]:
+        return [{"name": "ALSA"}]
+
+    def check_input_settings(self, **kwargs: object) -> None:
+        pass
+
+    def InputStream(self, *, blocksize: int, callback, **kwargs: object):  # noqa: N802 - sounddevice's name
+        audio = self.audio
+
+        class Stream:
+            def start(self) -> None:
+                for start in range(0, len(audio), blocksize):
+                    block = audio[start : start + blocksize]
+                    callback(block[:, None], len(block), None, None)
+
+            def stop(self) -> None:
+                pass
+
+            def close(self) -> None:
+                pass
+
+        return Stream()
+
+
+def test_recorded_sessions_keep_their_takes_in_one_fold_and_labels_never_share_a_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import edge.sources
+    from edge import cli
+
+    own = tmp_path / "mydata"
+    make_own_data(own, {"kettle": ["0000.wav"], "door": ["0000.wav"]}, seed=500)  # from an older release
+    seeds = iter(range(10))
+    monkeypatch.setattr(edge.sources, "import_sounddevice", lambda: _SeededMicrophone(next(seeds), seconds=4))
+    for label in ("kettle", "door", "kettle", "door"):  # two sessions per label, three takes each
+        argv = ["record", "--dataset", str(own), "--label", label, "--seconds", "1", "--count", "3"]
+        assert cli.main(argv) == cli.EXIT_OK
+
+    dataset = prepare_dataset(classes=None, own_data_dir=own, background=None, out_dir=tmp_path / "data",
+                              progress=False)  # fmt: skip
+
+    sessions: dict[str, list] = {}
+    for entry in dataset.entries:
+        stem = entry.file_name.split("__", 1)[1].removesuffix(".wav")
+        if stem != "0000":
+            sessions.setdefault(stem.rsplit("_", 1)[0], []).append(entry)
+    assert sorted(len(takes) for takes in sessions.values()) == [3, 3, 3, 3]
+    for session, takes in sessions.items():
+        assert {entry.source for entry in takes} == {session} and len({entry.fold for entry in takes}) == 1
+    assert all(len(classes) == 1 for classes in _sources_by_class(dataset).values()), _sources_by_class(dataset)
+    assert len({entry.source for entry in dataset.entries}) == 6  # four sessions + two old clips
+    assert {label: n > 0 for label, n in dataset.counts()["test"].items()} == {"door": True, "kettle": True}
 
 
 # --- bad input ------------------------------------------------------------------------------

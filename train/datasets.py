@@ -38,6 +38,8 @@ AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".aif", ".aiff"})
 """File types read from a user's own class folders (anything libsndfile decodes)."""
 SOURCE_SEPARATOR = "__"
 """``<source>__<anything>.wav``: the part before it names the recording a clip was cut from."""
+FOLDER_SCOPE = "/"
+"""``<folder>/<stem>``: the group of a clip whose name names no group (no label or file name holds a ``/``)."""
 
 _ESC50_NAME = re.compile(r"(?P<fold>[1-9])-(?P<source>[^-]+)-(?P<take>[A-Za-z]+)-(?P<target>\d+)")
 _NUMBERED = re.compile(r"(?P<source>.+?)[_-]\d+")
@@ -295,6 +297,20 @@ def source_and_fold(stem: str) -> tuple[str, int | None]:
     return stem, None
 
 
+def clip_group(stem: str, *, folder: str) -> tuple[str, int | None]:
+    """:func:`source_and_fold` for a clip of the label (or background) folder ``folder``.
+
+    A group the name spells out (ESC-50 source, ``<source>__``, ``<source>_NN``) is shared across
+    folders: a session cut into several labels stays in one fold. A stem that names no group
+    (``office``, or the bare ``0000`` of older ``oido-edge record`` releases) is a group of one
+    clip, ``<folder>/<stem>``, so ``kettle/0000.wav`` and ``door/0000.wav`` are two groups, not one.
+    """
+    source, fold = source_and_fold(stem)
+    if source == stem:
+        return f"{folder}{FOLDER_SCOPE}{stem}", fold
+    return source, fold
+
+
 def _stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
 
@@ -452,7 +468,7 @@ def scan_class_folders(own_data_dir: Path, *, classes: Sequence[str] | None = No
                 f"class {label!r} has no clips: {folders[label]} holds no "
                 f"{'/'.join(sorted(AUDIO_SUFFIXES))} files; add recordings or drop the class"
             )
-        result[label] = [OwnClip(path, label, *source_and_fold(path.stem)) for path in files]
+        result[label] = [OwnClip(path, label, *clip_group(path.stem, folder=label)) for path in files]
     return result
 
 
@@ -466,7 +482,7 @@ def scan_background_folder(folder: Path, *, label: str) -> list[OwnClip]:
     files = audio_files(root)
     if not files:
         raise DatasetError(f"background folder {root} holds no {'/'.join(sorted(AUDIO_SUFFIXES))} files")
-    return [OwnClip(path, label, *source_and_fold(path.stem)) for path in files]
+    return [OwnClip(path, label, *clip_group(path.stem, folder=label)) for path in files]
 
 
 def write_json_atomic(path: Path, document: Any) -> None:

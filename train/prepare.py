@@ -343,8 +343,9 @@ def _check_splits(
         if not test:
             raise DatasetError(
                 f"class {label!r} has no clips in the test fold {test_fold} (e.g. {example}; sources: "
-                f"{', '.join(sources[:5])}): add a recording from another source session, named "
-                f"'<source>{SOURCE_SEPARATOR}<take>.wav', so train and test do not share a recording"
+                f"{', '.join(sources[:5])}): record another session (run `oido-edge record --dataset ...` "
+                f"again) or add a recording named '<source>{SOURCE_SEPARATOR}<take>.wav' from another source, "
+                f"so train and test do not share a recording"
             )
         if not train:
             raise DatasetError(
