@@ -110,6 +110,28 @@ def test_manifest_of_another_model_is_refused_naming_the_file(tmp_path: Path) ->
 # --- checks and bad files (no TensorFlow) ----------------------------------------------------
 
 
+@pytest.mark.parametrize("targets, wrong, needed, met", [(32, 1, 31, True), (32, 2, 31, False), (16, 1, 16, False), (16, 0, 16, True)])
+def test_parity_target_scales_to_the_number_of_target_clips(targets: int, wrong: int, needed: int, met: bool) -> None:
+    """31 of 32 target clips is the bar; an own-data test set of 16 is held to 16/16, and says so."""
+    from convert.parity import ClipOutcome, ParityReport
+
+    labels = ["kettle", "door", "other"]
+    clips = [
+        ClipOutcome(file_name=f"{i}.wav", class_name=labels[i % 2], true_index=i % 2,
+                    float_index=(i + (i < wrong)) % 2, quantized_index=(i + (i < wrong)) % 2,
+                    float_mean=(0.5, 0.5, 0.0), quantized_mean=(0.5, 0.5, 0.0), patches=10, cosine_min=1.0)
+        for i in range(targets)
+    ] + [ClipOutcome(file_name="o.wav", class_name="other", true_index=2, float_index=2, quantized_index=2,
+                     float_mean=(0.0, 0.0, 1.0), quantized_mean=(0.0, 0.0, 1.0), patches=10, cosine_min=1.0)]
+    report = ParityReport(
+        labels=labels, background_label="other", clips=clips, cosine={"mean": 1.0, "p1": 1.0, "min": 1.0},
+        sizes_bytes={"yamnet": 1, "head": 1}, latency_ms={}, quantization={}, runtime={}, sha256={},
+    )  # fmt: skip
+    assert report.target_clips_needed() == needed
+    assert report.summary()["targets_met"]["target_accuracy"] is met
+    assert f">= {needed}/{targets}" in report.to_markdown()
+
+
 def test_class_map_is_read_in_score_order() -> None:
     if not CLASS_MAP.is_file():
         pytest.skip(f"class map missing: {CLASS_MAP}")
