@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,3 +21,20 @@ def _restore_root_logging() -> Iterator[None]:
         if handler not in handlers:
             root.removeHandler(handler)
     root.setLevel(level)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real YAMNet asset + the fixture head over ("beep", "speech", "other"), built once;
+    skips where the asset or a TF-Lite runtime is missing."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from fixtures.edge_models import ASSET_YAMNET, real_model_dir
+
+    if not ASSET_YAMNET.is_file():
+        pytest.skip(f"YAMNet asset not found at {ASSET_YAMNET}")
+    model_dir = tmp_path_factory.mktemp("tiny_model")
+    try:
+        real_model_dir(model_dir)
+    except (ImportError, RuntimeError) as error:  # no TF-Lite runtime here
+        pytest.skip(f"cannot load the TF-Lite models: {error}")
+    return model_dir

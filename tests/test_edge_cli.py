@@ -443,22 +443,6 @@ def test_interrupted_record_writes_a_valid_wav_of_what_was_captured(tmp_path):
 # --- the real models ---
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    """The real YAMNet asset + the fixture head over ("beep", "speech", "other")."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from fixtures.edge_models import ASSET_YAMNET, real_model_dir
-
-    if not ASSET_YAMNET.is_file():
-        pytest.skip(f"YAMNet asset not found at {ASSET_YAMNET}")
-    model_dir = tmp_path_factory.mktemp("tiny_model")
-    try:
-        real_model_dir(model_dir)
-    except (ImportError, RuntimeError) as error:  # no TF-Lite runtime here
-        pytest.skip(f"cannot load the TF-Lite models: {error}")
-    return model_dir
-
-
 def test_replay_in_a_subprocess_runs_real_yamnet_and_drives_mock_leds(tiny_model_dir, tmp_path):
     import soundfile
 

@@ -215,24 +215,6 @@ def test_leds_go_off_when_the_stream_fails_mid_event(factory):
 # --- the real models ---
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    """The real YAMNet asset + the fixture head over ("beep", "speech", "other")."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from fixtures.edge_models import ASSET_YAMNET, real_model_dir
-
-    if not ASSET_YAMNET.is_file():
-        pytest.skip(f"YAMNet asset not found at {ASSET_YAMNET}")
-    model_dir = tmp_path_factory.mktemp("tiny_model")
-    try:
-        real_model_dir(model_dir)
-    except (ImportError, RuntimeError) as error:  # no TF-Lite runtime here
-        pytest.skip(f"cannot load the TF-Lite models: {error}")
-    return model_dir
-
-
 def write_beep(path: Path, *, rate_hz: int = 44100) -> Path:
     """2 s silence, 3 s of a 0.5-amplitude 1 kHz tone, 3 s silence, as 16-bit PCM at rate_hz."""
     import soundfile

@@ -22,7 +22,7 @@ from edge.errors import ConfigError
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "replay_test_clips.py"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fixtures.edge_models import ASSET_YAMNET, TINY_BACKGROUND, TINY_LABELS, fake_model_dir, real_model_dir  # noqa: E402
+from fixtures.edge_models import TINY_BACKGROUND, TINY_LABELS, fake_model_dir  # noqa: E402
 
 DEFAULT_PINS = {"crying_baby": 17, "clock_alarm": 27, "toilet_flush": 22, "water_drops": 23}
 """scripts/oido.toml's [leds.pins]."""
@@ -65,25 +65,11 @@ def test_missing_test_data_is_one_line_naming_prepare(script: ModuleType, tmp_pa
     assert f"{tmp_path / 'data' / 'testData.json'} not found" in err and "oido-train prepare" in err and "--data-dir" in err
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real YAMNet asset + the fixture head over ("beep", "speech", "other")."""
-    pytest.importorskip("gpiozero")
-    pytest.importorskip("soundfile")
-    if not ASSET_YAMNET.is_file():
-        pytest.skip(f"YAMNet asset not found at {ASSET_YAMNET}")
-    model_dir = tmp_path_factory.mktemp("tiny_model")
-    try:
-        real_model_dir(model_dir)
-    except (ImportError, RuntimeError) as error:  # no TF-Lite runtime here
-        pytest.skip(f"cannot load the TF-Lite models: {error}")
-    return model_dir
-
-
 def test_a_model_of_your_own_classes_lights_its_own_led_with_the_example_config(
     script: ModuleType, tiny_model_dir: Path, tmp_path: Path, capsys
 ) -> None:
-    import soundfile
+    pytest.importorskip("gpiozero")
+    soundfile = pytest.importorskip("soundfile")
 
     rate = 16000
     t = np.arange(3 * rate) / rate
