@@ -30,7 +30,7 @@ while [[ $# -gt 0 ]]; do
         --venv) venv="$2"; shift 2 ;;
         --python) python="$2"; shift 2 ;;
         --) shift; break ;;
-        -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) break ;;
     esac
 done
