@@ -1087,6 +1087,7 @@ def export_model(
             yamnet=yamnet_entry,
             head=head_entry,
             detector=detector,
+            audioset_classes=tuple(class_names),
             versions=_versions(),
             evaluation=evaluation,
             created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

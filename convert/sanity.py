@@ -14,7 +14,6 @@ Only numpy, soundfile/soxr (for the speech probe) and the edge runtime: no Tenso
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
@@ -102,18 +101,12 @@ class SanityReport:
 
 def read_class_map(path: str | os.PathLike[str]) -> tuple[str, ...]:
     """Display names of YAMNet's classes in score order, from yamnet_class_map.csv."""
-    path = Path(path)
+    from train.yamnet import read_class_map as read
+
     try:
-        with open(path, newline="", encoding="utf-8") as stream:
-            rows = list(csv.DictReader(stream))
-        names = tuple(row["display_name"] for row in sorted(rows, key=lambda row: int(row["index"])))
-    except (OSError, KeyError, ValueError, csv.Error) as error:
-        raise ConvertError(
-            f"{path}: cannot read YAMNet's class map ({error}); use {CLASS_MAP_NAME} from the "
-            "YAMNet release (index,mid,display_name)",
-            path=path,
-        ) from None
-    return names
+        return read(path)
+    except ValueError as error:
+        raise ConvertError(str(error), path=Path(path)) from None
 
 
 def find_class_map(

@@ -234,8 +234,8 @@ def _load_base_pipeline(config: EdgeConfig) -> Any:
     pipeline = load_pipeline(config.model_dir, num_threads=config.num_threads)
     check_labels(config, pipeline.labels, model_dir=config.model_dir)
     detector_config = detector_config_for(pipeline.detector.config, config)
-    log.info("model %s: labels %s, thresholds %s (default %.2f)", config.model_dir, list(pipeline.labels),
-             dict(detector_config.thresholds), detector_config.default_threshold)
+    log.info("model %s: labels %s, thresholds %s (default %.2f), veto %s", config.model_dir, list(pipeline.labels),
+             dict(detector_config.thresholds), detector_config.default_threshold, dict(detector_config.veto) or "none")
     return pipeline_for_rate(pipeline, pipeline.input_rate_hz, detector_config=detector_config)
 
 

@@ -69,6 +69,9 @@ class DetectionConfig:
     """Score every label without its own threshold must reach; None = the manifest's."""
     thresholds: Mapping[str, float] = field(default_factory=dict)
     """Per-label thresholds, in (0, 1]."""
+    veto: Mapping[str, float] = field(default_factory=dict)
+    """YAMNet AudioSet class -> score, laid over the model's veto (a patch YAMNet scores that
+    high holds no evidence); 0 turns that class's veto off."""
 
 
 @dataclass(frozen=True)
@@ -193,7 +196,7 @@ class EdgeConfig:
 _TOP_KEYS = {"model_dir": (str,), "state_dir": (str,), "num_threads": (int,)}
 _TABLES: dict[str, dict[str, tuple[type, ...]]] = {
     "audio": {"device": (str, int), "rate_hz": (int,), "block_seconds": (int, float), "channels": (int,)},
-    "detection": {"threshold": (int, float), "thresholds": (dict,)},
+    "detection": {"threshold": (int, float), "thresholds": (dict,), "veto": (dict,)},
     "leds": {"status": (int,), "blink_seconds": (int, float), "pins": (dict,)},
     "events": {
         "log": (str,),
@@ -277,12 +280,15 @@ def parse_config(text: str, *, path: Optional[Path] = None) -> EdgeConfig:
         _check_type(locate, "leds.pins", label, pin, (int,))
     for label, threshold in detection.get("thresholds", {}).items():
         _check_type(locate, "detection.thresholds", label, threshold, (int, float))
+    for name, score in detection.get("veto", {}).items():
+        _check_type(locate, "detection.veto", name, score, (int, float))
     if "log" in events and events["log"] != STDOUT:
         events["log"] = str(to_path(events["log"]))
     if "save_dir" in events:
         events["save_dir"] = to_path(events["save_dir"])
-    if "thresholds" in detection:
-        detection["thresholds"] = {k: float(v) for k, v in detection["thresholds"].items()}
+    for table in ("thresholds", "veto"):
+        if table in detection:
+            detection[table] = {k: float(v) for k, v in detection[table].items()}
 
     config = EdgeConfig(
         model_dir=to_path(values.get("model_dir")) or EdgeConfig.model_dir,
@@ -323,6 +329,11 @@ def validate(config: EdgeConfig, *, where: str, locate: Optional["_Locator"] = N
         _check_unit(at, "detection", "threshold", detection.threshold)
     for label, threshold in detection.thresholds.items():
         _check_unit(at, "detection.thresholds", label, threshold)
+    for name, score in detection.veto.items():
+        if not 0.0 <= score <= 1.0:  # also refuses nan
+            raise ConfigError(
+                f"{at('detection.veto', name)}: {name} = {score}; a veto is a YAMNet score in (0, 1], or 0 to turn it off"
+            )
 
     used: dict[int, str] = {}
     named = [("leds.pins", label, pin) for label, pin in leds.pins.items()]

@@ -10,11 +10,13 @@ within about 1.5 s of its onset. Per class:
 - release: the event ends once no patch has sustained it for `hold_seconds`,
   so an LED does not flicker through short dips.
 
-The background label (e.g. "other") never produces events.
+The background label (e.g. "other") never produces events, and a patch that is silent or
+vetoed (YAMNet's own AudioSet scores say e.g. music, `veto`) holds no evidence for any class.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections import deque
 from dataclasses import dataclass, field, fields, replace
@@ -75,6 +77,10 @@ class DetectorConfig:
     """n of k-of-n: how many recent patches the onset rule looks at."""
     background_label: Optional[str] = None
     """Label that never produces events (the "nothing of interest" class), or None."""
+    veto: Mapping[str, float] = field(default_factory=dict)
+    """YAMNet AudioSet class (display name, e.g. "Music") -> score: a patch where YAMNet scores
+    that class at least this high holds no evidence, like a silent patch (it cannot start or
+    sustain an event). Training chooses it above every training target patch's score."""
 
     def __post_init__(self) -> None:
         thresholds = dict(self.thresholds)
@@ -84,6 +90,11 @@ class DetectorConfig:
                     f"detector threshold for {label!r} is {value!r}; use a probability in (0, 1]"
                 )
         object.__setattr__(self, "thresholds", MappingProxyType({k: float(v) for k, v in thresholds.items()}))
+        veto = dict(self.veto)
+        for name, value in veto.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 < float(value) <= 1.0:
+                raise ConfigError(f"veto score for AudioSet class {name!r} is {value!r}; use a score in (0, 1]")
+        object.__setattr__(self, "veto", MappingProxyType({str(k): float(v) for k, v in veto.items()}))
         if not 0.0 < self.default_threshold <= 1.0:
             raise ConfigError(
                 f"default_threshold is {self.default_threshold}; use a probability in (0, 1]"
@@ -120,6 +131,7 @@ class DetectorConfig:
         """JSON-ready dict (the manifest's "detector" entry, thresholds included)."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values["thresholds"] = dict(self.thresholds)
+        values["veto"] = dict(self.veto)
         return values
 
     @classmethod
@@ -153,6 +165,29 @@ class DetectorConfig:
             )
 
 
+    def veto_indices(self, audioset_classes: Optional[Sequence[str]]) -> Tuple[Tuple[int, float], ...]:
+        """(AudioSet class index, score) of each veto entry, looked up in YAMNet's class names.
+
+        Raises ConfigError for a name YAMNet does not have, or when there is a veto and no names.
+        """
+        if not self.veto:
+            return ()
+        if not audioset_classes:
+            raise ConfigError(
+                f"the detector's veto names AudioSet classes {sorted(self.veto)} but YAMNet's class names are "
+                f"not known: re-export the model with oido-convert (the manifest carries them), or drop the veto"
+            )
+        index = {name: number for number, name in enumerate(audioset_classes)}
+        resolved = []
+        for name, score in self.veto.items():
+            if name not in index:
+                close = difflib.get_close_matches(name, list(index), n=3)
+                hint = f"; did you mean {close}?" if close else ""
+                raise ConfigError(f"veto: {name!r} is not one of YAMNet's {len(index)} AudioSet classes{hint}")
+            resolved.append((index[name], score))
+        return tuple(resolved)
+
+
 class _LabelState:
     """Onset history and the active event of one label."""
 
@@ -184,6 +219,7 @@ class Detector:
         *,
         labels: Sequence[str],
         params: Params = DEFAULT_PARAMS,
+        audioset_classes: Optional[Sequence[str]] = None,
     ) -> None:
         self.config = DetectorConfig() if config is None else config
         self.labels: Tuple[str, ...] = tuple(labels)
@@ -193,6 +229,9 @@ class Detector:
         self.params = params
         self._hold_samples = self.config.hold_seconds * params.sample_rate_hz
         self._silent_patch_dbfs = params.silent_patch_dbfs
+        self.audioset_classes: Tuple[str, ...] = tuple(audioset_classes or ())
+        """YAMNet's class names (the veto names them); () if unknown."""
+        self._veto = self.config.veto_indices(self.audioset_classes)
         self._watched = [
             (i, label, self.config.threshold_for(label), self.config.release_for(label))
             for i, label in enumerate(self.labels)
@@ -216,8 +255,9 @@ class Detector:
         """Feed one patch's probabilities; return (events started, events ended) by this patch.
 
         Started events have end_seconds None; ended ones carry their final times and scores.
-        A patch quieter than params.silent_patch_dbfs holds no evidence: it scores 0 for every label
-        (it cannot start or sustain an event).
+        A patch quieter than params.silent_patch_dbfs, or vetoed (config.veto: YAMNet hears e.g.
+        music in it), holds no evidence: it scores 0 for every label (it cannot start or sustain
+        an event).
         """
         probabilities = patch.probabilities
         if len(probabilities) != len(self.labels):
@@ -228,6 +268,9 @@ class Detector:
         started: List[Event] = []
         ended: List[Event] = []
         audible = patch.rms_dbfs >= self._silent_patch_dbfs
+        if audible and self._veto:
+            yamnet_scores = patch.yamnet_scores
+            audible = not any(float(yamnet_scores[index]) >= score for index, score in self._veto)
         for index, label, onset, release in self._watched:
             state = self._states[label]
             score = float(probabilities[index]) if audible else 0.0

@@ -36,6 +36,7 @@ def detector_config_for(model: DetectorConfig, config: EdgeConfig) -> DetectorCo
 
     [detection] threshold (or `--threshold 0.6`) replaces every label's threshold, the model's
     per-label ones included; [detection.thresholds] (or `--threshold LABEL=P`) then sets single labels.
+    [detection.veto] sets or (with 0) removes single entries of the model's AudioSet veto.
     """
     thresholds = dict(model.thresholds)
     default_threshold = model.default_threshold
@@ -43,7 +44,8 @@ def detector_config_for(model: DetectorConfig, config: EdgeConfig) -> DetectorCo
         default_threshold = float(config.detection.threshold)
         thresholds = {}
     thresholds.update(config.detection.thresholds)
-    return model.with_changes(default_threshold=default_threshold, thresholds=thresholds)
+    veto = {name: score for name, score in {**model.veto, **config.detection.veto}.items() if score > 0}
+    return model.with_changes(default_threshold=default_threshold, thresholds=thresholds, veto=veto)
 
 
 def pipeline_for_rate(
@@ -54,7 +56,7 @@ def pipeline_for_rate(
     detector_config: None = base's detector settings.
     """
     settings = base.detector.config if detector_config is None else detector_config
-    detector = Detector(settings, labels=base.labels, params=base.params)
+    detector = Detector(settings, labels=base.labels, params=base.params, audioset_classes=base.detector.audioset_classes)
     return StreamingPipeline(
         base.yamnet,
         base.head,

@@ -9,6 +9,7 @@ Schema ("format": "oido-model/1"):
   thresholds {label: float}; detector {DetectorConfig fields}; yamnet / head:
   {file, sha256, quantization, source_weights_sha256 (yamnet) | source_sha256 (head),
    input {name, index, shape}, outputs {role: {name, index, shape}}};
+  audioset_classes [str] (YAMNet's 521 class names in score order, for detector.veto; optional);
   versions {}; evaluation {}; created_utc str.
 """
 
@@ -154,6 +155,8 @@ class Manifest:
     head: ModelFile
     detector: Mapping[str, Any] = field(default_factory=dict)
     """DetectorConfig fields other than thresholds/background_label (optional)."""
+    audioset_classes: Tuple[str, ...] = ()
+    """YAMNet's AudioSet class names in score order (the detector's veto names them); () if unknown."""
     versions: Mapping[str, Any] = field(default_factory=dict)
     evaluation: Mapping[str, Any] = field(default_factory=dict)
     created_utc: str = ""
@@ -163,6 +166,7 @@ class Manifest:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))
+        object.__setattr__(self, "audioset_classes", tuple(self.audioset_classes))
         for name in ("thresholds", "detector", "versions", "evaluation"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
 
@@ -195,6 +199,10 @@ class Manifest:
         values["thresholds"] = thresholds
         config = DetectorConfig.from_dict(values, source=f"{self.path} detector settings (with overrides)")
         config.check_labels(self.labels)
+        try:
+            config.veto_indices(self.audioset_classes)
+        except ConfigError as error:
+            raise ConfigError(f"{self.path} detector settings (with overrides): {error}") from None
         return config
 
     # --- serialization ---
@@ -206,6 +214,7 @@ class Manifest:
             "params": self.params.to_dict(),
             "thresholds": dict(self.thresholds),
             "detector": dict(self.detector),
+            **({"audioset_classes": list(self.audioset_classes)} if self.audioset_classes else {}),
             "yamnet": self.yamnet.to_dict("yamnet"),
             "head": self.head.to_dict("head"),
             "versions": dict(self.versions),
@@ -262,6 +271,9 @@ class Manifest:
         for key in ("versions", "evaluation"):
             if not isinstance(values.get(key) or {}, Mapping):
                 raise ValueError(f'"{key}" must be an object')
+        audioset_classes = values.get("audioset_classes") or []
+        if not isinstance(audioset_classes, list) or not all(isinstance(name, str) for name in audioset_classes):
+            raise ValueError('"audioset_classes" must be a list of YAMNet\'s class names')
         return cls(
             labels=tuple(labels),
             background_label=background,
@@ -270,6 +282,7 @@ class Manifest:
             yamnet=ModelFile.from_dict(values["yamnet"], role="yamnet"),
             head=ModelFile.from_dict(values["head"], role="head"),
             detector=dict(detector),
+            audioset_classes=tuple(audioset_classes),
             versions=dict(values.get("versions") or {}),
             evaluation=dict(values.get("evaluation") or {}),
             created_utc=str(values.get("created_utc", "")),
@@ -307,6 +320,12 @@ class Manifest:
         except ConfigError as error:
             raise ManifestError(f"{where}: {error}", path=where) from None
         params = self.params
+        if self.audioset_classes and len(self.audioset_classes) != params.yamnet_classes:
+            raise ManifestError(
+                f'{where}: "audioset_classes" has {len(self.audioset_classes)} names but YAMNet scores '
+                f"{params.yamnet_classes} classes; re-export the model",
+                path=where,
+            )
         expectations = [
             ("yamnet.input", self.yamnet.input, params.patch_samples, "patch_samples"),
             ("head.input", self.head.input, params.embedding_size, "params.embedding_size"),

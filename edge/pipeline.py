@@ -479,7 +479,7 @@ def load_pipeline(
     yamnet = YamnetTflite.from_manifest(manifest, num_threads=num_threads)
     head = HeadTflite.from_manifest(manifest, num_threads=num_threads)
     config: DetectorConfig = manifest.detector_config(detector_overrides)
-    detector = Detector(config, labels=manifest.labels, params=manifest.params)
+    detector = Detector(config, labels=manifest.labels, params=manifest.params, audioset_classes=manifest.audioset_classes)
     return StreamingPipeline(
         yamnet,
         head,

@@ -154,6 +154,16 @@ def test_a_global_threshold_replaces_the_models_per_label_thresholds():
     assert detector_config_for(model, parse_config("")) == model
 
 
+def test_the_config_file_changes_or_turns_off_single_entries_of_the_models_veto():
+    from edge.config import parse_config
+    from edge.listen import detector_config_for
+
+    model = DetectorConfig(veto={"Music": 0.75, "Speech": 0.8})
+    config = detector_config_for(model, parse_config('[detection.veto]\nSpeech = 0\n"Child speech, kid speaking" = 0.9\n'))
+    assert dict(config.veto) == {"Music": 0.75, "Child speech, kid speaking": 0.9}
+    assert detector_config_for(model, parse_config("")) == model
+
+
 def test_file_source_paces_to_real_time_only_when_asked(tmp_path):
     import time
 

@@ -83,6 +83,11 @@ def test_threshold_outside_unit_interval_is_rejected(tmp_path, value):
         load_config(path)
 
 
+def test_veto_score_outside_zero_to_one_is_rejected_with_its_line(tmp_path):
+    with pytest.raises(ConfigError, match=r":2: .*Music = 1.5; a veto is a YAMNet score in \(0, 1\], or 0 to turn it off"):
+        load_config(write(tmp_path, "[detection.veto]\nMusic = 1.5\n"))
+
+
 def test_default_threshold_outside_unit_interval_is_rejected(tmp_path):
     with pytest.raises(ConfigError, match=r":2: \[detection\] threshold"):
         load_config(write(tmp_path, "[detection]\nthreshold = 2\n"))

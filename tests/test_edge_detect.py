@@ -207,3 +207,52 @@ def test_release_threshold_never_exceeds_onset() -> None:
     config = DetectorConfig(thresholds={"clock_alarm": 0.3}, release_threshold=0.4)
     assert config.release_for("clock_alarm") == 0.3
     assert DetectorConfig(release_fraction=0.5).release_for("x") == 0.25
+
+
+# --- veto: YAMNet's own AudioSet scores keep a patch from counting ---
+
+AUDIOSET = tuple(f"class {i}" for i in range(DEFAULT_PARAMS.yamnet_classes - 2)) + ("Speech", "Music")
+
+
+def heard(index: int, alarm: float, music: float) -> PatchResult:
+    """A patch whose head says clock_alarm with `alarm` while YAMNet hears Music at `music`."""
+    scores = np.zeros(DEFAULT_PARAMS.yamnet_classes, np.float32)
+    scores[AUDIOSET.index("Music")] = music
+    return PatchResult(
+        index=index,
+        start_sample=index * DEFAULT_PARAMS.hop_samples,
+        probabilities=np.array([alarm, 0.0, 1.0 - alarm], np.float32),
+        yamnet_scores=scores,
+        rms_dbfs=-20.0,
+    )
+
+
+def test_a_vetoed_patch_cannot_start_an_event_and_a_quieter_veto_score_does_not_veto() -> None:
+    config = DetectorConfig(background_label="other", min_patches=1, of_patches=1, veto={"Music": 0.75})
+    vetoed = Detector(config, labels=LABELS, audioset_classes=AUDIOSET)
+    assert vetoed.update(heard(0, 0.99, 0.8)) == ([], [])
+    assert vetoed.update(heard(1, 0.99, 0.75)) == ([], [])  # at the veto score: vetoed too
+    started, _ = vetoed.update(heard(2, 0.99, 0.74))
+    assert [e.label for e in started] == ["clock_alarm"]
+    plain = Detector(config.with_changes(veto={}), labels=LABELS)
+    assert [e.label for e in plain.update(heard(0, 0.99, 0.8))[0]] == ["clock_alarm"]
+
+
+def test_a_vetoed_patch_does_not_sustain_an_active_event() -> None:
+    config = DetectorConfig(background_label="other", min_patches=1, of_patches=1, hold_seconds=0.0, veto={"Music": 0.5})
+    detector = Detector(config, labels=LABELS, audioset_classes=AUDIOSET)
+    started, _ = detector.update(heard(0, 0.99, 0.0))
+    assert len(started) == 1
+    _, ended = detector.update(heard(1, 0.99, 0.9))  # music drowns it: no evidence, the event ends
+    assert [e.label for e in ended] == ["clock_alarm"]
+
+
+def test_a_veto_needs_yamnets_class_names_and_a_class_yamnet_has() -> None:
+    config = DetectorConfig(veto={"Music": 0.75})
+    with pytest.raises(ConfigError, match="class names are not known"):
+        Detector(config, labels=LABELS)
+    with pytest.raises(ConfigError, match=r"'Musik'.*did you mean \['Music'\]"):
+        Detector(DetectorConfig(veto={"Musik": 0.75}), labels=LABELS, audioset_classes=AUDIOSET)
+    with pytest.raises(ConfigError, match="veto score"):
+        DetectorConfig(veto={"Music": 1.5})
+    assert DetectorConfig.from_dict(config.to_dict()) == config

@@ -149,6 +149,20 @@ def _log_mel_shape(values: Dict[str, Any]) -> None:
     values["yamnet"]["outputs"]["log_mel"]["shape"] = [96, 128]
 
 
+def _veto_without_class_names(values: Dict[str, Any]) -> None:
+    values.pop("audioset_classes", None)
+    values["detector"] = {"veto": {"Music": 0.75}}
+
+
+def _short_class_names(values: Dict[str, Any]) -> None:
+    values["audioset_classes"] = ["Speech", "Music"]
+
+
+def _veto_of_an_unknown_class(values: Dict[str, Any]) -> None:
+    values["audioset_classes"] = [f"class {i}" for i in range(520)] + ["Music"]
+    values["detector"] = {"veto": {"Musik": 0.75}}
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -164,6 +178,9 @@ def _log_mel_shape(values: Dict[str, Any]) -> None:
         (_duplicate_label, r"repeats \['beep'\]"),
         (_bad_detector, "min_patches=5"),
         (_log_mel_shape, r"log_mel has shape \[96, 128\]"),
+        (_veto_without_class_names, "class names are not known: re-export"),
+        (_short_class_names, '"audioset_classes" has 2 names but YAMNet scores 521'),
+        (_veto_of_an_unknown_class, r"'Musik' is not one of YAMNet's 521 AudioSet classes; did you mean \['Music'\]"),
     ],
 )
 def test_disagreements_raise_manifest_error_naming_the_manifest(
@@ -187,6 +204,21 @@ def test_manifest_from_dict_and_to_dict_are_inverse(tmp_path: Path) -> None:
     manifest = fake_model_dir(tmp_path)
     again = Manifest.from_dict(manifest.to_dict(), model_dir=tmp_path)
     assert again.to_dict() == manifest.to_dict()
+
+
+def test_a_manifest_with_yamnets_class_names_gives_a_detector_that_vetoes(tmp_path: Path) -> None:
+    names = [f"class {i}" for i in range(520)] + ["Music"]
+
+    def veto(values: Dict[str, Any]) -> None:
+        values["audioset_classes"] = names
+        values["detector"] = {"veto": {"Music": 0.75}}
+
+    fake_model_dir(tmp_path)
+    edit_manifest(tmp_path, veto)
+    manifest = load_manifest(tmp_path)
+    assert manifest.audioset_classes == tuple(names)
+    assert manifest.detector_config().veto_indices(manifest.audioset_classes) == ((520, 0.75),)
+    assert Manifest.from_dict(manifest.to_dict(), model_dir=tmp_path).to_dict() == manifest.to_dict()
 
 
 # --- model files (need the TF-Lite runtime) ---

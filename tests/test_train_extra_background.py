@@ -253,3 +253,22 @@ def test_prepare_adds_the_extra_background_to_the_training_folds_only(tmp_path: 
     none = prepare_dataset(classes=None, esc50_dir=esc50, out_dir=tmp_path / "bare", progress=False, background=None,
                            extra_background=tmp_path / "room", cache_dir=tmp_path / "cache")  # fmt: skip
     assert not any(e.train_only for e in none.entries)
+
+
+@needs_dpkg
+def test_everyday_sounds_to_measure_on_come_from_a_named_package_or_a_folder(tmp_path: Path) -> None:
+    from train.extra_background import listening_clips
+
+    apt = FakeApt(tmp_path, {"usr/share/words/en/eye.wav": 1.0, "usr/share/words/en/nose.wav": 1.0,
+                             "usr/share/words/de/auge.wav": 1.0, "usr/share/words/de/wasser.wav": 1.0})  # fmt: skip
+    clips = listening_clips("debian-speech", ["water_drops", "other"], cache_dir=tmp_path / "cache", runner=apt)
+    assert apt.calls == [["apt-get", "download", "ktuberling-data"]]
+    # one source per language folder (words played one after another); 'wasser' is not left out
+    # by name (a German word), 'water' would be
+    assert Counter(c.source.rsplit(":", 1)[1] for c in clips) == {"usr/share/words/en": 1, "usr/share/words/de": 1}
+    assert listening_clips("debian-speech", ["water_drops"], cache_dir=tmp_path / "cache", runner=apt) == clips
+    write(tmp_path / "living-room" / "tv.wav", 12.0)
+    mine = listening_clips(tmp_path / "living-room", ["water_drops"], cache_dir=tmp_path / "cache")
+    assert len(mine) == 3 and all(c.path.is_file() for c in mine)
+    with pytest.raises(ExtraBackgroundError, match="not debian-speech or debian-music and not a folder"):
+        listening_clips(tmp_path / "nope", ["x"], cache_dir=tmp_path / "cache")

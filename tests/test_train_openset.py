@@ -341,3 +341,53 @@ def test_main_job_ships_the_calibrated_openset_head_and_measures_it_on_streams()
     assert "--model-dir model/tutorial" in commands[1]
     assert "--background" not in commands[2] and "--model-dir model" in commands[3]
     assert "--model-dir" not in commands[4]
+
+
+# --------------------------------------------------------------------------- veto from YAMNet's own scores
+
+AUDIOSET = tuple(f"class {i}" for i in range(DEFAULT_PARAMS.yamnet_classes - 2)) + ("Speech", "Music")
+
+
+def _scored(label: int, music: list[float], speech: list[float], levels: list[float] | None = None) -> ClipData:
+    scores = np.zeros((len(music), DEFAULT_PARAMS.yamnet_classes), np.float32)
+    scores[:, AUDIOSET.index("Music")] = music
+    scores[:, AUDIOSET.index("Speech")] = speech
+    return ClipData(
+        path=Path(f"{label}-{music[0]}.wav"), label=label, category=LABELS[label], fold=1, source="s",
+        embeddings=np.zeros((len(music), EMBEDDING), np.float32), yamnet_scores=scores,
+        level_db=np.asarray(levels if levels is not None else [-20.0] * len(music), np.float32),
+    )  # fmt: skip
+
+
+def test_the_veto_sits_above_every_audible_training_target_and_skips_classes_targets_reach() -> None:
+    from train.openset import choose_veto
+
+    task = Task(labels=LABELS, background_label="other", clips=(), test_fold=2)
+    clips = [
+        _scored(0, music=[0.1, 0.675], speech=[0.96, 0.0]),  # a target YAMNet also hears as speech
+        _scored(0, music=[0.99, 0.2], speech=[0.0, 0.0], levels=[-120.0, -20.0]),  # a silent patch does not count
+        _scored(1, music=[1.0, 1.0], speech=[1.0, 1.0]),  # background clips do not count
+    ]
+    veto = choose_veto(clips, task=task, audioset_classes=AUDIOSET, candidates=("Speech", "Music"))
+    assert veto == {"Music": 0.75}  # 0.675 + 0.05, rounded up to 0.05; Speech 0.96 leaves no room
+    assert choose_veto(clips, task=task, audioset_classes=(), candidates=("Music",)) == {}
+    assert choose_veto(clips, task=task, audioset_classes=AUDIOSET, candidates=()) == {}
+    with pytest.raises(ValueError, match="Musik"):
+        choose_veto(clips, task=task, audioset_classes=AUDIOSET, candidates=("Musik",))
+
+
+def test_detect_events_vetoes_the_patches_yamnet_hears_as_music() -> None:
+    from train.streams import StreamPatches, detect_events
+
+    labels = ("beep", "other")
+    starts = np.arange(6, dtype=np.int64) * HOP
+    probabilities = np.tile(np.array([[0.99, 0.01]], np.float32), (6, 1))
+    scores = np.zeros((6, DEFAULT_PARAMS.yamnet_classes), np.float32)
+    scores[:3, AUDIOSET.index("Music")] = 0.9  # the first three patches are music
+    patches = StreamPatches(starts, np.zeros((6, EMBEDDING), np.float32), scores, np.full(6, -20.0, np.float32))
+    config = DetectorConfig(background_label="other", min_patches=1, of_patches=1, veto={"Music": 0.75})
+    found = detect_events(probabilities, patches, labels=labels, config=config, num_samples=int(starts[-1]) + DEFAULT_PARAMS.patch_samples,
+                          audioset_classes=AUDIOSET)  # fmt: skip
+    assert [d.start_seconds for d in found] == [3 * DEFAULT_PARAMS.hop_seconds]
+    unvetoed = detect_events(probabilities, patches, labels=labels, config=config.with_changes(veto={}), num_samples=int(starts[-1]) + DEFAULT_PARAMS.patch_samples)
+    assert [d.start_seconds for d in unvetoed] == [0.0]

@@ -401,6 +401,34 @@ def extra_background_clips(
     return folder_clips(Path(choice), labels, cache_dir=cache / FOLDERS_SUBDIR, test_fold=test_fold, params=params, progress=progress)
 
 
+LISTENING_SETS: dict[str, str] = {"debian-speech": "ktuberling-data", "debian-music": "asterisk-moh-opsound-wav"}
+"""``evaluate-stream --others`` names for Debian packages of what a home hears all day: spoken
+words in 19 languages, music on hold."""
+
+
+def listening_clips(
+    choice: str | os.PathLike[str], labels: Sequence[str], *, cache_dir: Path | None = None, params: Params = DEFAULT_PARAMS,
+    progress: bool = False, runner: Runner = subprocess.run,
+) -> list[ExtraClip]:  # fmt: skip
+    """Clips of everyday sound to stream among the test targets (never trained on by the default
+    model): a LISTENING_SETS name (downloaded like ``--extra-background debian-sfx``) or a folder of
+    your own recordings (TV, radio, your kitchen), cut into 5 s clips."""
+    from train.assets import user_cache_dir
+
+    cache = cache_dir or user_cache_dir()
+    name = str(choice)
+    if name in LISTENING_SETS:
+        package = LISTENING_SETS[name]
+        folder = fetch_package(package, cache / CACHE_SUBDIR / "packages", runner=runner)
+        spec = next(p for p in DEBIAN_SFX_PACKAGES if p.name == package)
+        sources = group_sources(folder, name=f"{DEBIAN_SFX}:{package}", group_by_folder=spec.group_by_folder, exclude=exclusion_pattern(labels))
+        return cached_clips(sources, cache / CACHE_SUBDIR / "listening" / name, test_fold=0, params=params, progress=progress)
+    folder = Path(choice)
+    if not folder.is_dir():
+        raise ExtraBackgroundError(f"--others {name}: not {' or '.join(LISTENING_SETS)} and not a folder of recordings")
+    return folder_clips(folder, labels, cache_dir=cache / FOLDERS_SUBDIR, test_fold=0, params=params, progress=progress)
+
+
 def describe(clips: Sequence[ExtraClip]) -> dict[str, Any]:
     """Counts for logs and reports: clips, sources, and clips per package or folder."""
     per: dict[str, int] = {}

@@ -597,9 +597,11 @@ def detect_events(
     config: DetectorConfig,
     num_samples: int,
     params: Params = DEFAULT_PARAMS,
+    audioset_classes: Sequence[str] = (),
 ) -> list[Detection]:
     """Run the edge's Detector over per-patch probabilities [p, L] of a stream of num_samples samples
-    (patches: where each patch starts and its level, which decides whether it holds evidence)."""
+    (patches: where each patch starts, its level and YAMNet's AudioSet scores, which decide whether
+    it holds evidence; audioset_classes: YAMNet's class names, needed when config has a veto)."""
     probs = np.asarray(probabilities, np.float32)
     starts = np.asarray(patches.start_samples, np.int64)
     levels = np.asarray(patches.rms_dbfs, np.float32)
@@ -608,7 +610,13 @@ def detect_events(
             f"probabilities {probs.shape} must be [patches, {len(labels)}] with one start ({len(starts)}) "
             f"and one level ({len(levels)}) per patch"
         )
-    detector = Detector(config, labels=labels, params=params)
+    detector = Detector(config, labels=labels, params=params, audioset_classes=audioset_classes)
+    yamnet_scores = np.asarray(patches.yamnet_scores, np.float32)
+    if config.veto and yamnet_scores.shape != (len(starts), params.yamnet_classes):
+        raise ValueError(
+            f"the detector's veto needs YAMNet's scores [patches, {params.yamnet_classes}] of every patch, "
+            f"got {yamnet_scores.shape} for {len(starts)} patches"
+        )
     empty_scores = np.zeros(params.yamnet_classes, np.float32)
     pending: dict[tuple[str, float], float] = {}
     finished: list[tuple[Event, float]] = []
@@ -617,7 +625,7 @@ def detect_events(
             index=index,
             start_sample=int(starts[index]),
             probabilities=probs[index],
-            yamnet_scores=empty_scores,
+            yamnet_scores=yamnet_scores[index] if config.veto else empty_scores,
             rms_dbfs=float(levels[index]),
         )
         started, ended = detector.update(patch)
@@ -853,6 +861,7 @@ def sweep_thresholds(
     options: StreamOptions = DEFAULT_STREAM_OPTIONS,
     params: Params = DEFAULT_PARAMS,
     exclude_categories: Sequence[str] = (),
+    audioset_classes: Sequence[str] = (),
 ) -> list[SweepPoint]:
     """Figures at each threshold, summed over streams given as (spec, probabilities [p, L], patches).
 
@@ -869,7 +878,8 @@ def sweep_thresholds(
         false = {label: 0 for label in targets_of}
         seconds = 0.0
         for spec, probabilities, patches in streams:
-            detections = detect_events(probabilities, patches, labels=labels, config=trial, num_samples=spec.num_samples, params=params)
+            detections = detect_events(probabilities, patches, labels=labels, config=trial, num_samples=spec.num_samples, params=params,
+                                       audioset_classes=audioset_classes)  # fmt: skip
             score = score_stream(spec, detections, labels=labels, options=options, exclude_categories=exclude_categories)
             for label in targets_of:
                 hits, total = score.recall(label, in_time=True)

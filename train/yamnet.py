@@ -71,6 +71,42 @@ def default_weight_paths(*, assets_dir: str | os.PathLike[str] | None = None) ->
     return unique
 
 
+CLASS_MAP_FILE_NAME = "yamnet_class_map.csv"
+"""YAMNet's AudioSet class list (index, mid, display_name), kept beside the weights."""
+
+
+def read_class_map(path: str | os.PathLike[str]) -> tuple[str, ...]:
+    """Display names of YAMNet's classes in score order, from yamnet_class_map.csv. ValueError if unreadable."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as stream:
+            rows = list(csv.DictReader(stream))
+        return tuple(row["display_name"] for row in sorted(rows, key=lambda row: int(row["index"])))
+    except (OSError, KeyError, ValueError, csv.Error) as error:
+        raise ValueError(
+            f"{path}: cannot read YAMNet's class map ({error}); use {CLASS_MAP_FILE_NAME} from the YAMNet release "
+            "(index,mid,display_name)"
+        ) from None
+
+
+def find_audioset_classes(
+    weights_path: str | os.PathLike[str] | None = None, *, assets_dir: str | os.PathLike[str] | None = None
+) -> tuple[str, ...]:
+    """YAMNet's class names from the class map beside the weights (or where default_weight_paths
+    looks); () when there is none (e.g. weights from TF Hub)."""
+    places = [Path(weights_path)] if weights_path is not None else []
+    try:
+        places += default_weight_paths(assets_dir=assets_dir)
+    except AssetError:
+        pass
+    for place in places:
+        candidate = place.parent / CLASS_MAP_FILE_NAME
+        if candidate.is_file():
+            return read_class_map(candidate)
+    return ()
+
+
 def _where_to_put_weights() -> str:
     return (
         f"put {WEIGHTS_FILE_NAME} in {repo_root().parent / 'shared' / 'assets' / 'yamnet'}/ "
