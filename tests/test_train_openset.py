@@ -391,3 +391,15 @@ def test_detect_events_vetoes_the_patches_yamnet_hears_as_music() -> None:
     assert [d.start_seconds for d in found] == [3 * DEFAULT_PARAMS.hop_seconds]
     unvetoed = detect_events(probabilities, patches, labels=labels, config=config.with_changes(veto={}), num_samples=int(starts[-1]) + DEFAULT_PARAMS.patch_samples)
     assert [d.start_seconds for d in unvetoed] == [0.0]
+
+
+def test_veto_flags_parse_names_scores_and_none() -> None:
+    import argparse
+
+    from train.openset import veto_arg, veto_classes_arg
+
+    assert veto_classes_arg("Speech, Music") == ("Speech", "Music") and veto_classes_arg("none") == ()
+    assert veto_arg("Music=0.75,Speech=0.8") == {"Music": 0.75, "Speech": 0.8} and veto_arg("none") == {}
+    for bad in ("Music", "=0.5", "Music=loud"):
+        with pytest.raises(argparse.ArgumentTypeError, match="CLASS=SCORE"):
+            veto_arg(bad)
