@@ -37,8 +37,6 @@ logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
 
-CLASS_MAP_NAME = "yamnet_class_map.csv"
-"""YAMNet's AudioSet class list (index, mid, display_name), kept beside the weights."""
 MIN_YAMNET_BYTES = 3_000_000
 """A YAMNet file smaller than this cannot hold its 3.7 M int8 weights: a weightless stub."""
 SILENCE_CLASS = "Silence"
@@ -112,22 +110,17 @@ def read_class_map(path: str | os.PathLike[str]) -> tuple[str, ...]:
 def find_class_map(
     weights_path: str | os.PathLike[str] | None, *, explicit: str | os.PathLike[str] | None = None
 ) -> Path:
-    """yamnet_class_map.csv: `explicit`, else beside the weights file, else the shared assets."""
-    candidates: list[Path] = []
-    if explicit is not None:
-        candidates.append(Path(explicit))
-    else:
-        if weights_path is not None:
-            candidates.append(Path(weights_path).parent / CLASS_MAP_NAME)
-        repo = Path(__file__).resolve().parent.parent
-        for root in (repo, Path.cwd()):
-            candidates.append(root.parent / "shared" / "assets" / "yamnet" / CLASS_MAP_NAME)
+    """yamnet_class_map.csv: `explicit`, else beside the weights file, else where train looks
+    for the weights (train.yamnet.class_map_candidates: the assets, the user cache)."""
+    from train.yamnet import CLASS_MAP_FILE_NAME, class_map_candidates
+
+    candidates = [Path(explicit)] if explicit is not None else class_map_candidates(weights_path)
     for candidate in candidates:
         if candidate.is_file():
             return candidate
     raise ConvertError(
         f"YAMNet class map not found (looked at {[str(c) for c in candidates]}); pass --class-map "
-        f"PATH to {CLASS_MAP_NAME}",
+        f"PATH to {CLASS_MAP_FILE_NAME}",
         path=candidates[0] if candidates else None,
     )
 

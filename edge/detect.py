@@ -164,7 +164,6 @@ class DetectorConfig:
                 f"{list(labels)}; use one of them or null"
             )
 
-
     def veto_indices(self, audioset_classes: Optional[Sequence[str]]) -> Tuple[Tuple[int, float], ...]:
         """(AudioSet class index, score) of each veto entry, looked up in YAMNet's class names.
 

@@ -90,18 +90,29 @@ def read_class_map(path: str | os.PathLike[str]) -> tuple[str, ...]:
         ) from None
 
 
-def find_audioset_classes(
+def class_map_candidates(
     weights_path: str | os.PathLike[str] | None = None, *, assets_dir: str | os.PathLike[str] | None = None
-) -> tuple[str, ...]:
-    """YAMNet's class names from the class map beside the weights (or where default_weight_paths
-    looks); () when there is none (e.g. weights from TF Hub)."""
+) -> list[Path]:
+    """Where yamnet_class_map.csv may be, in order: beside the weights, then beside every path
+    default_weight_paths tries."""
     places = [Path(weights_path)] if weights_path is not None else []
     try:
         places += default_weight_paths(assets_dir=assets_dir)
     except AssetError:
         pass
+    candidates: list[Path] = []
     for place in places:
-        candidate = place.parent / CLASS_MAP_FILE_NAME
+        if place.parent / CLASS_MAP_FILE_NAME not in candidates:
+            candidates.append(place.parent / CLASS_MAP_FILE_NAME)
+    return candidates
+
+
+def find_audioset_classes(
+    weights_path: str | os.PathLike[str] | None = None, *, assets_dir: str | os.PathLike[str] | None = None
+) -> tuple[str, ...]:
+    """YAMNet's class names from the first class map of class_map_candidates; () when there is
+    none (e.g. weights from TF Hub)."""
+    for candidate in class_map_candidates(weights_path, assets_dir=assets_dir):
         if candidate.is_file():
             return read_class_map(candidate)
     return ()
