@@ -1030,13 +1030,16 @@ def choose_veto(
         return {}
     veto = {}
     for name in candidates:
-        peak = max(float(np.max(c.yamnet_scores[params.audible(c.level_db), index[name]], initial=0.0)) for c in targets)
+        peaks = [float(np.max(c.yamnet_scores[params.audible(c.level_db), index[name]], initial=0.0)) for c in targets]
+        loudest = int(np.argmax(peaks))
+        peak = peaks[loudest]
         score = math.ceil((peak + VETO_MARGIN) / VETO_STEP - 1e-9) * VETO_STEP
+        where = f"highest training target patch {peak:.3f} ({task.labels[targets[loudest].label]}, {targets[loudest].path.name})"
         if score <= VETO_MAX:
             veto[name] = round(score, 2)
+            logger.info("veto %s at %.2f: %s + %.2f", name, veto[name], where, VETO_MARGIN)
         else:
-            logger.info("no %s veto: a training target patch scores %.2f for it", name, peak)
-    logger.info("veto %s (highest training target scores + %.2f)", veto, VETO_MARGIN)
+            logger.info("no %s veto: %s", name, where)
     return veto
 
 
