@@ -212,6 +212,28 @@ _TABLES: dict[str, dict[str, tuple[type, ...]]] = {
 _FIELD_NAMES = {("leds", "status"): "status_pin"}
 
 
+def read_toml_text(path: Union[str, Path], *, what: str, example: str) -> str:
+    """The text of the TOML file `path` (`what` it is, e.g. "configuration", and `example`, the
+    repository file to copy, name it in messages). Raises ConfigError naming the file."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such {what} file; pass --config with an existing file (an example is {example})"
+        ) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read the {what} file: {error}") from None
+
+
+def parse_toml(text: str, *, where: str) -> dict[str, Any]:
+    """TOML `text` (from `where`, for messages) as a dict. Raises ConfigError with the line."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{where}: not valid TOML: {error}; fix the syntax at that line") from None
+
+
 def load_config(path: Union[str, Path]) -> EdgeConfig:
     """Read and validate a TOML configuration file.
 
@@ -219,27 +241,15 @@ def load_config(path: Union[str, Path]) -> EdgeConfig:
     Raises ConfigError naming the file (and the line, where it can be found) for any mistake.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: no such configuration file; pass --config with an existing file "
-            f"(an example is scripts/oido.toml)"
-        ) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read the configuration file: {error}") from None
-    return parse_config(text, path=path)
+    return parse_config(read_toml_text(path, what="configuration", example="scripts/oido.toml"), path=path)
 
 
 def parse_config(text: str, *, path: Optional[Path] = None) -> EdgeConfig:
     """Parse configuration TOML `text` (from `path`, used in messages and for relative paths)."""
     where = str(path) if path is not None else "<config>"
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{where}: not valid TOML: {error}; fix the syntax at that line") from None
+    document = parse_toml(text, where=where)
 
-    locate = _Locator(text, where)
+    locate = TomlLocator(text, where)
     base = path.parent if path is not None else Path.cwd()
     values: dict[str, Any] = {}
     for key, value in document.items():
@@ -304,9 +314,9 @@ def parse_config(text: str, *, path: Optional[Path] = None) -> EdgeConfig:
     return config
 
 
-def validate(config: EdgeConfig, *, where: str, locate: Optional["_Locator"] = None) -> None:
+def validate(config: EdgeConfig, *, where: str, locate: Optional["TomlLocator"] = None) -> None:
     """Check values that TOML types cannot: ranges, pins, thresholds. Raises ConfigError."""
-    at = locate or _Locator("", where)
+    at = locate or TomlLocator("", where)
     audio, leds, events, detection = config.audio, config.leds, config.events, config.detection
     if config.num_threads < 1:
         raise ConfigError(f"{at(None, 'num_threads')}: num_threads = {config.num_threads}; use 1 or more")
@@ -379,7 +389,7 @@ def check_labels(config: EdgeConfig, labels: Iterable[str], *, model_dir: Option
     """
     known = list(labels)
     where = str(config.path) if config.path is not None else "command line"
-    at = _Locator(config.path.read_text(encoding="utf-8") if config.path and config.path.exists() else "", where)
+    at = TomlLocator(config.path.read_text(encoding="utf-8") if config.path and config.path.exists() else "", where)
     model = f" of the model in {model_dir}" if model_dir is not None else " of the model"
     for table, names in (("leds.pins", config.leds.pins), ("detection.thresholds", config.detection.thresholds)):
         for label in names:
@@ -412,7 +422,7 @@ def known_keys() -> dict[str, list[str]]:
 
 
 def _check_type(
-    locate: "_Locator", table: Optional[str], key: str, value: Any, types: tuple[type, ...]
+    locate: "TomlLocator", table: Optional[str], key: str, value: Any, types: tuple[type, ...]
 ) -> None:
     # TOML booleans are Python ints; a pin or a rate is never true/false.
     if isinstance(value, bool) or not isinstance(value, types):
@@ -424,7 +434,7 @@ def _check_type(
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", dict: "a table"}
 
 
-def _check_unit(at: "_Locator", table: str, key: str, value: float) -> None:
+def _check_unit(at: "TomlLocator", table: str, key: str, value: float) -> None:
     # 0 would fire on every patch: the detector takes thresholds in (0, 1].
     if not 0.0 < float(value) <= 1.0:
         raise ConfigError(
@@ -433,7 +443,7 @@ def _check_unit(at: "_Locator", table: str, key: str, value: float) -> None:
         )
 
 
-class _Locator:
+class TomlLocator:
     """Finds `key` inside `[table]` in the TOML text, to point messages at `file:line`."""
 
     _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")

@@ -10,6 +10,7 @@ Parsing only; the work is in train.core. Examples:
     oido-train evaluate
     oido-train cv
     oido-train plot-clip data/audio/5-200334-A-18.wav
+    oido-train --config scripts/recipe.toml fit-openset   # flags from a TOML recipe (train.recipe)
     oido-train fit-openset | calibrate | evaluate-stream | loco   (train.openset)
 
 A user mistake (missing data, bad flag value, a model directory from another run) prints one
@@ -47,7 +48,7 @@ COMMANDS_WITHOUT_TENSORFLOW = frozenset({"prepare"})
 """Commands that never import TensorFlow (so --threads does not import it for them)."""
 COMMON_DEFAULTS: dict[str, Any] = {
     "verbose": False, "quiet": False, "data_dir": Path("data"), "model_dir": Path("model"),
-    "reports_dir": Path("reports"), "assets": None, "threads": 1,
+    "reports_dir": Path("reports"), "assets": None, "threads": 1, "config": None, "recipe_arguments": (),
 }  # fmt: skip
 """Defaults of the options accepted before or after the command. They are filled in after parsing:
 the main parser and every sub-parser share these option objects (argparse parents), so a default
@@ -127,12 +128,34 @@ def _add_yamnet_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse the command line; options given nowhere get COMMON_DEFAULTS."""
-    args = build_parser().parse_args(argv)
+    """Parse the command line (with --config FILE: the recipe's flags, overridden by those typed);
+    options given nowhere get COMMON_DEFAULTS. A mistake in the recipe is a usage error (exit 2)."""
+    from edge.errors import ConfigError
+    from train.recipe import command_index, load_recipe, recipe_arguments, with_recipe
+
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(words)
+    if getattr(args, "config", None) is not None:
+        commands = _sub_parsers(parser)
+        try:
+            from_recipe = recipe_arguments(load_recipe(args.config), commands, args.command)
+        except ConfigError as error:
+            parser.error(str(error))
+        args = parser.parse_args(with_recipe(words, from_recipe, at=command_index(words, parser, commands)))
+        args.recipe_arguments = from_recipe
     for name, value in COMMON_DEFAULTS.items():
         if not hasattr(args, name):
             setattr(args, name, value)
     return args
+
+
+def _sub_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """oido-train's sub-command parsers by name."""
+    for action in parser._actions:  # argparse has no public accessor for its sub-parsers
+        if action.dest == "command":
+            return dict(action.choices or {})
+    raise LookupError("oido-train's parser has no sub-commands")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     folders.add_argument("--assets", type=Path, default=argparse.SUPPRESS, metavar="DIR",
                          help="the folder holding esc50/ and yamnet/ (default: $OIDO_ASSETS, else ../shared/assets "
                               "beside the repository or the current directory)")  # fmt: skip
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS, metavar="FILE",
+                        help="a training recipe: these flags kept in a TOML file (example: scripts/recipe.toml); "
+                             "flags typed on the command line win")  # fmt: skip
     common.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N",
                         help="TensorFlow CPU threads (default: 1: the head is tiny, one thread trains it fastest and makes its weights independent of the core count; 0 = TensorFlow's choice, faster for a cold embedding run; its embeddings differ in the last bits, so they are cached apart and give slightly different heads)")  # fmt: skip
 
@@ -353,6 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `oido-train` and `python -m train`; returns the exit status."""
     args = parse_args(argv)
     _configure_logging(args)
+    if args.config is not None:
+        logger.info("recipe %s gives %s: %s", args.config, args.command, " ".join(args.recipe_arguments) or "nothing")
     started = time.perf_counter()
     try:
         if args.command not in COMMANDS_WITHOUT_TENSORFLOW:
