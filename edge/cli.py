@@ -133,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"audio per block (default {AudioConfig.block_seconds})")
         sub.add_argument("--event-log", metavar="PATH",
                          help="append finished events as JSON lines to PATH ('-' = stdout)")
+        sub.add_argument("--patches", action="store_true",
+                         help="also print one line per patch: its end time, level, the top classes as "
+                              "probability/threshold (* at or over it), and what YAMNet hears, or why the patch "
+                              "holds no evidence (silent, vetoed): why a sound did or did not light its LED")
 
     def led_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--pin", type=_pin_arg, action="append", default=[], metavar="LABEL=BCM",
@@ -305,7 +309,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
         stack.callback(leds.close)
         mic.open()
         assert mic.rate_hz is not None and mic.device is not None
-        console = ConsoleView(enabled=sys.stdout.isatty() or args.verbose)
+        console = ConsoleView(enabled=sys.stdout.isatty() or args.verbose or args.patches, patches=args.patches)
         leds.status_alive()
         report = listen_to(mic, base, config, leds=leds, console=console, duration_seconds=args.duration,
                            source_name=f"mic:{mic.device.name}")
@@ -347,7 +351,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         stack.callback(leds.close)
         event_log = stack.enter_context(EventLog(args.event_log)) if args.event_log else None
-        console = ConsoleView(enabled=not args.summary_only)
+        console = ConsoleView(enabled=not args.summary_only, patches=args.patches)
         leds.status_alive()
         with _stop_on_signals(stop):
             for source in sources:

@@ -266,10 +266,7 @@ class Detector:
             )
         started: List[Event] = []
         ended: List[Event] = []
-        audible = patch.rms_dbfs >= self._silent_patch_dbfs
-        if audible and self._veto:
-            yamnet_scores = patch.yamnet_scores
-            audible = not any(float(yamnet_scores[index]) >= score for index, score in self._veto)
+        audible = self.no_evidence(patch) is None
         for index, label, onset, release in self._watched:
             state = self._states[label]
             score = float(probabilities[index]) if audible else 0.0
@@ -294,6 +291,17 @@ class Detector:
                 logger.debug("event started: %s", event)
                 started.append(event)
         return started, ended
+
+    def no_evidence(self, patch: "PatchResult") -> Optional[str]:
+        """Why `patch` holds no evidence for any class ("silent: -131.2 dBFS < -90", "vetoed: Music
+        0.82 >= 0.75"), or None when it does."""
+        if not patch.rms_dbfs >= self._silent_patch_dbfs:
+            return f"silent: {patch.rms_dbfs:.1f} dBFS < {self._silent_patch_dbfs:g}"
+        for index, score in self._veto:
+            heard = float(patch.yamnet_scores[index])
+            if heard >= score:
+                return f"vetoed: {self.audioset_classes[index]} {heard:.2f} >= {score:g}"
+        return None
 
     def close(self, end_sample: Optional[int] = None) -> List[Event]:
         """End every active event (stream stopped); `end_sample` caps their end time."""

@@ -22,7 +22,7 @@ from edge.config import STDOUT, EdgeConfig
 from edge.detect import Detector, DetectorConfig, Event
 from edge.events import EventAudioSaver, EventLog, event_record
 from edge.leds import AnyLedBank, NullLedBank
-from edge.pipeline import StepOutput, StreamingPipeline, WindowDecision, voting_mean
+from edge.pipeline import PatchResult, StepOutput, StreamingPipeline, WindowDecision, voting_mean
 from edge.sources import Gap
 
 log = logging.getLogger(__name__)
@@ -73,10 +73,14 @@ class ConsoleView:
     Quiet unless `enabled` (the CLI enables it on a terminal, or with --verbose; replay always).
     """
 
-    def __init__(self, stream: Optional[IO[str]] = None, *, enabled: bool = True, top_k: int = TOP_CLASSES) -> None:
+    def __init__(
+        self, stream: Optional[IO[str]] = None, *, enabled: bool = True, top_k: int = TOP_CLASSES, patches: bool = False
+    ) -> None:
         self._stream = stream if stream is not None else sys.stdout
         self.enabled = enabled
         self.top_k = top_k
+        self.patches = patches
+        """Also one line per patch (`patch`): why a sound did or did not light its LED."""
 
     def _print(self, line: str) -> None:
         if self.enabled:
@@ -91,6 +95,33 @@ class ConsoleView:
         tops = "  ".join(f"{labels[i]} {decision.mean_probabilities[i]:.2f}" for i in order)
         end = offset_seconds + decision.end_sample / sample_rate_hz
         self._print(f"{end:8.2f} s  window {decision.index:4d}  {decision.label:<16s} | {tops}")
+
+    def patch(self, result: PatchResult, detector: Detector, *, offset_seconds: float = 0.0) -> None:
+        """One line per patch when `patches` is on: its end time, level, top classes (each
+        non-background class with its onset threshold, `*` at or over it), then what YAMNet's own
+        AudioSet classes say, or why the patch holds no evidence (silent, vetoed)."""
+        if not (self.enabled and self.patches):
+            return
+        labels, config = detector.labels, detector.config
+        order = np.argsort(-result.probabilities)[: self.top_k]
+        tops = []
+        for i in order:
+            label, probability = labels[i], float(result.probabilities[i])
+            if label == config.background_label:
+                tops.append(f"{label} {probability:.3f}")
+            else:
+                threshold = config.threshold_for(label)
+                tops.append(f"{label} {probability:.3f}{'*' if probability >= threshold else ''}/{threshold:.4g}")
+        why = detector.no_evidence(result)
+        if why is not None:
+            heard = f"no evidence ({why})"
+        elif detector.audioset_classes:
+            best = np.argsort(-result.yamnet_scores)[: self.top_k]
+            heard = "YAMNet: " + ", ".join(f"{detector.audioset_classes[i]} {result.yamnet_scores[i]:.2f}" for i in best)
+        else:
+            heard = ""
+        end = offset_seconds + (result.start_sample + detector.params.patch_samples) / detector.params.sample_rate_hz
+        self._print(f"{end:8.2f} s  patch  {result.index:4d}  {result.rms_dbfs:6.1f} dBFS | {'  '.join(tops)} | {heard}")
 
     def started(self, event: Event, *, offset_seconds: float = 0.0) -> None:
         self._print(f"{event.start_seconds + offset_seconds:8.2f} s  >>> {event.label} started")
@@ -182,6 +213,8 @@ def run_stream(
         if collect_patches:
             report.patch_probabilities.extend(p.probabilities for p in output.patches)
             report.patch_levels_dbfs.extend(p.rms_dbfs for p in output.patches)
+        for result in output.patches:
+            console.patch(result, pipeline.detector, offset_seconds=offset)
         report.window_count += len(output.windows)
         for window in output.windows:
             if keep_history:

@@ -206,6 +206,24 @@ def test_replay_prints_windows_events_and_the_mock_pin_history(tmp_path, fake_mo
     assert [r["label"] for r in records] == ["clock_alarm"] and records[0]["source"] == str(clip)
 
 
+def test_replay_patches_prints_every_patch_against_its_thresholds_and_why_silence_cannot_count(
+    tmp_path, fake_models, capsys
+):
+    import soundfile
+
+    clip = tmp_path / "alarm.wav"
+    audio = loud_then_quiet(16000)
+    soundfile.write(str(clip), audio, 16000, subtype="FLOAT")
+    assert cli.main(["replay", str(clip), "--config", str(config_in(tmp_path)), "--patches"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if " patch " in line]
+    assert len(lines) == DEFAULT_PARAMS.patches_in(len(audio))
+    assert [int(line.split()[3]) for line in lines] == list(range(len(lines)))
+    loud = [line for line in lines if "clock_alarm 0.900*/0.5" in line]  # at or over the config's threshold
+    silent = [line for line in lines if "no evidence (silent: -200.0 dBFS < -90)" in line]
+    assert loud and silent and len(loud) + len(silent) <= len(lines)
+    assert all("other 0.900" in line and "*" not in line for line in silent)  # the background class has no threshold
+
+
 class FakeSoundDevice:
     """One input (index 0, "Fake USB Mic", 48 kHz) whose stream delivers `audio` on start()."""
 

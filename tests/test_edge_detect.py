@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -245,6 +247,16 @@ def test_a_vetoed_patch_does_not_sustain_an_active_event() -> None:
     assert len(started) == 1
     _, ended = detector.update(heard(1, 0.99, 0.9))  # music drowns it: no evidence, the event ends
     assert [e.label for e in ended] == ["clock_alarm"]
+
+
+def test_no_evidence_says_why_a_patch_cannot_count() -> None:
+    config = DetectorConfig(background_label="other", veto={"Music": 0.75})
+    detector = Detector(config, labels=LABELS, audioset_classes=AUDIOSET)
+    assert detector.no_evidence(heard(0, 0.99, 0.74)) is None
+    assert detector.no_evidence(heard(0, 0.99, 0.81)) == "vetoed: Music 0.81 >= 0.75"
+    silent = dataclasses.replace(heard(0, 0.99, 0.81), rms_dbfs=-131.2)
+    assert detector.no_evidence(silent) == "silent: -131.2 dBFS < -90"  # silence is checked first
+    assert Detector(config.with_changes(veto={}), labels=LABELS).no_evidence(heard(0, 0.99, 0.99)) is None
 
 
 def test_a_veto_needs_yamnets_class_names_and_a_class_yamnet_has() -> None:
