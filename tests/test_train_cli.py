@@ -86,7 +86,7 @@ def test_python_dash_m_train_shows_every_command() -> None:
 
 
 ALL_COMMANDS = ["prepare", "embed", "fit", "evaluate", "cv", "plot-clip clip.wav", "all",
-                "fit-openset", "calibrate", "evaluate-stream", "loco", "ablation"]  # fmt: skip
+                "fit-openset", "calibrate", "evaluate-stream", "loco", "feedback", "ablation"]  # fmt: skip
 
 
 @pytest.mark.parametrize("command", ALL_COMMANDS)

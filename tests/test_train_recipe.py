@@ -12,7 +12,7 @@ from train.cli import COMMON_DEFAULTS, parse_args
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "scripts" / "recipe.toml"
-COMMANDS = ("prepare", "embed", "fit", "evaluate", "cv", "all", "fit-openset", "calibrate", "evaluate-stream", "loco", "ablation")
+COMMANDS = ("prepare", "embed", "fit", "evaluate", "cv", "all", "fit-openset", "calibrate", "evaluate-stream", "loco", "feedback", "ablation")
 
 
 def recipe(tmp_path: Path, text: str) -> str:

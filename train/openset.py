@@ -1620,6 +1620,19 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
                       help="background categories to leave out in turn (default: all)")  # fmt: skip
     loco.set_defaults(run=loco_main)
 
+    feedback = subparsers.add_parser("feedback", parents=list(parents),
+                                     help="leave-one-class-out, then retrain on the false alarms of a first day of listening "
+                                          "(what the event-saving loop buys; train.feedback)")  # fmt: skip
+    yamnet_flags(feedback)
+    recipe_flags(feedback)
+    calibration_flags(feedback)
+    feedback.add_argument("--categories", type=names_arg, default=None, metavar="A,B",
+                          help="background categories to leave out in turn (default: all)")  # fmt: skip
+    feedback.add_argument("--listen-folds", type=folds_arg, default=[1, 2], metavar="F,G",
+                          help="folds whose clips of the left-out category are the first day of listening; the "
+                               "others are measured (default: 1,2)")  # fmt: skip
+    feedback.set_defaults(run=feedback_main)
+
     ablate = subparsers.add_parser("ablation", parents=list(parents),
                                    help="what each part of the open-set recipe changes (calibrated, event level)")  # fmt: skip
     yamnet_flags(ablate)
@@ -1815,6 +1828,38 @@ def loco_main(args: argparse.Namespace) -> int:
                    f"{figures['detected_in_time']:>10d}/{figures['targets']}")  # fmt: skip
     _say(args, f"mean {summary['mean_false_per_hour']:.1f}/h, worst {summary['worst_false_per_hour']:.1f}/h "
                f"({summary['worst_category']}), fewest targets in time {summary['min_detected_in_time']}/{summary['targets']}; {out}")  # fmt: skip
+    return 0
+
+
+def folds_arg(text: str) -> list[int]:
+    """argparse type: "1,2" -> [1, 2]."""
+    try:
+        folds = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give fold numbers separated by commas, e.g. 1,2") from None
+    if not folds:
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least one fold")
+    return folds
+
+
+def feedback_main(args: argparse.Namespace) -> int:
+    """oido-train feedback: false events/hour on a left-out category before and after retraining
+    on the false alarms heard in --listen-folds (train.feedback)."""
+    from train.feedback import feedback_loop, format_feedback
+
+    factory = _factory(args)
+    task = factory.task
+    data_dir = Path(_arg(args, "data_dir", "data"))
+    summary = feedback_loop(
+        factory, _recipe_from_args(args), train_folds=_train_folds(task), test_fold=task.test_fold,
+        categories=args.categories, listen_folds=args.listen_folds, experiment=_experiment_from_args(args),
+        augment_cache=data_dir / "cache" / "augment", embeddings_cache=data_dir / "cache" / "embeddings",
+        work_dir=data_dir / "cache" / "feedback", progress=lambda text: _say(args, f"  {text}"),
+    )  # fmt: skip
+    out = Path(_arg(args, "reports_dir", "reports")) / "openset" / "feedback.json"
+    _write_json(out, summary)
+    _say(args, format_feedback(summary))
+    _say(args, f"written to {out}; the false-alarm clips are in {data_dir / 'cache' / 'feedback'}/")
     return 0
 
 

@@ -1,0 +1,86 @@
+"""Retraining on the device's false alarms (train.feedback, `oido-train feedback`): false alarms
+are cut as the Pi's event saver cuts them, join training as training-only background, and are
+never streamed for measuring. numpy + soundfile; no TensorFlow (the heads are stand-ins)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("soundfile")
+
+import soundfile  # noqa: E402
+
+from edge.detect import DetectorConfig  # noqa: E402
+from edge.params import DEFAULT_PARAMS  # noqa: E402
+from test_train_openset import LABELS, RandomEmbedder, toy_task  # noqa: E402, F401  (toy_task is a fixture)
+from train.feedback import false_alarm_clips, feedback_loop, with_extra_background  # noqa: E402
+from train.openset import EXTRA_CATEGORY, StreamFactory, Task, folds_arg  # noqa: E402
+from train.streams import AudioLibrary  # noqa: E402
+
+RATE = DEFAULT_PARAMS.sample_rate_hz
+
+
+def head_saying(beep: float) -> SimpleNamespace:
+    """A stand-in open-set model whose head gives every patch `beep` for "beep"."""
+
+    def predict(embeddings: np.ndarray) -> np.ndarray:
+        return np.tile(np.array([beep, 1.0 - beep], np.float32), (len(embeddings), 1))
+
+    detector = DetectorConfig(background_label="other", thresholds={"beep": 0.5}, min_patches=1, of_patches=1)
+    return SimpleNamespace(heads=SimpleNamespace(predict=predict), detector=detector)
+
+
+def factory_of(task: Task) -> StreamFactory:
+    return StreamFactory(task, RandomEmbedder(), cache_dir=None, library=AudioLibrary())
+
+
+def test_each_false_alarm_is_saved_with_its_pre_roll_like_the_pis_event_clips(toy_task: Task, tmp_path: Path) -> None:
+    out = tmp_path / "heard"
+    paths = false_alarm_clips(factory_of(toy_task), head_saying(0.9), "hiss", listen_folds=[1, 2], out_dir=out,
+                              pre_roll_seconds=0.5, max_clip_seconds=1.6)  # fmt: skip
+    assert paths and all(p.parent == out and p.name.endswith("-beep.wav") for p in paths)
+    for path in paths:
+        info = soundfile.info(str(path))
+        assert info.samplerate == RATE and info.channels == 1 and info.subtype == "PCM_16"
+        assert DEFAULT_PARAMS.patch_seconds <= info.frames / RATE <= 1.6 + 1e-6  # at least one patch, capped
+
+
+def test_no_false_alarm_writes_no_clip_and_clears_the_previous_run(toy_task: Task, tmp_path: Path) -> None:
+    out = tmp_path / "heard"
+    out.mkdir()
+    (out / "000-beep.wav").write_bytes(b"stale")
+    assert false_alarm_clips(factory_of(toy_task), head_saying(0.1), "hum", listen_folds=[1], out_dir=out) == []
+    assert list(out.iterdir()) == []
+
+
+def test_false_alarm_clips_are_trained_on_and_never_streamed_for_measuring(toy_task: Task, tmp_path: Path) -> None:
+    factory = factory_of(toy_task)
+    paths = false_alarm_clips(factory, head_saying(0.9), "hiss", listen_folds=[1], out_dir=tmp_path / "heard")
+    retrained = with_extra_background(factory, paths, fold=1, source="feedback:hiss", cache_root=None)
+    added = retrained.task.clips[len(toy_task.clips) :]
+    assert len(added) == len(paths) and all(c.train_only for c in added)
+    assert {(c.label, c.category, c.fold) for c in added} == {(LABELS.index("other"), EXTRA_CATEGORY, 1)}
+    assert all(len(c.embeddings) == len(c.level_db) == len(c.yamnet_scores) > 0 for c in added)
+    assert retrained.task.categories == toy_task.categories
+    trained_on = {c.path for c in retrained.task.select(folds=[1], exclude_categories=["hiss"])}
+    assert {c.path for c in added} <= trained_on  # the left-out category's own clips are not, its false alarms are
+    measured = retrained.fold_stream([1, 2], only_categories=["hiss"], target_folds=[2])
+    assert EXTRA_CATEGORY not in {c.category for c in measured.nontargets}
+
+
+@pytest.mark.parametrize("listen", [[1, 2], [3]])
+def test_listening_folds_must_leave_folds_to_measure_on(toy_task: Task, tmp_path: Path, listen: list[int]) -> None:
+    with pytest.raises(ValueError, match="listen-folds"):
+        feedback_loop(factory_of(toy_task), train_folds=[1], test_fold=2, listen_folds=listen, work_dir=tmp_path)
+
+
+def test_listen_folds_flag_parses_fold_numbers() -> None:
+    assert folds_arg("2, 1,2") == [1, 2]
+    for bad in ("", "one", ","):
+        with pytest.raises(argparse.ArgumentTypeError):
+            folds_arg(bad)

@@ -1,0 +1,205 @@
+"""What retraining on the device's own false alarms buys: `oido-train feedback`.
+
+The loop a user runs at home: the Pi saves the audio of each event (`[events] save_dir`), the
+user moves the false alarms into a folder, and retrains with `oido-train prepare
+--extra-background FOLDER`. This measures that loop on a sound no head was trained on, like
+leave-one-class-out (train.openset.leave_one_class_out). For each background category X:
+
+1. train and calibrate without X (model "before");
+2. "listen" to X's clips of `listen_folds` (a first day at home). Every event there is a false
+   alarm, and its audio is cut as the Pi's event saver would cut it: `pre_roll_seconds` before
+   its start to its end, at most `max_clip_seconds`;
+3. train and calibrate again with those clips as training-only background (model "after"): the
+   same path as `--extra-background` (written as WAVs, embedded through the cache);
+4. stream X's clips of the other folds (never heard in step 2) with the test fold's targets
+   through both models: false events per hour on X, targets detected in time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from train.openset import (
+    DEFAULT_RECIPE,
+    EXTRA_CATEGORY,
+    ClipData,
+    ExperimentOptions,
+    OpenSetModel,
+    OpenSetRecipe,
+    ProgressFn,
+    ScoredStream,
+    StreamFactory,
+    fit_openset,
+    score,
+)
+from train.streams import build_stream, detect_events, render_stream
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LISTEN_FOLDS = (1, 2)
+"""Folds whose clips of the left-out category stand for the first day of listening."""
+PRE_ROLL_SECONDS = 1.0
+"""Audio kept before an event's start (the edge config's [events] pre_roll_seconds default)."""
+MAX_CLIP_SECONDS = 15.0
+"""Longest saved event (the edge config's [events] max_clip_seconds default)."""
+
+
+def false_alarm_clips(
+    factory: StreamFactory, model: OpenSetModel, category: str, *, listen_folds: Sequence[int], out_dir: Path,
+    seed: int = 0, pre_roll_seconds: float = PRE_ROLL_SECONDS, max_clip_seconds: float = MAX_CLIP_SECONDS,
+) -> list[Path]:  # fmt: skip
+    """Stream `category`'s clips of `listen_folds` (no targets) through `model`; write each event's
+    audio (every one is a false alarm) as a 16 kHz WAV into `out_dir` (cleared first). Returns the files."""
+    from edge.audio import write_wav
+
+    task, params = factory.task, factory.params
+    clips = task.select(folds=listen_folds, targets=False, only_categories=[category], train_only=False)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    if not clips:
+        return []
+    spec = build_stream([], task.sources(clips), seed=seed, options=factory.options, params=params, library=factory.library,
+                        recipe={"folds": sorted(listen_folds), "categories": [category]})  # fmt: skip
+    patches = factory.patches(spec)
+    detections = detect_events(
+        model.heads.predict(patches.embeddings), patches, labels=task.labels, config=model.detector,
+        num_samples=spec.num_samples, params=params, audioset_classes=factory.audioset_classes,
+    )  # fmt: skip
+    audio = render_stream(spec, library=factory.library, params=params)
+    rate = params.sample_rate_hz
+    paths = []
+    for number, event in enumerate(detections):
+        start = max(0.0, event.start_seconds - pre_roll_seconds)
+        end = min(event.end_seconds, start + max_clip_seconds)
+        name = f"{number:03d}-{event.label}.wav"
+        paths.append(write_wav(out_dir / name, audio[round(start * rate) : round(end * rate)], rate_hz=rate, subtype="PCM_16"))
+    return paths
+
+
+def with_extra_background(
+    factory: StreamFactory, paths: Sequence[Path], *, fold: int, source: str, cache_root: str | os.PathLike[str] | None
+) -> StreamFactory:
+    """`factory` whose task also holds `paths` as training-only background clips of `fold`
+    (embedded through the embedding cache `cache_root`, as `prepare --extra-background` clips are)."""
+    from train.embeddings import embed_files
+
+    task = factory.task
+    if task.background_index is None:
+        raise ValueError("retraining on false alarms needs a background class (prepare --background esc10)")
+    embedded = embed_files(list(paths), factory.embedder, cache_root=cache_root, params=factory.params)
+    extra = tuple(
+        ClipData(path=Path(p), label=task.background_index, category=EXTRA_CATEGORY, fold=fold, source=f"{source}:{Path(p).name}",
+                 embeddings=e.embeddings, yamnet_scores=e.scores, level_db=e.rms_dbfs, train_only=True)  # fmt: skip
+        for p, e in zip(paths, embedded)
+    )
+    return replace(factory, task=replace(task, clips=task.clips + extra))
+
+
+def _figures(factory: StreamFactory, model: OpenSetModel, spec: Any, patches: Any) -> dict[str, Any]:
+    result = score(ScoredStream(spec, model.heads.predict(patches.embeddings), patches), labels=factory.task.labels,
+                   config=model.detector, options=factory.options, params=factory.params,
+                   audioset_classes=factory.audioset_classes)  # fmt: skip
+    summary = result.summary()
+    return {**summary["overall"], "nontarget_seconds": summary["nontarget_seconds"], "thresholds": dict(model.detector.thresholds)}
+
+
+def feedback_loop(
+    factory: StreamFactory,
+    recipe: OpenSetRecipe = DEFAULT_RECIPE,
+    *,
+    train_folds: Sequence[int],
+    test_fold: int,
+    categories: Sequence[str] | None = None,
+    listen_folds: Sequence[int] = DEFAULT_LISTEN_FOLDS,
+    experiment: ExperimentOptions = ExperimentOptions(),
+    augment_cache: str | os.PathLike[str] | None = None,
+    embeddings_cache: str | os.PathLike[str] | None = None,
+    work_dir: str | os.PathLike[str],
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """For each background category: false events per hour on its clips outside `listen_folds`
+    before and after retraining on the false alarms heard in `listen_folds` (module docstring).
+
+    Returns {"splits": {X: {"before": figures, "after": figures, "false_alarm_clips": n,
+    "false_alarm_seconds": s}}, "mean_before", "mean_after", "worst_before", "worst_after", ...}.
+    """
+    task = factory.task
+    chosen = list(categories) if categories is not None else task.categories
+    all_folds = sorted({c.fold for c in task.clips})
+    rest = [f for f in all_folds if f not in listen_folds]
+    if not set(listen_folds) <= set(all_folds) or not rest:
+        raise ValueError(f"--listen-folds {list(listen_folds)} must be some, not all, of the folds {all_folds}")
+    splits: dict[str, Any] = {}
+    for category in chosen:
+        if category not in task.categories:
+            raise ValueError(f"{category!r} is not a background category of this data set; choose from {task.categories}")
+        started = time.perf_counter()
+        if progress:
+            progress(f"leave out {category}: train without it")
+        before = fit_openset(factory, recipe, train_folds=train_folds, exclude_categories=[category], experiment=experiment,
+                             augment_cache=augment_cache)  # fmt: skip
+        heard = false_alarm_clips(factory, before, category, listen_folds=listen_folds, out_dir=Path(work_dir) / category,
+                                  seed=experiment.test_seed)  # fmt: skip
+        seconds = sum(_seconds(p) for p in heard)
+        if progress:
+            progress(f"leave out {category}: {len(heard)} false alarms ({seconds:.1f} s) while listening to folds "
+                     f"{','.join(map(str, listen_folds))}; retrain with them")  # fmt: skip
+        after = before
+        if heard:
+            retrained = with_extra_background(factory, heard, fold=train_folds[0], source=f"feedback:{category}",
+                                              cache_root=embeddings_cache)  # fmt: skip
+            after = fit_openset(retrained, recipe, train_folds=train_folds, exclude_categories=[category], experiment=experiment,
+                                augment_cache=augment_cache)  # fmt: skip
+        spec = factory.fold_stream(rest, seed=experiment.test_seed, only_categories=[category], target_folds=[test_fold])
+        patches = factory.patches(spec)
+        splits[category] = {
+            "false_alarm_clips": len(heard), "false_alarm_seconds": round(seconds, 1),
+            "before": _figures(factory, before, spec, patches), "after": _figures(factory, after, spec, patches),
+            "seconds": round(time.perf_counter() - started, 1),
+        }  # fmt: skip
+        logger.info("leave out %s: %d -> %d false events on folds %s after %d false alarms", category,
+                    splits[category]["before"]["false_events"], splits[category]["after"]["false_events"], rest, len(heard))  # fmt: skip
+    summary: dict[str, Any] = {"splits": splits, "listen_folds": sorted(listen_folds), "test_folds": rest,
+                               "targets": next(iter(splits.values()))["before"]["targets"] if splits else 0}  # fmt: skip
+    for when in ("before", "after"):
+        rates = {c: v[when]["false_per_hour"] for c, v in splits.items()}
+        summary[f"mean_{when}"] = round(float(np.mean(list(rates.values()))), 2) if rates else 0.0
+        summary[f"worst_{when}"] = max(rates.values(), default=0.0)
+        summary[f"min_in_time_{when}"] = min((v[when]["detected_in_time"] for v in splits.values()), default=0)
+    return summary
+
+
+def _seconds(path: Path) -> float:
+    import soundfile
+
+    info = soundfile.info(str(path))
+    return info.frames / info.samplerate
+
+
+def format_feedback(summary: dict[str, Any]) -> str:
+    """Plain-text table of feedback_loop's summary."""
+    targets = summary["targets"]
+    lines = [f"{'left out':16s} {'false alarms heard':>19s} {'false/h before':>15s} {'after':>7s} {'in time before':>15s} {'after':>6s}"]
+    for category, split in summary["splits"].items():
+        before, after = split["before"], split["after"]
+        lines.append(
+            f"{category:16s} {split['false_alarm_clips']:>8d} ({split['false_alarm_seconds']:5.1f} s) "
+            f"{before['false_per_hour']:>15.1f} {after['false_per_hour']:>7.1f} "
+            f"{before['detected_in_time']:>12d}/{targets} {after['detected_in_time']:>3d}/{targets}"
+        )
+    lines.append(
+        f"mean {summary['mean_before']:.1f} -> {summary['mean_after']:.1f} false events/h, worst {summary['worst_before']:.1f} -> "
+        f"{summary['worst_after']:.1f}, fewest targets in time {summary['min_in_time_before']} -> {summary['min_in_time_after']}/{targets} "
+        f"(listened to folds {','.join(map(str, summary['listen_folds']))}; measured on folds {','.join(map(str, summary['test_folds']))})"
+    )
+    return "\n".join(lines)
