@@ -152,8 +152,9 @@ def feedback_loop(
                                   seed=experiment.test_seed)  # fmt: skip
         seconds = sum(_seconds(p) for p in heard)
         if progress:
-            progress(f"leave out {category}: {len(heard)} false alarms ({seconds:.1f} s) while listening to folds "
-                     f"{','.join(map(str, listen_folds))}; retrain with them")  # fmt: skip
+            alarms = f"{len(heard)} false alarm{'' if len(heard) == 1 else 's'} ({seconds:.1f} s)"
+            then = "; retrain with them" if heard else "; nothing to retrain on"
+            progress(f"leave out {category}: {alarms} while listening to folds {','.join(map(str, listen_folds))}{then}")
         after = before
         if heard:
             retrained = with_extra_background(factory, heard, fold=train_folds[0], source=f"feedback:{category}",
