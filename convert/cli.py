@@ -1,7 +1,7 @@
 """oido-convert: export the trained model for the edge, report parity, check golden decisions.
 
     oido-convert [export] [--model-dir model] [--data-dir data]
-                 [--quantization auto|dynamic_range|full_int8|int8_weights] [--no-parity]
+                 [--quantization auto|dynamic_range|full_int8|int8_weights] [--no-parity] [--config RECIPE.toml]
     oido-convert check [--model-dir model] [--data-dir data]   # golden decisions, installed runtime, no TF
 
 `export` (the default) needs TensorFlow and a trained head (model/head.json + the head-<sha>.keras it names);
@@ -76,10 +76,45 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--class-map", type=Path, help="yamnet_class_map.csv (default: beside the weights)")
     export.add_argument("--seed", type=int, default=defaults.seed, help="seed for sampling clips and patches")
 
+    export.add_argument("--config", type=Path, metavar="FILE",
+                        help="a recipe: these flags in a TOML file, top-level keys and the [convert] table (the file "
+                             "oido-train --config reads; example: scripts/recipe.toml); flags typed here win")  # fmt: skip
+
     check = commands.add_parser("check", help="replay golden.json in the installed TF-Lite runtime")
     common(check)
     check.add_argument("--limit", type=int, help="check only the first N golden clips")
     return parser
+
+
+RECIPE_TABLE = "convert"
+"""The recipe table oido-convert reads (with the top-level keys it has flags for)."""
+
+
+def recipe_commands() -> dict[str, argparse.ArgumentParser]:
+    """oido-convert's export parser under its recipe table name (for train.recipe)."""
+    parser = _parser()
+    for action in parser._actions:  # argparse has no public accessor for its sub-parsers
+        if action.dest == "command":
+            return {RECIPE_TABLE: action.choices["export"]}
+    raise LookupError("oido-convert's parser has no sub-commands")
+
+
+def _with_recipe(arguments: list[str], args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
+    """`arguments` with the recipe's words (args.config) after the command, so typed flags win.
+    A mistake in the recipe is a usage error (exit 2) naming file and line."""
+    from train.cli import build_parser as train_parser, _sub_parsers
+    from train.recipe import load_recipe, long_options, recipe_arguments
+
+    training = _sub_parsers(train_parser())
+    try:
+        words = recipe_arguments(load_recipe(args.config), recipe_commands(), RECIPE_TABLE, tool="oido-convert",
+                                 other_tables=list(training), other_options=sorted(long_options(list(training.values()))))  # fmt: skip
+    except OidoError as error:
+        parser.error(str(error))
+    if words:
+        logger.info("recipe %s gives oido-convert: %s", args.config, " ".join(words))
+    at = next(i for i, word in enumerate(arguments) if word in COMMANDS)
+    return [*arguments[: at + 1], *words, *arguments[at + 1 :]]
 
 
 def _configure_logging(verbose: bool, quiet: bool) -> None:
@@ -131,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(arguments)
     _configure_logging(args.verbose, args.quiet)
+    if getattr(args, "config", None) is not None:
+        args = parser.parse_args(_with_recipe(arguments, args, parser))
     try:
         if args.command == "check":
             return _check(args)

@@ -112,3 +112,51 @@ def test_a_mistake_anywhere_in_the_recipe_names_file_and_line(
 def test_a_missing_recipe_names_the_file_and_the_example(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     line = usage_error(["--config", str(tmp_path / "nope.toml"), "fit"], capsys)
     assert str(tmp_path / "nope.toml") in line and "scripts/recipe.toml" in line
+
+
+# --------------------------------------------------------------------------- oido-convert reads the same file
+
+
+def convert_args(argv: list[str]):
+    import convert.cli as convert_cli
+
+    parser = convert_cli._parser()
+    args = parser.parse_args(argv)
+    return parser.parse_args(convert_cli._with_recipe(argv, args, parser)) if args.config else args
+
+
+def test_the_example_recipe_gives_oido_convert_its_defaults() -> None:
+    plain = vars(convert_args(["export"]))
+    with_example = vars(convert_args(["export", "--config", str(EXAMPLE)]))
+    assert with_example.pop("config") == EXAMPLE and plain.pop("config") is None
+    assert with_example == plain
+
+
+def test_oido_convert_takes_the_top_level_folders_and_its_table_and_typed_flags_win(tmp_path: Path) -> None:
+    path = recipe(tmp_path, 'model_dir = "mine"\nepochs = 3\n[fit]\nbatch_size = 8\n[convert]\nquantization = "int8_weights"\n')
+    args = convert_args(["export", "--config", path])
+    assert (args.model_dir, args.quantization) == (Path("mine"), "int8_weights")  # epochs and [fit] are oido-train's
+    typed = convert_args(["export", "--config", path, "--quantization", "dynamic_range", "--model-dir", "typed"])
+    assert (typed.model_dir, typed.quantization) == (Path("typed"), "dynamic_range")
+    assert parse_args(["--config", path, "fit"]).batch_size == 8  # and oido-train accepts the [convert] table
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[convert]\nquantisation = "auto"\n', [":2:", "'quantisation' is not a flag of oido-convert", "quantization"]),
+        ('[convert]\nquantization = "int4"\n', [":2:", "--quantization is one of"]),
+        ("[convrt]\n", [":1:", "[convrt]", "did you mean convert"]),
+    ],
+)
+def test_a_mistake_in_the_recipe_stops_oido_convert_naming_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: list[str]
+) -> None:
+    path = recipe(tmp_path, text)
+    with pytest.raises(SystemExit) as exit_info:
+        convert_args(["export", "--config", path])
+    assert exit_info.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("oido-convert: error:") and path in line
+    for part in expected:
+        assert part in line, line

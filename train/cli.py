@@ -131,15 +131,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line (with --config FILE: the recipe's flags, overridden by those typed);
     options given nowhere get COMMON_DEFAULTS. A mistake in the recipe is a usage error (exit 2)."""
     from edge.errors import ConfigError
-    from train.recipe import command_index, load_recipe, recipe_arguments, with_recipe
+    from train.recipe import command_index, load_recipe, long_options, recipe_arguments, with_recipe
 
     words = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(words)
     if getattr(args, "config", None) is not None:
         commands = _sub_parsers(parser)
+        from convert.cli import recipe_commands as convert_commands
+
         try:
-            from_recipe = recipe_arguments(load_recipe(args.config), commands, args.command)
+            converting = convert_commands()
+            from_recipe = recipe_arguments(load_recipe(args.config), commands, args.command, other_tables=list(converting),
+                                           other_options=sorted(long_options(list(converting.values()))))  # fmt: skip
         except ConfigError as error:
             parser.error(str(error))
         args = parser.parse_args(with_recipe(words, from_recipe, at=command_index(words, parser, commands)))

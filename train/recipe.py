@@ -1,8 +1,10 @@
-"""A training recipe: oido-train's flags kept in a TOML file (`oido-train --config FILE COMMAND`).
+"""A training recipe: oido-train's and oido-convert's flags kept in a TOML file
+(`oido-train --config FILE COMMAND`, `oido-convert --config FILE`).
 
 Every key is the long name of a flag, without the dashes (`epochs`, `own_data` or `own-data`).
 Keys at the top of the file apply to every command that has that flag; a `[command]` table
-(`[fit-openset]`, `[prepare]`) applies to that command only and wins over the top. Flags typed on
+(`[fit-openset]`, `[prepare]`; `[convert]` for oido-convert) applies to that command only and
+wins over the top. Flags typed on
 the command line win over the file. A value is what you would type after the flag: a string,
 a number, true/false for a switch, a list for a flag that takes several values or names separated
 by commas, a table for `veto` (`{ Music = 0.75 }`). Relative paths are taken from the current
@@ -102,33 +104,44 @@ def _tokens(action: argparse.Action, option: str, value: Any, *, where: str) -> 
     return [option, *words]
 
 
-def recipe_arguments(recipe: Recipe, commands: Mapping[str, argparse.ArgumentParser], command: str) -> list[str]:
-    """The arguments `recipe` gives `command` (top-level keys it has, then its table).
+def long_options(parsers: Sequence[argparse.ArgumentParser]) -> set[str]:
+    """Every --long-option a recipe may set on any of `parsers`."""
+    return {option for parser in parsers for option in _options(parser)}
+
+
+def recipe_arguments(
+    recipe: Recipe, commands: Mapping[str, argparse.ArgumentParser], command: str, *, tool: str = "oido-train",
+    other_tables: Sequence[str] = (), other_options: Sequence[str] = (),
+) -> list[str]:  # fmt: skip
+    """The arguments `recipe` gives `command` of `tool` (top-level keys it has, then its table).
 
     commands: every sub-command's parser, by name (keys everywhere are checked against them, so a
-    typo in a table of another command is caught too). Raises ConfigError naming file and line."""
+    typo in a table of another command is caught too). other_tables / other_options: the tables
+    and --options of the other tool that reads the same file (oido-train's [command] tables and
+    oido-convert's [convert]), accepted and left to it. Raises ConfigError naming file and line."""
     locate = TomlLocator(recipe.text, str(recipe.path))
     for table in recipe.tables:
-        if table not in commands:
+        if table not in commands and table not in other_tables:
+            known = [*commands, *other_tables]
             raise ConfigError(
-                f"{locate(None, table)}: [{table}] is not an oido-train command{_hint(table, list(commands))} "
-                f"(commands: {', '.join(commands)})"
+                f"{locate(None, table)}: [{table}] is not a table of this recipe{_hint(table, known)} "
+                f"(tables: {', '.join(known)})"
             )
-    every_option = sorted({option for parser in commands.values() for option in _options(parser)})
+    every_option = sorted(long_options(list(commands.values())) | set(other_options))
     for key in recipe.top:
         if _flag(key) not in every_option:
             raise ConfigError(
-                f"{locate(None, key)}: '{key}' is not a flag of any oido-train command"
+                f"{locate(None, key)}: '{key}' is not a flag of oido-train or oido-convert"
                 f"{_hint(key, every_option)}"
             )
     for table, entries in recipe.tables.items():
+        if table not in commands:
+            continue
         options = _options(commands[table])
+        program = tool if tool.endswith("-" + table) else f"{tool} {table}"  # "oido-convert", "oido-train fit"
         for key in entries:
             if _flag(key) not in options:
-                raise ConfigError(
-                    f"{locate(table, key)}: '{key}' is not a flag of oido-train {table}"
-                    f"{_hint(key, sorted(options))}"
-                )
+                raise ConfigError(f"{locate(table, key)}: '{key}' is not a flag of {program}{_hint(key, sorted(options))}")
     arguments = {name: _arguments_for(recipe, parser, name, locate) for name, parser in commands.items()}
     return arguments[command]  # every command's were built: a mistake anywhere in the file is caught now
 
