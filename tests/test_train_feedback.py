@@ -58,16 +58,21 @@ def test_no_false_alarm_writes_no_clip_and_clears_the_previous_run(toy_task: Tas
     assert list(out.iterdir()) == []
 
 
-def test_false_alarm_clips_are_trained_on_and_never_streamed_for_measuring(toy_task: Task, tmp_path: Path) -> None:
+def test_false_alarm_clips_are_trained_on_as_extra_background_and_never_streamed_for_measuring(toy_task: Task, tmp_path: Path) -> None:
+    from train.extra_background import folder_clips
+
     factory = factory_of(toy_task)
-    paths = false_alarm_clips(factory, head_saying(0.9), "hiss", listen_folds=[1], out_dir=tmp_path / "heard")
-    retrained = with_extra_background(factory, paths, fold=1, source="feedback:hiss", cache_root=None)
+    heard = tmp_path / "heard"
+    paths = false_alarm_clips(factory, head_saying(0.9), "hiss", listen_folds=[1], out_dir=heard)
+    retrained = with_extra_background(factory, heard, cache_dir=tmp_path / "cut", embeddings_cache=None)
     added = retrained.task.clips[len(toy_task.clips) :]
-    assert len(added) == len(paths) and all(c.train_only for c in added)
-    assert {(c.label, c.category, c.fold) for c in added} == {(LABELS.index("other"), EXTRA_CATEGORY, 1)}
+    as_prepare_cuts_them = folder_clips(heard, toy_task.labels, cache_dir=tmp_path / "cut", test_fold=toy_task.test_fold)
+    assert paths and [(c.path, c.fold, c.source) for c in added] == [(c.path, c.fold, c.source) for c in as_prepare_cuts_them]
+    assert all(c.train_only and c.fold != toy_task.test_fold for c in added)
+    assert {(c.label, c.category) for c in added} == {(LABELS.index("other"), EXTRA_CATEGORY)}
     assert all(len(c.embeddings) == len(c.level_db) == len(c.yamnet_scores) > 0 for c in added)
     assert retrained.task.categories == toy_task.categories
-    trained_on = {c.path for c in retrained.task.select(folds=[1], exclude_categories=["hiss"])}
+    trained_on = {c.path for c in retrained.task.select(exclude_categories=["hiss"])}
     assert {c.path for c in added} <= trained_on  # the left-out category's own clips are not, its false alarms are
     measured = retrained.fold_stream([1, 2], only_categories=["hiss"], target_folds=[2])
     assert EXTRA_CATEGORY not in {c.category for c in measured.nontargets}

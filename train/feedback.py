@@ -10,7 +10,8 @@ leave-one-class-out (train.openset.leave_one_class_out). For each background cat
    alarm, and its audio is cut as the Pi's event saver would cut it: `pre_roll_seconds` before
    its start to its end, at most `max_clip_seconds`;
 3. train and calibrate again with those clips as training-only background (model "after"): the
-   same path as `--extra-background` (written as WAVs, embedded through the cache);
+   WAVs go through `--extra-background FOLDER`'s own code (cut into 5 s clips, folds by
+   recording) and the embedding cache;
 4. stream X's clips of the other folds (never heard in step 2) with the test fold's targets
    through both models: false events per hour on X, targets detected in time.
 """
@@ -86,21 +87,23 @@ def false_alarm_clips(
     return paths
 
 
-def with_extra_background(
-    factory: StreamFactory, paths: Sequence[Path], *, fold: int, source: str, cache_root: str | os.PathLike[str] | None
-) -> StreamFactory:
-    """`factory` whose task also holds `paths` as training-only background clips of `fold`
-    (embedded through the embedding cache `cache_root`, as `prepare --extra-background` clips are)."""
+def with_extra_background(factory: StreamFactory, folder: Path, *, cache_dir: Path, embeddings_cache: str | os.PathLike[str] | None) -> StreamFactory:
+    """`factory` whose task also holds the recordings in `folder` as training-only background, cut
+    and given folds exactly as `oido-train prepare --extra-background FOLDER` does
+    (train.extra_background.folder_clips, cut clips cached in `cache_dir`) and embedded through
+    the embedding cache `embeddings_cache`."""
     from train.embeddings import embed_files
+    from train.extra_background import folder_clips
 
     task = factory.task
     if task.background_index is None:
         raise ValueError("retraining on false alarms needs a background class (prepare --background esc10)")
-    embedded = embed_files(list(paths), factory.embedder, cache_root=cache_root, params=factory.params)
+    cut = folder_clips(folder, task.labels, cache_dir=cache_dir, test_fold=task.test_fold, params=factory.params)
+    embedded = embed_files([c.path for c in cut], factory.embedder, cache_root=embeddings_cache, params=factory.params)
     extra = tuple(
-        ClipData(path=Path(p), label=task.background_index, category=EXTRA_CATEGORY, fold=fold, source=f"{source}:{Path(p).name}",
+        ClipData(path=c.path, label=task.background_index, category=EXTRA_CATEGORY, fold=c.fold, source=c.source,
                  embeddings=e.embeddings, yamnet_scores=e.scores, level_db=e.rms_dbfs, train_only=True)  # fmt: skip
-        for p, e in zip(paths, embedded)
+        for c, e in zip(cut, embedded)
     )
     return replace(factory, task=replace(task, clips=task.clips + extra))
 
@@ -148,8 +151,8 @@ def feedback_loop(
             progress(f"leave out {category}: train without it")
         before = fit_openset(factory, recipe, train_folds=train_folds, exclude_categories=[category], experiment=experiment,
                              augment_cache=augment_cache)  # fmt: skip
-        heard = false_alarm_clips(factory, before, category, listen_folds=listen_folds, out_dir=Path(work_dir) / category,
-                                  seed=experiment.test_seed)  # fmt: skip
+        heard_dir = Path(work_dir) / category / "heard"
+        heard = false_alarm_clips(factory, before, category, listen_folds=listen_folds, out_dir=heard_dir, seed=experiment.test_seed)
         seconds = sum(_seconds(p) for p in heard)
         if progress:
             alarms = f"{len(heard)} false alarm{'' if len(heard) == 1 else 's'} ({seconds:.1f} s)"
@@ -157,8 +160,8 @@ def feedback_loop(
             progress(f"leave out {category}: {alarms} while listening to folds {','.join(map(str, listen_folds))}{then}")
         after = before
         if heard:
-            retrained = with_extra_background(factory, heard, fold=train_folds[0], source=f"feedback:{category}",
-                                              cache_root=embeddings_cache)  # fmt: skip
+            retrained = with_extra_background(factory, heard_dir, cache_dir=Path(work_dir) / category / "cut",
+                                              embeddings_cache=embeddings_cache)  # fmt: skip
             after = fit_openset(retrained, recipe, train_folds=train_folds, exclude_categories=[category], experiment=experiment,
                                 augment_cache=augment_cache)  # fmt: skip
         spec = factory.fold_stream(rest, seed=experiment.test_seed, only_categories=[category], target_folds=[test_fold])
