@@ -37,10 +37,9 @@ from train.openset import (
     OpenSetModel,
     OpenSetRecipe,
     ProgressFn,
-    ScoredStream,
     StreamFactory,
     fit_openset,
-    score,
+    score_model,
 )
 from train.streams import build_stream, detect_events, render_stream
 
@@ -109,10 +108,7 @@ def with_extra_background(factory: StreamFactory, folder: Path, *, cache_dir: Pa
 
 
 def _figures(factory: StreamFactory, model: OpenSetModel, spec: Any, patches: Any) -> dict[str, Any]:
-    result = score(ScoredStream(spec, model.heads.predict(patches.embeddings), patches), labels=factory.task.labels,
-                   config=model.detector, options=factory.options, params=factory.params,
-                   audioset_classes=factory.audioset_classes)  # fmt: skip
-    summary = result.summary()
+    summary = score_model(factory, model, spec, patches)
     return {**summary["overall"], "nontarget_seconds": summary["nontarget_seconds"], "thresholds": dict(model.detector.thresholds)}
 
 

@@ -1057,6 +1057,13 @@ def clip_accuracy(task: Task, heads: HeadEnsemble, *, folds: Sequence[int], para
     return int(right), len(targets)
 
 
+def score_model(factory: StreamFactory, model: OpenSetModel, spec: StreamSpec, patches: StreamPatches) -> dict[str, Any]:
+    """StreamScore.summary() of `model`'s heads and detector on a stream `spec` (its `patches`)."""
+    stream = ScoredStream(spec, model.heads.predict(patches.embeddings), patches)
+    return score(stream, labels=factory.task.labels, config=model.detector, options=factory.options, params=factory.params,
+                 audioset_classes=factory.audioset_classes).summary()  # fmt: skip
+
+
 def leave_one_class_out(
     factory: StreamFactory,
     recipe: OpenSetRecipe = DEFAULT_RECIPE,
@@ -1092,10 +1099,7 @@ def leave_one_class_out(
         )  # fmt: skip
         spec = factory.fold_stream(all_folds, seed=experiment.test_seed, only_categories=[category], target_folds=[test_fold])
         patches = factory.patches(spec)
-        stream = ScoredStream(spec, model.heads.predict(patches.embeddings), patches)
-        result = score(stream, labels=task.labels, config=model.detector, options=factory.options, params=factory.params,
-                       audioset_classes=factory.audioset_classes)  # fmt: skip
-        summary = result.summary()
+        summary = score_model(factory, model, spec, patches)
         splits[category] = {
             **summary["overall"],
             "nontarget_seconds": summary["nontarget_seconds"],
