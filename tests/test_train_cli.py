@@ -199,12 +199,15 @@ def test_embed_fit_evaluate_cv_and_plot_on_a_tiny_data_set(
         assert (tmp_path / "reports" / figure).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_a_missing_extra_background_folder_exits_2_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("flag", ["--extra-background", "--false-alarms"])
+def test_a_missing_extra_background_folder_exits_2_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str
+) -> None:
     from test_train_prepare import make_esc50  # the miniature ESC-50 of the prepare tests
 
     esc50 = make_esc50(tmp_path / "esc50")
     status = main(["-q", "prepare", "--esc50", str(esc50), "--data-dir", str(tmp_path / "data"),
-                   "--extra-background", str(tmp_path / "no-such-folder")])  # fmt: skip
+                   flag, str(tmp_path / "no-such-folder")])  # fmt: skip
     assert status == EXIT_USAGE
     line = one_error_line(capsys)
     assert str(tmp_path / "no-such-folder") in line and "does not exist" in line

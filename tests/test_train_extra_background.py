@@ -20,7 +20,7 @@ sf = pytest.importorskip("soundfile")
 
 from edge.params import DEFAULT_PARAMS  # noqa: E402
 from train import extra_background as extra  # noqa: E402
-from train.datasets import TRAIN_ONLY_KEY, DatasetEntry, DatasetError, load_dataset  # noqa: E402
+from train.datasets import FALSE_ALARM_KEY, TRAIN_ONLY_KEY, DatasetEntry, DatasetError, load_dataset  # noqa: E402
 from train.extra_background import (  # noqa: E402
     ExtraBackgroundError,
     SfxPackage,
@@ -253,6 +253,45 @@ def test_prepare_adds_the_extra_background_to_the_training_folds_only(tmp_path: 
     none = prepare_dataset(classes=None, esc50_dir=esc50, out_dir=tmp_path / "bare", progress=False, background=None,
                            extra_background=tmp_path / "room", cache_dir=tmp_path / "cache")  # fmt: skip
     assert not any(e.train_only for e in none.entries)
+
+
+def test_a_false_alarm_is_written_as_training_only_too_and_checked_on_load(tmp_path: Path) -> None:
+    entry = DatasetEntry("other__false-alarm-000-0.wav", "other", 1, 2, "false-alarm:000", train_only=True, false_alarm=True)
+    document = entry.to_json()
+    assert document[TRAIN_ONLY_KEY] is True and document[FALSE_ALARM_KEY] is True
+    assert DatasetEntry.from_json(document, where=tmp_path) == entry
+    assert FALSE_ALARM_KEY not in DatasetEntry("a.wav", "other", 1, 2, "a", train_only=True).to_json()
+    with pytest.raises(DatasetError, match="false alarm without 'trainOnly'"):
+        DatasetEntry.from_json({**document, TRAIN_ONLY_KEY: False}, where=tmp_path)
+    with pytest.raises(DatasetError, match="falseAlarm"):
+        DatasetEntry.from_json({**document, FALSE_ALARM_KEY: 1}, where=tmp_path)
+
+
+def test_prepare_adds_the_false_alarms_beside_the_extra_background_as_their_own_sources(tmp_path: Path) -> None:
+    from test_train_prepare import make_esc50
+
+    from train.prepare import prepare_dataset
+
+    esc50 = make_esc50(tmp_path / "esc50")
+    write(tmp_path / "room" / "tv.wav", 6.0)
+    write(tmp_path / "heard" / "tv.wav", 3.0, seed=2)  # the same name in both folders: two sources
+    write(tmp_path / "heard" / "001-water_drops.wav", 2.0, seed=3)  # named like a target, and still kept
+    out = tmp_path / "data"
+    prepare_dataset(classes=None, esc50_dir=esc50, out_dir=out, progress=False, extra_background=tmp_path / "room",
+                    false_alarms=tmp_path / "heard", cache_dir=tmp_path / "cache")  # fmt: skip
+    dataset = load_dataset(out)
+    alarms = [e for e in dataset.entries if e.false_alarm]
+    assert sorted(e.source for e in alarms) == ["false-alarm:001-water_drops", "false-alarm:tv"]
+    assert all(e.train_only and e.class_name == "other" and e.fold != dataset.test_fold for e in alarms)
+    assert all(e.file_name.startswith("other__false-alarm-") and (out / "audio" / e.file_name).is_file() for e in alarms)
+    assert {e.source for e in dataset.entries if e.train_only and not e.false_alarm} == {"extra:tv"}
+    with pytest.raises(ValueError, match="--false-alarms.*--background none"):
+        prepare_dataset(classes=None, esc50_dir=esc50, out_dir=tmp_path / "bare", progress=False, background=None,
+                        false_alarms=tmp_path / "heard", cache_dir=tmp_path / "cache")  # fmt: skip
+    with pytest.raises(DatasetError, match="does not exist: copy the false alarms"):
+        prepare_dataset(classes=None, esc50_dir=esc50, out_dir=tmp_path / "bad", progress=False,
+                        false_alarms=tmp_path / "nope", cache_dir=tmp_path / "cache")  # fmt: skip
+    assert not (tmp_path / "bad" / "trainData.json").exists()
 
 
 @needs_dpkg

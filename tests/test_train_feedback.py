@@ -19,7 +19,7 @@ from edge.detect import DetectorConfig  # noqa: E402
 from edge.params import DEFAULT_PARAMS  # noqa: E402
 from test_train_openset import LABELS, RandomEmbedder, toy_task  # noqa: E402, F401  (toy_task is a fixture)
 from train.feedback import false_alarm_clips, feedback_loop, with_extra_background  # noqa: E402
-from train.openset import EXTRA_CATEGORY, StreamFactory, Task, folds_arg  # noqa: E402
+from train.openset import EXTRA_CATEGORY, FALSE_ALARM_CATEGORY, StreamFactory, Task, folds_arg  # noqa: E402
 from train.streams import AudioLibrary  # noqa: E402
 
 RATE = DEFAULT_PARAMS.sample_rate_hz
@@ -76,6 +76,34 @@ def test_false_alarm_clips_are_trained_on_as_extra_background_and_never_streamed
     assert {c.path for c in added} <= trained_on  # the left-out category's own clips are not, its false alarms are
     measured = retrained.fold_stream([1, 2], only_categories=["hiss"], target_folds=[2])
     assert EXTRA_CATEGORY not in {c.category for c in measured.nontargets}
+
+
+def test_as_false_alarms_they_also_join_the_validation_streams_but_never_a_measuring_stream(
+    toy_task: Task, tmp_path: Path
+) -> None:
+    factory = factory_of(toy_task)
+    heard = tmp_path / "heard"
+    false_alarm_clips(factory, head_saying(0.9), "hiss", listen_folds=[1], out_dir=heard)
+    extra = with_extra_background(factory, heard, cache_dir=tmp_path / "cut", embeddings_cache=None)
+    alarms = with_extra_background(factory, heard, cache_dir=tmp_path / "cut", embeddings_cache=None, false_alarms=True)
+    added = alarms.task.clips[len(toy_task.clips) :]
+    assert added and all(c.train_only and c.false_alarm and c.category == FALSE_ALARM_CATEGORY for c in added)
+    assert alarms.task.categories == toy_task.categories  # loco never leaves them out, nor measures on them
+    folds = sorted({c.fold for c in alarms.task.clips})
+
+    def nontargets(factory: StreamFactory, **kind: bool) -> set[str]:
+        return {c.category for c in factory.fold_stream(folds, exclude_categories=["hiss"], **kind).nontargets}
+
+    assert FALSE_ALARM_CATEGORY in nontargets(alarms, validation=True)
+    assert FALSE_ALARM_CATEGORY in nontargets(alarms, training=True)
+    assert FALSE_ALARM_CATEGORY not in nontargets(alarms)  # a test stream
+    assert EXTRA_CATEGORY not in nontargets(extra, validation=True)  # extra background stays out of validation
+    assert nontargets(alarms) == nontargets(extra)
+
+
+def test_retraining_as_an_unknown_kind_is_refused(toy_task: Task, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="retrain_as"):
+        feedback_loop(factory_of(toy_task), train_folds=[1], test_fold=3, retrain_as="targets", work_dir=tmp_path)
 
 
 @pytest.mark.parametrize("listen", [[1, 2], [3]])

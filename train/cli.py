@@ -114,6 +114,10 @@ def _add_prepare_flags(parser: argparse.ArgumentParser) -> None:
                             f"'{DEBIAN_SFX}': sound effects, ambiences, music and spoken words from Debian packages "
                             "(apt-get download, ~290 MB, cached in ~/.cache/oido), or DIR: your own recordings of any "
                             "length. Unused with --background none")  # fmt: skip
+    group.add_argument("--false-alarms", type=Path, default=None, metavar="DIR",
+                       help="the Pi's saved false alarms ([events] save_dir, the files you moved here): trained on as "
+                            "'other' like --extra-background DIR, and also in the validation streams that choose the "
+                            "thresholds, so calibration hears what fooled the device (never in a test stream)")  # fmt: skip
     group.add_argument("--esc50", type=Path, default=None, metavar="PATH",
                        help="the ESC-50 folder (default: $OIDO_ESC50, else esc50/ in the assets folder (--assets), "
                             "else the user cache, else downloaded)")  # fmt: skip
@@ -282,7 +286,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
     dataset = core.prepare(
         data_dir=args.data_dir, classes=args.classes, own_data_dir=args.own_data,
         background=_background(args.background), extra_background=_background(args.extra_background),
-        esc50_dir=args.esc50, assets_dir=args.assets, progress=not args.quiet,
+        false_alarms=args.false_alarms, esc50_dir=args.esc50, assets_dir=args.assets, progress=not args.quiet,
     )  # fmt: skip
     counts = dataset.counts()
     _say(args, f"prepared {args.data_dir}: task {dataset.task}, labels {list(dataset.labels)}")
@@ -359,8 +363,8 @@ def _run_all(args: argparse.Namespace) -> int:
     report, summary = core.run_all(
         data_dir=args.data_dir, model_dir=args.model_dir, reports_dir=args.reports_dir,
         classes=args.classes, own_data_dir=args.own_data, background=_background(args.background),
-        extra_background=_background(args.extra_background), esc50_dir=args.esc50, assets_dir=args.assets,
-        config=_train_config(args), yamnet_source=args.yamnet_source,
+        extra_background=_background(args.extra_background), false_alarms=args.false_alarms, esc50_dir=args.esc50,
+        assets_dir=args.assets, config=_train_config(args), yamnet_source=args.yamnet_source,
         yamnet_weights=args.yamnet_weights, progress=_progress(args),
     )  # fmt: skip
     _say(args, core.format_report(report, title=f"Test fold {report['test_fold']}"))

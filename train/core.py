@@ -115,6 +115,7 @@ def prepare(
     own_data_dir: Path | None = None,
     background: str | None = "esc10",
     extra_background: str | None = None,
+    false_alarms: Path | None = None,
     esc50_dir: Path | None = None,
     assets_dir: Path | None = None,
     progress: bool = True,
@@ -134,6 +135,7 @@ def prepare(
         background=background,
         own_data_dir=own_data_dir,
         extra_background=extra_background,
+        false_alarms=false_alarms,
         progress=progress,
     )
 
@@ -468,6 +470,7 @@ def run_all(
     own_data_dir: Path | None = None,
     background: str | None = "esc10",
     extra_background: str | None = None,
+    false_alarms: Path | None = None,
     esc50_dir: Path | None = None,
     assets_dir: Path | None = None,
     config: TrainConfig = DEFAULT_TRAIN_CONFIG,
@@ -480,7 +483,8 @@ def run_all(
     started = time.perf_counter()
     dataset = prepare(
         data_dir=data_dir, classes=classes, own_data_dir=own_data_dir, background=background,
-        extra_background=extra_background, esc50_dir=esc50_dir, assets_dir=assets_dir, progress=progress is not False,
+        extra_background=extra_background, false_alarms=false_alarms, esc50_dir=esc50_dir, assets_dir=assets_dir,
+        progress=progress is not False,
     )  # fmt: skip
     summary.seconds["prepare"] = time.perf_counter() - started
 

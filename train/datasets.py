@@ -46,6 +46,8 @@ _NUMBERED = re.compile(r"(?P<source>.+?)[_-]\d+")
 _ENTRY_KEYS = {"fileName": str, "className": str, "classNumber": int, "fold": int, "source": str}
 TRAIN_ONLY_KEY = "trainOnly"
 """Optional entry key marking extra background clips (see DatasetEntry.train_only)."""
+FALSE_ALARM_KEY = "falseAlarm"
+"""Optional entry key marking the device's saved false alarms (see DatasetEntry.false_alarm)."""
 
 
 class DatasetError(ValueError):
@@ -69,6 +71,11 @@ class DatasetEntry:
     train_only: bool = False
     """Extra background (train.extra_background): trained on, never in a validation or test stream.
     Written as ``"trainOnly": true``; absent for every other clip."""
+    false_alarm: bool = False
+    """A false alarm the device saved (``prepare --false-alarms DIR``): extra background
+    (``train_only`` too) that ALSO joins the validation streams that choose the thresholds, so
+    calibration hears the sounds that fooled the device. Never in a test stream. Written as
+    ``"falseAlarm": true``."""
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -80,6 +87,8 @@ class DatasetEntry:
         }
         if self.train_only:
             document[TRAIN_ONLY_KEY] = True
+        if self.false_alarm:
+            document[FALSE_ALARM_KEY] = True
         return document
 
     @classmethod
@@ -92,16 +101,23 @@ class DatasetEntry:
                 raise DatasetError(
                     f"{where}: entry {item!r} needs {key!r} as {kind.__name__}; run `oido-train prepare` again"
                 )
-        train_only = item.get(TRAIN_ONLY_KEY, False)
-        if not isinstance(train_only, bool):
-            raise DatasetError(f"{where}: entry {item!r} needs {TRAIN_ONLY_KEY!r} as true or false; run `oido-train prepare` again")
+        flags = {}
+        for key in (TRAIN_ONLY_KEY, FALSE_ALARM_KEY):
+            flags[key] = item.get(key, False)
+            if not isinstance(flags[key], bool):
+                raise DatasetError(f"{where}: entry {item!r} needs {key!r} as true or false; run `oido-train prepare` again")
+        if flags[FALSE_ALARM_KEY] and not flags[TRAIN_ONLY_KEY]:
+            raise DatasetError(
+                f"{where}: entry {item!r} is a false alarm without {TRAIN_ONLY_KEY!r}: run `oido-train prepare` again"
+            )
         return cls(
             file_name=item["fileName"],
             class_name=item["className"],
             class_number=item["classNumber"],
             fold=item["fold"],
             source=item["source"],
-            train_only=train_only,
+            train_only=flags[TRAIN_ONLY_KEY],
+            false_alarm=flags[FALSE_ALARM_KEY],
         )
 
 

@@ -1,17 +1,19 @@
 """What retraining on the device's own false alarms buys: `oido-train feedback`.
 
 The loop a user runs at home: the Pi saves the audio of each event (`[events] save_dir`), the
-user moves the false alarms into a folder, and retrains with `oido-train prepare
---extra-background FOLDER`. This measures that loop on a sound no head was trained on, like
-leave-one-class-out (train.openset.leave_one_class_out). For each background category X:
+user moves the false alarms into a folder, and retrains with `oido-train prepare --false-alarms
+FOLDER`. This measures that loop on a sound no head was trained on, like leave-one-class-out
+(train.openset.leave_one_class_out). For each background category X:
 
 1. train and calibrate without X (model "before");
 2. "listen" to X's clips of `listen_folds` (a first day at home). Every event there is a false
    alarm, and its audio is cut as the Pi's event saver would cut it: `pre_roll_seconds` before
    its start to its end, at most `max_clip_seconds`;
-3. train and calibrate again with those clips as training-only background (model "after"): the
-   WAVs go through `--extra-background FOLDER`'s own code (cut into 5 s clips, folds by
-   recording) and the embedding cache;
+3. train and calibrate again with those clips as background (model "after"): the WAVs go through
+   `--false-alarms FOLDER`'s own code (cut into 5 s clips, folds by recording) and the embedding
+   cache. As false alarms (the default, RETRAIN_AS) they are also in the validation streams that
+   choose the thresholds; as extra background (`--retrain-as extra-background`) they are
+   training-only, and recalibration may lower a threshold again (README, "Results");
 4. stream X's clips of the other folds (never heard in step 2) with the test fold's targets
    through both models: false events per hour on X, targets detected in time.
 """
@@ -32,6 +34,7 @@ import numpy as np
 from train.openset import (
     DEFAULT_RECIPE,
     EXTRA_CATEGORY,
+    FALSE_ALARM_CATEGORY,
     ClipData,
     ExperimentOptions,
     OpenSetModel,
@@ -51,6 +54,8 @@ PRE_ROLL_SECONDS = 1.0
 """Audio kept before an event's start (the edge config's [events] pre_roll_seconds default)."""
 MAX_CLIP_SECONDS = 15.0
 """Longest saved event (the edge config's [events] max_clip_seconds default)."""
+RETRAIN_AS = ("false-alarms", "extra-background")
+"""How the heard clips join the data: `prepare --false-alarms DIR` (the default) or `--extra-background DIR`."""
 
 
 def false_alarm_clips(
@@ -86,11 +91,15 @@ def false_alarm_clips(
     return paths
 
 
-def with_extra_background(factory: StreamFactory, folder: Path, *, cache_dir: Path, embeddings_cache: str | os.PathLike[str] | None) -> StreamFactory:
+def with_extra_background(
+    factory: StreamFactory, folder: Path, *, cache_dir: Path, embeddings_cache: str | os.PathLike[str] | None,
+    false_alarms: bool = False,
+) -> StreamFactory:  # fmt: skip
     """`factory` whose task also holds the recordings in `folder` as training-only background, cut
     and given folds exactly as `oido-train prepare --extra-background FOLDER` does
     (train.extra_background.folder_clips, cut clips cached in `cache_dir`) and embedded through
-    the embedding cache `embeddings_cache`."""
+    the embedding cache `embeddings_cache`. `false_alarms`: as `prepare --false-alarms FOLDER`
+    adds them instead (also in the validation streams, ClipData.false_alarm)."""
     from train.embeddings import embed_files
     from train.extra_background import folder_clips
 
@@ -100,8 +109,9 @@ def with_extra_background(factory: StreamFactory, folder: Path, *, cache_dir: Pa
     cut = folder_clips(folder, task.labels, cache_dir=cache_dir, test_fold=task.test_fold, params=factory.params)
     embedded = embed_files([c.path for c in cut], factory.embedder, cache_root=embeddings_cache, params=factory.params)
     extra = tuple(
-        ClipData(path=c.path, label=task.background_index, category=EXTRA_CATEGORY, fold=c.fold, source=c.source,
-                 embeddings=e.embeddings, yamnet_scores=e.scores, level_db=e.rms_dbfs, train_only=True)  # fmt: skip
+        ClipData(path=c.path, label=task.background_index, category=FALSE_ALARM_CATEGORY if false_alarms else EXTRA_CATEGORY,
+                 fold=c.fold, source=c.source, embeddings=e.embeddings, yamnet_scores=e.scores, level_db=e.rms_dbfs,
+                 train_only=True, false_alarm=false_alarms)  # fmt: skip
         for c, e in zip(cut, embedded)
     )
     return replace(factory, task=replace(task, clips=task.clips + extra))
@@ -120,6 +130,7 @@ def feedback_loop(
     test_fold: int,
     categories: Sequence[str] | None = None,
     listen_folds: Sequence[int] = DEFAULT_LISTEN_FOLDS,
+    retrain_as: str = RETRAIN_AS[0],
     experiment: ExperimentOptions = ExperimentOptions(),
     augment_cache: str | os.PathLike[str] | None = None,
     embeddings_cache: str | os.PathLike[str] | None = None,
@@ -127,7 +138,8 @@ def feedback_loop(
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """For each background category: false events per hour on its clips outside `listen_folds`
-    before and after retraining on the false alarms heard in `listen_folds` (module docstring).
+    before and after retraining on the false alarms heard in `listen_folds` (module docstring),
+    added as `retrain_as` (RETRAIN_AS).
 
     Returns {"splits": {X: {"before": figures, "after": figures, "false_alarm_clips": n,
     "false_alarm_seconds": s}}, "mean_before", "mean_after", "worst_before", "worst_after", ...}.
@@ -136,6 +148,8 @@ def feedback_loop(
     chosen = list(categories) if categories is not None else task.categories
     all_folds = sorted({c.fold for c in task.clips})
     rest = [f for f in all_folds if f not in listen_folds]
+    if retrain_as not in RETRAIN_AS:
+        raise ValueError(f"retrain_as must be one of {RETRAIN_AS}, got {retrain_as!r}")
     if not set(listen_folds) <= set(all_folds) or not rest:
         raise ValueError(f"--listen-folds {list(listen_folds)} must be some, not all, of the folds {all_folds}")
     splits: dict[str, Any] = {}
@@ -157,7 +171,7 @@ def feedback_loop(
         after = before
         if heard:
             retrained = with_extra_background(factory, heard_dir, cache_dir=Path(work_dir) / category / "cut",
-                                              embeddings_cache=embeddings_cache)  # fmt: skip
+                                              embeddings_cache=embeddings_cache, false_alarms=retrain_as == RETRAIN_AS[0])  # fmt: skip
             after = fit_openset(retrained, recipe, train_folds=train_folds, exclude_categories=[category], experiment=experiment,
                                 augment_cache=augment_cache)  # fmt: skip
         spec = factory.fold_stream(rest, seed=experiment.test_seed, only_categories=[category], target_folds=[test_fold])
@@ -170,6 +184,7 @@ def feedback_loop(
         logger.info("leave out %s: %d -> %d false events on folds %s after %d false alarms", category,
                     splits[category]["before"]["false_events"], splits[category]["after"]["false_events"], rest, len(heard))  # fmt: skip
     summary: dict[str, Any] = {"splits": splits, "listen_folds": sorted(listen_folds), "test_folds": rest,
+                               "retrain_as": retrain_as,
                                "targets": next(iter(splits.values()))["before"]["targets"] if splits else 0}  # fmt: skip
     for when in ("before", "after"):
         rates = {c: v[when]["false_per_hour"] for c, v in splits.items()}

@@ -84,6 +84,9 @@ DEFAULT_BED_CATEGORIES = ("rain", "sea_waves", "helicopter", "chainsaw", "crackl
 
 EXTRA_CATEGORY = "extra"
 """Category of the training-only extra background clips (never left out by loco, never streamed)."""
+FALSE_ALARM_CATEGORY = "false-alarm"
+"""Category of the saved false alarms (prepare --false-alarms): never left out by loco, streamed only in
+training and validation streams."""
 _ESC50_STEM = re.compile(r"^(?P<fold>\d)-(?P<source>[^-]+)-(?P<take>[A-Za-z]+)-(?P<target>\d+)$")
 
 
@@ -139,6 +142,8 @@ class ClipData:
     """float32 [p]: RMS level of each patch, dB full scale."""
     train_only: bool = False
     """Extra background (train.extra_background): trained on, never in a validation or test stream."""
+    false_alarm: bool = False
+    """A saved false alarm (prepare --false-alarms): train_only, but also in the validation streams."""
 
 
 @dataclass(frozen=True)
@@ -166,15 +171,16 @@ class Task:
     def select(
         self, *, folds: Sequence[int] | None = None, targets: bool = True, background: bool = True,
         exclude_categories: Sequence[str] = (), only_categories: Sequence[str] | None = None,
-        train_only: bool = True,
+        train_only: bool = True, false_alarms: bool = False,
     ) -> list[ClipData]:  # fmt: skip
-        """Clips of `folds` (None: all); `train_only=False` leaves out the training-only extra background."""
+        """Clips of `folds` (None: all); `train_only=False` leaves out the training-only extra
+        background, except the saved false alarms when `false_alarms` (a validation stream's choice)."""
         chosen = []
         for clip in self.clips:
             is_background = clip.label == self.background_index
             if folds is not None and clip.fold not in folds:
                 continue
-            if clip.train_only and not train_only:
+            if clip.train_only and not train_only and not (false_alarms and clip.false_alarm):
                 continue
             if (is_background and not background) or (not is_background and not targets):
                 continue
@@ -231,7 +237,7 @@ def load_task(
             ClipData(
                 path=path,
                 label=entry.class_number,
-                category=EXTRA_CATEGORY if entry.train_only else clip_category(
+                category=FALSE_ALARM_CATEGORY if entry.false_alarm else EXTRA_CATEGORY if entry.train_only else clip_category(
                     entry.file_name, entry.class_name, background_label=dataset.background_label, categories=categories),
                 fold=entry.fold,
                 source=entry.source,
@@ -239,6 +245,7 @@ def load_task(
                 yamnet_scores=outputs.scores,
                 level_db=levels,
                 train_only=entry.train_only,
+                false_alarm=entry.false_alarm,
             )
         )
     return Task(labels=dataset.labels, background_label=dataset.background_label, clips=tuple(clips), test_fold=dataset.test_fold)
@@ -826,13 +833,14 @@ class StreamFactory:
     def fold_stream(
         self, folds: Sequence[int], *, seed: int = 0, exclude_categories: Sequence[str] = (),
         only_categories: Sequence[str] | None = None, target_folds: Sequence[int] | None = None,
-        training: bool = False,
+        training: bool = False, validation: bool = False,
     ) -> StreamSpec:  # fmt: skip
         """Targets of `target_folds` (default `folds`) interleaved among background clips of `folds`;
-        the training-only extra background is among them only in a `training` stream."""
+        the training-only extra background is among them only in a `training` stream, and the saved
+        false alarms in a `training` or `validation` stream."""
         targets = self.task.select(folds=target_folds or folds, background=False)
         nontargets = self.task.select(folds=folds, targets=False, exclude_categories=exclude_categories,
-                                      only_categories=only_categories, train_only=training)  # fmt: skip
+                                      only_categories=only_categories, train_only=training, false_alarms=validation)  # fmt: skip
         recipe = {
             "folds": sorted(folds), "target_folds": sorted(target_folds or folds),
             "categories": sorted({c.category for c in nontargets}),
@@ -944,7 +952,7 @@ def oof_validation(
     for fold, heads in folds:
         heads.temperature = temperature
         for seed in range(experiment.validation_seeds):
-            spec = factory.fold_stream([fold], seed=VALIDATION_STREAM_SEED + 1000 * fold + seed)
+            spec = factory.fold_stream([fold], seed=VALIDATION_STREAM_SEED + 1000 * fold + seed, validation=True)
             patches = factory.patches(spec)
             scored.append(ScoredStream(spec, heads.predict(patches.embeddings), patches, tuple(exclude_categories)))
     return Validation(scored, temperature)
@@ -1624,6 +1632,8 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
                       help="background categories to leave out in turn (default: all)")  # fmt: skip
     loco.set_defaults(run=loco_main)
 
+    from train.feedback import RETRAIN_AS
+
     feedback = subparsers.add_parser("feedback", parents=list(parents),
                                      help="leave-one-class-out, then retrain on the false alarms of a first day of listening "
                                           "(what the event-saving loop buys; train.feedback)")  # fmt: skip
@@ -1635,6 +1645,9 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
     feedback.add_argument("--listen-folds", type=folds_arg, default=[1, 2], metavar="F,G",
                           help="folds whose clips of the left-out category are the first day of listening; the "
                                "others are measured (default: 1,2)")  # fmt: skip
+    feedback.add_argument("--retrain-as", choices=RETRAIN_AS, default=RETRAIN_AS[0],
+                          help="retrain on the heard clips as `prepare --false-alarms` adds them (trained on and in the "
+                               "validation streams; the default) or as `--extra-background` (trained on only)")  # fmt: skip
     feedback.set_defaults(run=feedback_main)
 
     ablate = subparsers.add_parser("ablation", parents=list(parents),
@@ -1856,7 +1869,8 @@ def feedback_main(args: argparse.Namespace) -> int:
     data_dir = Path(_arg(args, "data_dir", "data"))
     summary = feedback_loop(
         factory, _recipe_from_args(args), train_folds=_train_folds(task), test_fold=task.test_fold,
-        categories=args.categories, listen_folds=args.listen_folds, experiment=_experiment_from_args(args),
+        categories=args.categories, listen_folds=args.listen_folds, retrain_as=args.retrain_as,
+        experiment=_experiment_from_args(args),
         augment_cache=data_dir / "cache" / "augment", embeddings_cache=data_dir / "cache" / "embeddings",
         work_dir=data_dir / "cache" / "feedback", progress=lambda text: _say(args, f"  {text}"),
     )  # fmt: skip

@@ -31,8 +31,8 @@ import soundfile as sf
 import soxr
 
 from edge.params import DEFAULT_PARAMS, Params
-from train.assets import ESC50_ENV, ESC50_URL, AssetError, Esc50Catalog, find_esc50
-from train.extra_background import DEBIAN_SFX, ExtraClip, describe, extra_background_clips
+from train.assets import ESC50_ENV, ESC50_URL, AssetError, Esc50Catalog, find_esc50, user_cache_dir
+from train.extra_background import DEBIAN_SFX, FOLDERS_SUBDIR, ExtraClip, describe, extra_background_clips, folder_clips
 from train.datasets import (
     AUDIO_DIR,
     CLASSES_JSON,
@@ -84,6 +84,8 @@ ESC10_TASK_CLASSES: tuple[str, ...] = (
 """The second task: the nine ESC-10 classes of the local 16 kHz copy."""
 BACKGROUND_LABEL = "other"
 """Label of the optional background class; always the last label."""
+FALSE_ALARM_TAG = "false-alarm"
+"""File-name tag and source prefix of the clips of ``--false-alarms DIR``."""
 ESC10_BACKGROUND = "esc10"
 """``background=`` value selecting ESC-10 clips (of non-target classes) as the background class."""
 ESC50_BACKGROUND = "esc50"
@@ -111,6 +113,8 @@ class _PlannedClip:
     """An ESC-50 clip: its fold comes from meta/esc50.csv."""
     train_only: bool = False
     """Extra background (train.extra_background): its fold is fixed, it never enters a validation or test stream."""
+    false_alarm: bool = False
+    """A saved false alarm: extra background that also enters the validation streams (DatasetEntry.false_alarm)."""
     sha256: str = ""
     rate_hz: int = 0
     channels: int = 0
@@ -272,20 +276,21 @@ def _own_plan(clips: Sequence[OwnClip]) -> list[_PlannedClip]:
     ]
 
 
-def _extra_plan(clips: Sequence[ExtraClip]) -> list[_PlannedClip]:
+def _extra_plan(clips: Sequence[ExtraClip], *, false_alarm: bool = False) -> list[_PlannedClip]:
     plan = []
     for clip in clips:
         kind, _, rest = clip.source.partition(":")
-        tag = rest.split(":")[0] if kind == DEBIAN_SFX else kind
+        tag = FALSE_ALARM_TAG if false_alarm else rest.split(":")[0] if kind == DEBIAN_SFX else kind
         plan.append(
             _PlannedClip(
                 path=clip.path,
                 class_name=BACKGROUND_LABEL,
-                source=clip.source,
+                source=f"{FALSE_ALARM_TAG}:{rest}" if false_alarm else clip.source,
                 fold=clip.fold,
                 output_name=f"{BACKGROUND_LABEL}{SOURCE_SEPARATOR}{tag}-{clip.path.stem}.wav",
                 from_catalog=False,
                 train_only=True,
+                false_alarm=false_alarm,
             )
         )
     return plan
@@ -519,6 +524,7 @@ def _dataset(
                 fold=int(clip.fold),  # type: ignore[arg-type]  # every fold is set by _check_inputs
                 source=clip.source,
                 train_only=clip.train_only,
+                false_alarm=clip.false_alarm,
             )
             for clip in plan
         ),
@@ -547,6 +553,7 @@ def prepare_dataset(
     background: str | os.PathLike[str] | None = ESC10_BACKGROUND,
     own_data_dir: str | os.PathLike[str] | None = None,
     extra_background: str | os.PathLike[str] | None = None,
+    false_alarms: str | os.PathLike[str] | None = None,
     test_fold: int = DEFAULT_TEST_FOLD,
     params: Params = DEFAULT_PARAMS,
     progress: bool = True,
@@ -575,6 +582,9 @@ def prepare_dataset(
             fold or a validation stream (train.extra_background): ``"debian-sfx"`` (sound
             effects, ambiences, music and spoken words from Debian packages; needs apt-get),
             a folder of recordings of any length, or None. Unused without a background class.
+        false_alarms: a folder of the device's saved false alarms (``[events] save_dir``), or
+            None: cut and trained on like ``extra_background``, and also in the validation
+            streams that choose the thresholds (DatasetEntry.false_alarm). Needs a background class.
         test_fold: the fold held out for testing (1..5); the others train.
         params: gives the output rate and the one-patch minimum length.
         progress: show tqdm bars (on a terminal only; quiet in pipes).
@@ -622,6 +632,21 @@ def prepare_dataset(
             )  # fmt: skip
             logger.info("extra background (training only): %s", describe(extra))
             inputs.plan.extend(_extra_plan(extra))
+    if false_alarms is not None:
+        if inputs.background_label is None:
+            raise ValueError(
+                f"--false-alarms {false_alarms}: false alarms are taught as the background class; drop --background none"
+            )
+        if not Path(false_alarms).is_dir():
+            raise DatasetError(
+                f"--false-alarms {false_alarms} does not exist: copy the false alarms the Pi saved ([events] save_dir) into one folder"
+            )
+        heard = folder_clips(
+            Path(false_alarms), targets, cache_dir=(cache_dir or user_cache_dir()) / FOLDERS_SUBDIR, test_fold=test_fold,
+            params=params, progress=progress,
+        )  # fmt: skip
+        logger.info("false alarms (trained on, in the validation streams): %s", describe(heard))
+        inputs.plan.extend(_extra_plan(heard, false_alarm=True))
     task_name = task or _task_name(targets, own=own is not None)
     plan, duplicates = _check_inputs(inputs, test_fold=test_fold, progress=progress)
 
