@@ -48,6 +48,8 @@ TRAIN_ONLY_KEY = "trainOnly"
 """Optional entry key marking extra background clips (see DatasetEntry.train_only)."""
 FALSE_ALARM_KEY = "falseAlarm"
 """Optional entry key marking the device's saved false alarms (see DatasetEntry.false_alarm)."""
+FALSE_ALARM_TAG = "false-alarm"
+"""Names the saved false alarms: their file-name tag and source prefix, and their category in streams."""
 
 
 class DatasetError(ValueError):

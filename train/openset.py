@@ -41,6 +41,7 @@ from edge.detect import DetectorConfig
 from edge.params import DEFAULT_PARAMS, Params
 from edge.pipeline import StreamingPipeline
 from train.augment import DEFAULT_AUGMENT_CACHE, MixOptions, embed_mixes, plan_mixes
+from train.datasets import FALSE_ALARM_TAG
 from train.embeddings import patch_rms_dbfs
 from train.extra_background import LISTENING_SETS
 from train.yamnet import find_audioset_classes
@@ -84,7 +85,7 @@ DEFAULT_BED_CATEGORIES = ("rain", "sea_waves", "helicopter", "chainsaw", "crackl
 
 EXTRA_CATEGORY = "extra"
 """Category of the training-only extra background clips (never left out by loco, never streamed)."""
-FALSE_ALARM_CATEGORY = "false-alarm"
+FALSE_ALARM_CATEGORY = FALSE_ALARM_TAG
 """Category of the saved false alarms (prepare --false-alarms): never left out by loco, streamed only in
 training and validation streams."""
 _ESC50_STEM = re.compile(r"^(?P<fold>\d)-(?P<source>[^-]+)-(?P<take>[A-Za-z]+)-(?P<target>\d+)$")

@@ -37,6 +37,7 @@ from train.datasets import (
     AUDIO_DIR,
     CLASSES_JSON,
     DEFAULT_TEST_FOLD,
+    FALSE_ALARM_TAG,
     NUM_FOLDS,
     SOURCE_SEPARATOR,
     TEST_JSON,
@@ -84,8 +85,6 @@ ESC10_TASK_CLASSES: tuple[str, ...] = (
 """The second task: the nine ESC-10 classes of the local 16 kHz copy."""
 BACKGROUND_LABEL = "other"
 """Label of the optional background class; always the last label."""
-FALSE_ALARM_TAG = "false-alarm"
-"""File-name tag and source prefix of the clips of ``--false-alarms DIR``."""
 ESC10_BACKGROUND = "esc10"
 """``background=`` value selecting ESC-10 clips (of non-target classes) as the background class."""
 ESC50_BACKGROUND = "esc50"
