@@ -270,6 +270,25 @@ def test_temperature_is_folded_into_the_tutorial_head(toy_task: Task) -> None:
     assert np.array_equal(heads.predict(embeddings).argmax(1), heads.predict(embeddings, temperature=1.0).argmax(1))
 
 
+def test_dropout_trains_differently_and_leaves_the_tutorial_head(toy_task: Task) -> None:
+    pytest.importorskip("tensorflow")
+    from train.head import predict_probabilities
+    from train.openset import train_heads
+
+    factory = StreamFactory(toy_task, RandomEmbedder(), cache_dir=None, library=AudioLibrary())
+    clips = toy_task.select(folds=[1])
+    dropped = train_heads(factory, clips, OpenSetRecipe(mix=None, epochs=2, dropout=0.5), augment_cache=None)
+    again = train_heads(factory, clips, OpenSetRecipe(mix=None, epochs=2, dropout=0.5), augment_cache=None)
+    plain = train_heads(factory, clips, OpenSetRecipe(mix=None, epochs=2), augment_cache=None)
+    embeddings = np.random.default_rng(3).standard_normal((6, EMBEDDING)).astype(np.float32)
+    np.testing.assert_array_equal(dropped.predict(embeddings), again.predict(embeddings))  # seeded
+    assert not np.allclose(dropped.predict(embeddings), plain.predict(embeddings), atol=1e-4)
+    model = dropped.models[0]
+    assert [layer.name for layer in model.layers[1:]] == ["hidden", "probabilities"]  # no dropout layer is saved
+    # Inference is deterministic: the same input twice gives the same output.
+    np.testing.assert_array_equal(predict_probabilities(model, embeddings), predict_probabilities(model, embeddings))
+
+
 def test_temperature_softens_an_overconfident_head() -> None:
     from train.openset import HeadEnsemble, fit_temperature
 
@@ -403,3 +422,29 @@ def test_veto_flags_parse_names_scores_and_none() -> None:
     for bad in ("Music", "=0.5", "Music=loud"):
         with pytest.raises(argparse.ArgumentTypeError, match="CLASS=SCORE"):
             veto_arg(bad)
+
+
+def test_ablation_seed_reaches_every_variant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import train.openset as openset
+    from train.cli import parse_args
+
+    seen: dict[str, OpenSetRecipe] = {}
+
+    class _Task:
+        labels, test_fold = ("a", "other"), 5
+
+    class _Factory:
+        task = _Task()
+
+    def fake_ablation(factory: object, variants: dict, **kwargs: object) -> list:
+        seen.update({name: variant.recipe for name, variant in variants.items()})
+        return []
+
+    monkeypatch.setattr(openset, "_factory", lambda args: _Factory())
+    monkeypatch.setattr(openset, "_train_folds", lambda task: [1, 2, 3, 4])
+    monkeypatch.setattr(openset, "ablation", fake_ablation)
+    args = parse_args(["ablation", "--variants", "default,dropout", "--seed", "3", "--reports-dir", str(tmp_path), "-q"])
+    assert openset.ablation_main(args) == 0
+    assert {name: recipe.seed for name, recipe in seen.items()} == {"default": 3, "dropout": 3}
+    assert (seen["dropout"].dropout, seen["dropout"].epochs) == (0.5, 40)  # the rest of the variant is kept
+    assert openset.ABLATION["dropout"].recipe.seed == 0  # the table itself is not changed
