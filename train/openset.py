@@ -297,6 +297,10 @@ class OpenSetRecipe:
     the background label afterwards (a fixed layer in the exported head)."""
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
         return values
@@ -649,8 +653,6 @@ def fit_patches(data: TrainingSet, recipe: OpenSetRecipe, *, seed: int, batch_si
     seed_everything(seed)
     model = build_head(num_outputs, embedding_size=x.shape[1])
     rate = float(recipe.dropout)
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {rate}")
     hidden_layer, output_layer = model.get_layer("hidden"), model.get_layer("probabilities")
     if recipe.weight_decay > 0:
         optimizer = tf.keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=recipe.weight_decay)
@@ -692,12 +694,11 @@ def fit_patches(data: TrainingSet, recipe: OpenSetRecipe, *, seed: int, batch_si
     rng = np.random.default_rng(seed)
     dropout_rng = np.random.default_rng([seed, 1])  # its own stream: the batch order is the same with or without dropout
     whole = len(x) // batch_size * batch_size
+    masks = np.ones((len(x), 1), np.float32)  # unused without dropout
     for _ in range(recipe.epochs):
         order = rng.permutation(len(x))
         if rate > 0:
-            masks = (dropout_rng.random((len(order), hidden_layer.units), dtype=np.float32) >= rate).astype(np.float32) / np.float32(1.0 - rate)
-        else:
-            masks = np.ones((len(order), 1), np.float32)
+            masks = (dropout_rng.random((len(x), hidden_layer.units), dtype=np.float32) >= rate).astype(np.float32) / np.float32(1.0 - rate)
         if whole:
             full_batches(tf.constant(order[:whole]), tf.constant(masks[:whole]))
         if whole < len(order):
@@ -1929,7 +1930,8 @@ ABLATION: dict[str, Variant] = {
     "epochs": Variant("default, 40 epochs", replace(DEFAULT_RECIPE, epochs=40)),
     "dropout": Variant("default, 40 epochs + dropout 0.5", replace(DEFAULT_RECIPE, epochs=40, dropout=0.5)),
 }
-"""Variants measured by `oido-train ablation`: the first five build the default up, the rest change one thing in it."""
+"""Variants measured by `oido-train ablation`: the first five build the default up, the rest change one thing in it
+(dropout: with the 40 epochs of `epochs`)."""
 ABLATION_SNR_DB = 10.0
 """SNR of the ablation's targets-over-background stream."""
 
