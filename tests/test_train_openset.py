@@ -279,7 +279,7 @@ def test_dropout_trains_differently_and_leaves_the_tutorial_head(toy_task: Task)
     clips = toy_task.select(folds=[1])
     dropped = train_heads(factory, clips, OpenSetRecipe(mix=None, epochs=2, dropout=0.5), augment_cache=None)
     again = train_heads(factory, clips, OpenSetRecipe(mix=None, epochs=2, dropout=0.5), augment_cache=None)
-    plain = train_heads(factory, clips, OpenSetRecipe(mix=None, epochs=2, dropout=0.0), augment_cache=None)
+    plain = train_heads(factory, clips, OpenSetRecipe(mix=None, epochs=2), augment_cache=None)
     embeddings = np.random.default_rng(3).standard_normal((6, EMBEDDING)).astype(np.float32)
     np.testing.assert_array_equal(dropped.predict(embeddings), again.predict(embeddings))  # seeded
     assert not np.allclose(dropped.predict(embeddings), plain.predict(embeddings), atol=1e-4)
@@ -443,8 +443,8 @@ def test_ablation_seed_reaches_every_variant(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(openset, "_factory", lambda args: _Factory())
     monkeypatch.setattr(openset, "_train_folds", lambda task: [1, 2, 3, 4])
     monkeypatch.setattr(openset, "ablation", fake_ablation)
-    args = parse_args(["ablation", "--variants", "default,tutorial-epochs", "--seed", "3", "--reports-dir", str(tmp_path), "-q"])
+    args = parse_args(["ablation", "--variants", "default,dropout", "--seed", "3", "--reports-dir", str(tmp_path), "-q"])
     assert openset.ablation_main(args) == 0
-    assert {name: recipe.seed for name, recipe in seen.items()} == {"default": 3, "tutorial-epochs": 3}
-    assert (seen["tutorial-epochs"].dropout, seen["tutorial-epochs"].epochs) == (0.0, 20)  # the rest of the variant is kept
-    assert openset.ABLATION["tutorial-epochs"].recipe.seed == 0  # the table itself is not changed
+    assert {name: recipe.seed for name, recipe in seen.items()} == {"default": 3, "dropout": 3}
+    assert (seen["dropout"].dropout, seen["dropout"].epochs) == (0.5, 40)  # the rest of the variant is kept
+    assert openset.ABLATION["dropout"].recipe.seed == 0  # the table itself is not changed
