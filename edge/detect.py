@@ -187,6 +187,16 @@ class DetectorConfig:
         return tuple(resolved)
 
 
+def threshold_text(value: float, digits: int = 4) -> str:
+    """A threshold or score as text, `digits` significant digits, more where fewer would round a
+    probability that is not 1 up to "1": a threshold of 0.9999939 reads 0.99999, not 1."""
+    text = f"{value:.{digits}g}"
+    while 0.0 < value < 1.0 and float(text) >= 1.0 and digits < 9:
+        digits += 1
+        text = f"{value:.{digits}g}"
+    return text
+
+
 class _LabelState:
     """Onset history and the active event of one label."""
 

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.config import STDOUT, EdgeConfig
-from edge.detect import Detector, DetectorConfig, Event
+from edge.detect import Detector, DetectorConfig, Event, threshold_text
 from edge.events import EventAudioSaver, EventLog, event_record
 from edge.leds import AnyLedBank, NullLedBank
 from edge.pipeline import PatchResult, StepOutput, StreamingPipeline, WindowDecision, voting_mean
@@ -111,7 +111,7 @@ class ConsoleView:
                 tops.append(f"{label} {probability:.3f}")
             else:
                 threshold = config.threshold_for(label)
-                tops.append(f"{label} {probability:.3f}{'*' if probability >= threshold else ''}/{threshold:.4g}")
+                tops.append(f"{label} {probability:.3f}{'*' if probability >= threshold else ''}/{threshold_text(threshold)}")
         why = detector.no_evidence(result)
         if why is not None:
             heard = f"no evidence ({why})"

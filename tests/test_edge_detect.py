@@ -9,7 +9,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import pytest
 
-from edge.detect import Detector, DetectorConfig, Event
+from edge.detect import Detector, DetectorConfig, Event, threshold_text
 from edge.errors import ConfigError
 from edge.params import DEFAULT_PARAMS
 from edge.pipeline import PatchResult
@@ -268,3 +268,12 @@ def test_a_veto_needs_yamnets_class_names_and_a_class_yamnet_has() -> None:
     with pytest.raises(ConfigError, match="veto score"):
         DetectorConfig(veto={"Music": 1.5})
     assert DetectorConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [(0.5, "0.5"), (0.98594, "0.9859"), (0.9999546, "0.99995"), (0.9999939, "0.99999"), (1.0, "1"), (0.0, "0"), (1e-7, "1e-07")],
+)
+def test_threshold_text_never_rounds_a_threshold_below_one_up_to_one(value: float, text: str) -> None:
+    assert threshold_text(value) == text
+    assert (float(text) < 1.0) == (value < 1.0)

@@ -40,7 +40,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from edge.detect import Detector, DetectorConfig, Event
+from edge.detect import Detector, DetectorConfig, Event, threshold_text
 from edge.params import DEFAULT_PARAMS, Params
 from edge.pipeline import PatchResult, StreamingPipeline
 from train.embeddings import SILENCE_DBFS, cache_folder, patch_rms_dbfs
@@ -936,7 +936,7 @@ def plot_sweep(
             continue
         labelled.add(index)
         p = points[index]
-        axis.annotate(f"{p.threshold:.4g}", (max(p.false_per_hour(), floor), p.total_missed), fontsize=7,
+        axis.annotate(threshold_text(p.threshold), (max(p.false_per_hour(), floor), p.total_missed), fontsize=7,
                       textcoords="offset points", xytext=(4, 4))  # fmt: skip
     if target_false_per_hour:
         axis.axvline(target_false_per_hour, color="grey", linestyle="--", linewidth=1)
