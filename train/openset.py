@@ -37,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from edge.detect import DetectorConfig, threshold_text
+from edge.detect import DetectorConfig, thresholds_text
 from edge.params import DEFAULT_PARAMS, Params
 from edge.pipeline import StreamingPipeline
 from train.augment import DEFAULT_AUGMENT_CACHE, MixOptions, embed_mixes, plan_mixes
@@ -1774,7 +1774,7 @@ def fit_openset_main(args: argparse.Namespace) -> int:
     reports = Path(_arg(args, "reports_dir", "reports")) / "openset"
     plot_calibration(model.calibration, reports / "calibration.png")
     _say(args, f"saved {model_dir / 'head.json'} (+ the .keras it names) and {THRESHOLDS_FILE}: thresholds "
-               + ", ".join(f"{k} {threshold_text(v)}" for k, v in model.calibration.thresholds.items()))  # fmt: skip
+               + thresholds_text(model.calibration.thresholds))  # fmt: skip
     _say(args, f"test fold {task.test_fold}: {right}/{total} target clips decided right; calibration plot {reports / 'calibration.png'}")
     return 0
 
@@ -1814,7 +1814,7 @@ def calibrate_main(args: argparse.Namespace) -> int:
     update_thresholds(model_dir, calibration, detector)
     png = plot_calibration(calibration, Path(_arg(args, "reports_dir", "reports")) / "openset" / "calibration.png")
     _say(args, f"thresholds for {experiment.target_false_per_hour:g} false events/hour written to {model_dir / 'head.json'} "
-               f"and {THRESHOLDS_FILE}: " + ", ".join(f"{k} {threshold_text(v)}" for k, v in calibration.thresholds.items()))  # fmt: skip
+               f"and {THRESHOLDS_FILE}: " + thresholds_text(calibration.thresholds))  # fmt: skip
     _say(args, f"validation: {calibration.validation_hours:.2f} h of non-target sound, {calibration.validation_targets} targets; plot {png}")
     _say(args, "run oido-convert again to copy them into model/manifest.json")
     return 0
@@ -1843,7 +1843,7 @@ def evaluate_stream_main(args: argparse.Namespace) -> int:
         check_pipeline=not args.no_check, write_audio=not args.no_audio, everyday=others,
     )  # fmt: skip
     _say(args, f"model: {model_dir} ({model.kind}); thresholds "
-               + ", ".join(f"{k} {threshold_text(v)}" for k, v in model.detector.thresholds.items())
+               + thresholds_text(model.detector.thresholds)
                + "; veto " + (", ".join(f"{k} {v:g}" for k, v in model.detector.veto.items()) or "none"))  # fmt: skip
     _say(args, format_stream_results(results))
     _say(args, f"written to {out}/ (results.json, sweep.png, *.spec.json{', *.wav: oido-edge replay ' + str(out / 'clean.wav') if not args.no_audio else ''})")
