@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--no-parity", action="store_true", help="skip the parity report and golden file")
     export.add_argument("--yamnet-weights", type=Path, help="YAMNet weights file (default: found automatically)")
     export.add_argument("--class-map", type=Path, help="yamnet_class_map.csv (default: beside the weights)")
+    export.add_argument("--assets", type=Path, metavar="DIR",
+                        help="the folder holding yamnet/, as oido-train --assets (default: $OIDO_ASSETS, else "
+                             "../shared/assets beside the repository or the current directory)")  # fmt: skip
     export.add_argument("--seed", type=int, default=defaults.seed, help="seed for sampling clips and patches")
 
     export.add_argument("--config", type=Path, metavar="FILE",
@@ -137,6 +140,7 @@ def _export(args: argparse.Namespace) -> int:
         evaluate=not args.no_parity,
         yamnet_weights=args.yamnet_weights,
         class_map=args.class_map,
+        assets_dir=args.assets,
         seed=args.seed,
         progress=not args.quiet,
     )

@@ -148,6 +148,8 @@ class ExportOptions:
     """YAMNet weights file (default: found by train.yamnet)."""
     class_map: Path | None = None
     """yamnet_class_map.csv (default: beside the weights, or the shared assets)."""
+    assets_dir: Path | None = None
+    """The assets root holding yamnet/ (``--assets``), searched first for the weights and class map."""
     num_threads: int = 1
     """Interpreter threads for the latency measurements (the Pi's setting)."""
     progress: bool = False
@@ -965,11 +967,14 @@ def export_model(
         from train.yamnet import AssetError, load_yamnet
 
         try:
-            yamnet = load_yamnet(source=options.yamnet_source, weights_path=options.yamnet_weights, params=params)
+            yamnet = load_yamnet(source=options.yamnet_source, weights_path=options.yamnet_weights, params=params,
+                                 assets_dir=options.assets_dir)  # fmt: skip
         except (AssetError, ValueError) as error:
             raise ConvertError(str(error), path=options.yamnet_weights) from None
     check_head_matches_yamnet(head, yamnet.weights_sha256, model_dir=model_dir)
-    class_names = read_class_map(find_class_map(getattr(yamnet, "weights_path", None), explicit=options.class_map))
+    class_names = read_class_map(
+        find_class_map(getattr(yamnet, "weights_path", None), explicit=options.class_map, assets_dir=options.assets_dir)
+    )
     tick("load")
     train_clips = read_clips(data_dir, TRAIN_DATA, labels=labels)
     test_clips = read_clips(data_dir, TEST_DATA, labels=labels) if options.evaluate else []

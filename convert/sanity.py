@@ -108,13 +108,16 @@ def read_class_map(path: str | os.PathLike[str]) -> tuple[str, ...]:
 
 
 def find_class_map(
-    weights_path: str | os.PathLike[str] | None, *, explicit: str | os.PathLike[str] | None = None
+    weights_path: str | os.PathLike[str] | None,
+    *,
+    explicit: str | os.PathLike[str] | None = None,
+    assets_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
     """yamnet_class_map.csv: `explicit`, else beside the weights file, else where train looks
-    for the weights (train.yamnet.class_map_candidates: the assets, the user cache)."""
+    for the weights (train.yamnet.class_map_candidates: ``assets_dir``, the assets, the user cache)."""
     from train.yamnet import CLASS_MAP_FILE_NAME, class_map_candidates
 
-    candidates = [Path(explicit)] if explicit is not None else class_map_candidates(weights_path)
+    candidates = [Path(explicit)] if explicit is not None else class_map_candidates(weights_path, assets_dir=assets_dir)
     for candidate in candidates:
         if candidate.is_file():
             return candidate

@@ -233,13 +233,15 @@ def _block_seconds(args: argparse.Namespace, config: EdgeConfig) -> float:
 def _load_base_pipeline(config: EdgeConfig) -> Any:
     """The model's pipeline (at the model's rate), with the config's thresholds; checks the config's labels."""
     from edge.listen import detector_config_for, pipeline_for_rate
+    from edge.detect import threshold_text, thresholds_text
     from edge.pipeline import load_pipeline
 
     pipeline = load_pipeline(config.model_dir, num_threads=config.num_threads)
     check_labels(config, pipeline.labels, model_dir=config.model_dir)
     detector_config = detector_config_for(pipeline.detector.config, config)
-    log.info("model %s: labels %s, thresholds %s (default %.2f), veto %s", config.model_dir, list(pipeline.labels),
-             dict(detector_config.thresholds), detector_config.default_threshold, dict(detector_config.veto) or "none")
+    log.info("model %s: labels %s, thresholds %s (default %s), veto %s", config.model_dir, list(pipeline.labels),
+             thresholds_text(detector_config.thresholds) or "none", threshold_text(detector_config.default_threshold),
+             dict(detector_config.veto) or "none")  # fmt: skip
     return pipeline_for_rate(pipeline, pipeline.input_rate_hz, detector_config=detector_config)
 
 
@@ -255,10 +257,12 @@ def _open_leds(config: EdgeConfig, *, mock: bool) -> Any:
                          blink_seconds=config.leds.blink_seconds)
 
 
-def _print_pin_history(leds: Any, config: EdgeConfig) -> None:
+def _print_pin_history(leds: Any, config: EdgeConfig, *, clock_note: str = "") -> None:
     from edge.leds import pin_history
 
     pins = {**config.leds.pins, **({"status": config.leds.status_pin} if config.leds.status_pin is not None else {})}
+    if clock_note:
+        print(f"gpio pin changes, {clock_note}")
     for name, changes in pin_history(leds).items():
         states = " ".join(f"{'on' if state else 'off'}@{seconds:.2f}" for seconds, state in changes)
         print(f"gpio {name} pin {pins.get(name)}: {states}")
@@ -363,7 +367,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         leds.status_off()
         print(format_summary(summaries))
         if args.mock_gpio:
-            _print_pin_history(leds, config)
+            # The pins change in wall-clock time: audio time only when the files play in real time.
+            _print_pin_history(leds, config, clock_note="in seconds since start" if args.realtime else
+                               "in wall-clock seconds: the files played faster than real time, so these are not "
+                               "audio times (--realtime makes them so; the events above are in audio time)")  # fmt: skip
     return EXIT_OK
 
 

@@ -31,6 +31,7 @@ from convert.sanity import (
     TONE_AMPLITUDE,
     TONE_CLASSES,
     check_yamnet_file,
+    find_class_map,
     read_class_map,
     silence,
     tone,
@@ -656,3 +657,34 @@ def test_export_without_a_trained_head_fails_naming_head_json(tmp_path: Path, ca
     assert main(["-q", "--model-dir", str(tmp_path), "--data-dir", str(tmp_path)]) == 1
     assert str(tmp_path / "head.json") in caplog.text
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_takes_the_assets_folder_as_oido_train_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`oido-convert --assets DIR` finds YAMNet's weights and class map in DIR/yamnet first, and a
+    DIR that does not exist stops the export naming it, before anything is written."""
+    pytest.importorskip("tensorflow")
+    if not ASSET_YAMNET.is_file():
+        pytest.skip(f"needs the YAMNet weights at {ASSET_YAMNET}")
+    from convert.cli import main
+    from train.yamnet import load_yamnet
+
+    monkeypatch.delenv("OIDO_YAMNET_TFLITE", raising=False)
+    monkeypatch.delenv("OIDO_ASSETS", raising=False)
+    assets = tmp_path / "my-assets"
+    (assets / "yamnet").mkdir(parents=True)
+    (assets / "yamnet" / ASSET_YAMNET.name).symlink_to(ASSET_YAMNET)
+    shutil.copy(CLASS_MAP, assets / "yamnet" / CLASS_MAP.name)
+    yamnet = load_yamnet(source="tflite", assets_dir=assets)
+    assert yamnet.weights_path == assets / "yamnet" / ASSET_YAMNET.name
+    assert find_class_map(None, assets_dir=assets) == assets / "yamnet" / CLASS_MAP.name
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    save_trained_head(model_dir, keras_head(2), labels=["beep", "other"])
+    before = snapshot(model_dir)
+    missing = tmp_path / "no-such-assets"
+    assert main(["-q", "--model-dir", str(model_dir), "--data-dir", str(tmp_path), "--assets", str(missing)]) == 1
+    assert str(missing) in caplog.text
+    assert snapshot(model_dir) == before

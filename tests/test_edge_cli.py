@@ -202,6 +202,7 @@ def test_replay_prints_windows_events_and_the_mock_pin_history(tmp_path, fake_mo
     assert "window" in out and ">>> clock_alarm started" in out and "<<< clock_alarm ended" in out
     assert "gpio clock_alarm pin 27: off@0.00 on@" in out
     assert "gpio crying_baby pin 17: off@0.00\n" in out
+    assert "gpio pin changes, in wall-clock seconds" in out  # not audio time: the file played as fast as it could
     records = [json.loads(line) for line in events.read_text().splitlines()]
     assert [r["label"] for r in records] == ["clock_alarm"] and records[0]["source"] == str(clip)
 

@@ -531,6 +531,7 @@ def load_yamnet(
     weights_path: str | os.PathLike[str] | None = None,
     params: Params = DEFAULT_PARAMS,
     mel: MelChoice = "exact",
+    assets_dir: str | os.PathLike[str] | None = None,
 ) -> YamnetTF:
     """Build TensorFlow YAMNet from the published weights.
 
@@ -542,6 +543,7 @@ def load_yamnet(
         mel: "exact" builds the mel matrix with tf.signal as YAMNet's features.py does;
             "file" uses the weights file's copy, which the TF-Lite converter rounded to int8
             (reproduces that file's graph exactly; embeddings differ from "exact" by cosine < 0.001).
+        assets_dir: the assets root (``--assets``) holding yamnet/, searched before the defaults.
 
     Returns:
         The model with its source and weight hash.
@@ -564,7 +566,7 @@ def load_yamnet(
                 "(from the project's shared assets)."
             )
         return _from_tflite(path, params, mel)
-    for path in default_weight_paths():
+    for path in default_weight_paths(assets_dir=assets_dir):
         if path.is_file():
             logger.info("YAMNet weights from %s", path)
             return _from_tflite(path, params, mel)
