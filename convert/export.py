@@ -958,7 +958,11 @@ def export_model(
     model_dir = Path(model_dir)
     data_dir = Path(data_dir)
     if not model_dir.is_dir():
-        raise ConvertError(f"{model_dir} is not a directory: train a head first (oido-train fit)", path=model_dir)
+        raise ConvertError(
+            f"{model_dir} is not a directory: train a head first (oido-train fit-openset, the head the Pi ships; "
+            "or oido-train fit)",
+            path=model_dir,
+        )
 
     head = load_trained_head(model_dir, params=params, yamnet_sha256=None)  # cheap checks before YAMNet loads
     labels = list(head.labels)

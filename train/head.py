@@ -670,7 +670,9 @@ def read_head_metadata(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """head.json as a dict, checked for the required keys; raises HeadError naming the file."""
     path = Path(model_dir) / HEAD_METADATA_FILE
     if not path.is_file():
-        raise HeadError(f"{path} not found: train a head first (oido-train fit, or oido-train all)")
+        raise HeadError(
+            f"{path} not found: train a head first (oido-train fit-openset, the head the Pi ships; or oido-train fit or all)"
+        )
     try:
         metadata = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
