@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -68,6 +68,34 @@ class Gap:
 
 
 SourceItem = Union[Block, Gap]
+
+
+_Source = TypeVar("_Source", bound="StoppableSource")
+
+
+class StoppableSource:
+    """What every source shares: stop() (safe from a signal handler or another thread) makes
+    blocks() return soon, and a `with` block closes the source."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """Make blocks() return soon."""
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def close(self) -> None:
+        self.stop()
+
+    def __enter__(self: _Source) -> _Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass(frozen=True)
@@ -174,7 +202,7 @@ def _describe(devices: Sequence[InputDevice]) -> str:
     ) or "  (none)"
 
 
-class MicrophoneSource:
+class MicrophoneSource(StoppableSource):
     """Blocks from a sounddevice InputStream, surviving overflows and a device that vanishes.
 
     The PortAudio callback only copies each block into a queue; the consumer iterates `blocks()`.
@@ -215,7 +243,7 @@ class MicrophoneSource:
         self._stall_seconds = stall_seconds
         self._backoff_initial = backoff_initial_seconds
         self._backoff_max = backoff_max_seconds
-        self._stop = threading.Event()
+        super().__init__()
         self._queue: "queue.Queue[Block]" = queue.Queue()
         self._stream: Any = None
         self._stream_failed = threading.Event()
@@ -309,14 +337,6 @@ class MicrophoneSource:
         except Exception as error:  # noqa: BLE001
             log.debug("closing the input stream failed: %s", error)
 
-    def stop(self) -> None:
-        """Make blocks() return soon (safe from a signal handler or another thread)."""
-        self._stop.set()
-
-    @property
-    def stopped(self) -> bool:
-        return self._stop.is_set()
-
     def close(self) -> None:
         self.stop()
         self._close_stream()
@@ -325,9 +345,6 @@ class MicrophoneSource:
         if self._stream is None:
             self.open()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # --- consuming ---
 
@@ -404,7 +421,7 @@ class MicrophoneSource:
             self._last_overflow_log = now
 
 
-class FileSource:
+class FileSource(StoppableSource):
     """Blocks of an audio file (WAV/FLAC/...) at its own rate, as fast as possible or paced in real time.
 
     Yields float32 [n, channels] blocks of block_seconds (the last may be shorter).
@@ -429,7 +446,7 @@ class FileSource:
         self.duration_seconds = info.frames / info.samplerate
         self.block_seconds = block_seconds
         self.realtime = realtime
-        self._stop = threading.Event()
+        super().__init__()
 
     def blocks(self) -> Iterator[SourceItem]:
         import soundfile
@@ -462,24 +479,9 @@ class FileSource:
                 emitted += len(block)
                 yield block
 
-    def stop(self) -> None:
-        self._stop.set()
-
-    @property
-    def stopped(self) -> bool:
-        return self._stop.is_set()
-
-    def close(self) -> None:
-        self.stop()
-
-    def __enter__(self) -> "FileSource":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
-class FakeSource:
+class FakeSource(StoppableSource):
     """Yields the given blocks, for tests; `faults` injects a Gap or raises an exception before block i.
 
     blocks: float32 [n] or [n, channels] arrays at rate_hz (1-D blocks are given a channel axis).
@@ -502,7 +504,7 @@ class FakeSource:
         self.channels = channels.pop() if channels else 1
         self._faults = dict(faults or {})
         self._on_block = on_block
-        self._stop = threading.Event()
+        super().__init__()
         self.yielded = 0
 
     def blocks(self) -> Iterator[SourceItem]:
@@ -520,19 +522,3 @@ class FakeSource:
                 return
             self.yielded += 1
             yield block
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    @property
-    def stopped(self) -> bool:
-        return self._stop.is_set()
-
-    def close(self) -> None:
-        self.stop()
-
-    def __enter__(self) -> "FakeSource":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
