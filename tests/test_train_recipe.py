@@ -133,9 +133,10 @@ def test_the_example_recipe_gives_oido_convert_its_defaults() -> None:
 
 
 def test_oido_convert_takes_the_top_level_folders_and_its_table_and_typed_flags_win(tmp_path: Path) -> None:
-    path = recipe(tmp_path, 'model_dir = "mine"\nepochs = 3\n[fit]\nbatch_size = 8\n[convert]\nquantization = "int8_weights"\n')
+    path = recipe(tmp_path, 'model_dir = "mine"\nassets = "kit"\nepochs = 3\n[fit]\nbatch_size = 8\n[convert]\nquantization = "int8_weights"\n')
     args = convert_args(["export", "--config", path])
     assert (args.model_dir, args.quantization) == (Path("mine"), "int8_weights")  # epochs and [fit] are oido-train's
+    assert args.assets == Path("kit") == parse_args(["--config", path, "fit"]).assets  # one assets key, both tools
     typed = convert_args(["export", "--config", path, "--quantization", "dynamic_range", "--model-dir", "typed"])
     assert (typed.model_dir, typed.quantization) == (Path("typed"), "dynamic_range")
     assert parse_args(["--config", path, "fit"]).batch_size == 8  # and oido-train accepts the [convert] table
