@@ -305,7 +305,7 @@ def _no_hub(handle: str) -> Any:
 def test_missing_weights_and_no_network_raise_one_clear_asset_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(yamnet_module, "default_weight_paths", lambda: [tmp_path / "nowhere.tflite"])
+    monkeypatch.setattr(yamnet_module, "default_weight_paths", lambda *, assets_dir=None: [tmp_path / "nowhere.tflite"])
     monkeypatch.setattr(yamnet_module, "_load_hub_model", _no_hub)
     with pytest.raises(AssetError) as caught:
         load_yamnet()
@@ -338,7 +338,7 @@ def test_hub_source_runs_a_whole_waveform_model_per_patch(
             outputs = self.model(waveform[tf.newaxis], training=False)
             return outputs["scores"], outputs["embeddings"], outputs["log_mel"][0]
 
-    monkeypatch.setattr(yamnet_module, "default_weight_paths", lambda: [tmp_path / "nowhere.tflite"])
+    monkeypatch.setattr(yamnet_module, "default_weight_paths", lambda *, assets_dir=None: [tmp_path / "nowhere.tflite"])
     monkeypatch.setattr(yamnet_module, "_load_hub_model", lambda handle: FakeHubYamnet())
     hub = load_yamnet()  # auto: no file -> hub
     assert hub.source == "hub"
