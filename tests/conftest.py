@@ -23,6 +23,16 @@ def _restore_root_logging() -> Iterator[None]:
     root.setLevel(level)
 
 
+@pytest.fixture(scope="module")
+def virtual_mic() -> Iterator[dict[str, str]]:
+    """Environment for subprocesses that capture from the virtual microphone (PULSE_SERVER set);
+    skips where PulseAudio is missing (tests/fixtures/virtual_mic.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from fixtures.virtual_mic import virtual_mic_env
+
+    yield from virtual_mic_env()
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real YAMNet asset + the fixture head over ("beep", "speech", "other"), built once;

@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import re
-import shutil
 import signal
-import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Optional
@@ -27,8 +23,10 @@ import pytest
 
 from edge.sources import DeviceError, Gap, MicrophoneSource, list_input_devices, resolve_input_device
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fixtures.virtual_mic import Running, edge_command, microphone_removed, play  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-VIRTUAL_MIC = REPO / "scripts" / "virtual_mic.sh"
 ESC50_AUDIO = REPO.parent / "shared" / "assets" / "esc50" / "audio"
 ESC50_TARGETS = {"crying_baby": 20, "clock_alarm": 37, "toilet_flush": 18, "water_drops": 15}
 PINS = {"crying_baby": 17, "clock_alarm": 27, "toilet_flush": 22, "water_drops": 23}
@@ -206,85 +204,6 @@ def esc50_clip(label: str) -> Path:
     return clips[0]
 
 
-@pytest.fixture(scope="module")
-def virtual_mic():
-    """Environment for subprocesses that capture from the virtual microphone (PULSE_SERVER set)."""
-    for tool in ("pulseaudio", "pactl", "paplay"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed (apt install pulseaudio pulseaudio-utils)")
-    was_running = subprocess.run(["bash", str(VIRTUAL_MIC), "status"], capture_output=True).returncode == 0
-    started = subprocess.run(["bash", str(VIRTUAL_MIC), "start"], capture_output=True, text=True, timeout=60)
-    if started.returncode != 0:
-        pytest.skip(f"PulseAudio could not start here: {started.stderr.strip()}")
-    env = dict(os.environ)
-    for line in started.stdout.splitlines():
-        match = re.match(r"export (\w+)=(.*)$", line)
-        if match:
-            env[match.group(1)] = match.group(2)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    yield env
-    if not was_running:
-        subprocess.run(["bash", str(VIRTUAL_MIC), "stop"], capture_output=True, timeout=60)
-
-
-class Running:
-    """A subprocess whose output is read on threads, so a test can wait for a log line."""
-
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
-        self.process = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True)
-        self.lines: "queue.Queue[str]" = queue.Queue()
-        self.stderr: list[str] = []
-        self.stdout: list[str] = []
-        self._readers = [
-            threading.Thread(target=self._read, args=(self.process.stderr, self.stderr, self.lines), daemon=True),
-            threading.Thread(target=self._read, args=(self.process.stdout, self.stdout, None), daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    @staticmethod
-    def _read(stream: Any, lines: list[str], notify: "Optional[queue.Queue[str]]") -> None:
-        for line in stream:
-            lines.append(line)
-            if notify is not None:
-                notify.put(line)
-
-    def wait_for_line(self, pattern: str, *, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self.process.poll() is not None and self.lines.empty():
-                self.process.kill()
-                raise AssertionError(f"no log line matching {pattern!r}; stderr:\n{''.join(self.stderr)}")
-            try:
-                line = self.lines.get(timeout=min(remaining, 0.5))
-            except queue.Empty:
-                continue
-            if re.search(pattern, line):
-                return line
-
-    def finish(self, *, timeout: float) -> tuple[int, str, str]:
-        """Wait for the exit; (return code, stdout, stderr)."""
-        try:
-            self.process.wait(timeout=timeout)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-        for reader in self._readers:
-            reader.join(timeout=10)
-        return self.process.returncode, "".join(self.stdout), "".join(self.stderr)
-
-
-def play(clip: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(["paplay", f"--device={env['OIDO_PULSE_SINK']}", str(clip)], env=env, timeout=60,
-                          capture_output=True)
-
-
-def edge_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "edge", *args]
-
-
 def normalised_correlation_peak(recorded: np.ndarray, reference: np.ndarray) -> float:
     """Max over lags of the normalised cross-correlation (1.0 = a shifted copy)."""
     size = 1 << int(np.ceil(np.log2(len(recorded) + len(reference))))
@@ -386,15 +305,8 @@ def test_a_vanished_microphone_is_reopened_and_recording_goes_on(virtual_mic, tm
     recorder = Running(edge_command("record", str(output), "--device", "pulse", "--rate", "48000",
                                     "--seconds", "6"), virtual_mic, REPO)
     recorder.wait_for_line("recording 6.0 s", timeout=60)
-    modules = subprocess.run(["pactl", "list", "short", "modules"], env=virtual_mic, capture_output=True,
-                             text=True, timeout=30).stdout
-    sink_module = next(line.split()[0] for line in modules.splitlines() if "module-null-sink" in line)
-    try:
-        # The source disappears: PortAudio's stream dies and the first reopen attempts fail.
-        subprocess.run(["pactl", "unload-module", sink_module], env=virtual_mic, check=True, timeout=30)
+    with microphone_removed(virtual_mic):  # PortAudio's stream dies and the first reopen attempts fail
         recorder.wait_for_line("reopening the audio input failed", timeout=30)
-    finally:
-        subprocess.run(["bash", str(VIRTUAL_MIC), "start"], capture_output=True, timeout=60, check=True)
     recorder.wait_for_line("audio input reopened", timeout=60)
     returncode, stdout, stderr = recorder.finish(timeout=60)
     assert returncode == 0, stderr

@@ -22,13 +22,11 @@ import errno
 import json
 import logging
 import os
-import queue
 import re
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -51,9 +49,9 @@ sf = pytest.importorskip("soundfile")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fixtures.edge_models import ASSET_YAMNET, real_model_dir  # noqa: E402
+from fixtures.virtual_mic import Running, edge_command, microphone_removed  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-VIRTUAL_MIC = REPO / "scripts" / "virtual_mic.sh"
 RATE = DEFAULT_PARAMS.sample_rate_hz
 LABELS = ["crying_baby", "clock_alarm", "other"]
 
@@ -250,53 +248,6 @@ def test_microphone_counts_underflows_and_logs_them_with_overflows(caplog: pytes
 # --- the virtual microphone is removed while listening (PulseAudio) --------------------------
 
 
-class Running:
-    """A subprocess whose stderr is read on a thread, so a test can wait for a log line."""
-
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path = REPO) -> None:
-        self.process = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True)
-        self.lines: "queue.Queue[str]" = queue.Queue()
-        self.stderr: list[str] = []
-        self.stdout: list[str] = []
-        self._readers = [threading.Thread(target=self._read, args=(self.process.stderr, self.stderr, True),
-                                          daemon=True),
-                         threading.Thread(target=self._read, args=(self.process.stdout, self.stdout, False),
-                                          daemon=True)]
-        for reader in self._readers:
-            reader.start()
-
-    def _read(self, stream: Any, lines: list[str], notify: bool) -> None:
-        for line in stream:
-            lines.append(line)
-            if notify:
-                self.lines.put(line)
-
-    def wait_for_line(self, pattern: str, *, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or (self.process.poll() is not None and self.lines.empty()):
-                self.process.kill()
-                raise AssertionError(f"no line matching {pattern!r}; stderr:\n{''.join(self.stderr)[-3000:]}")
-            try:
-                line = self.lines.get(timeout=min(remaining, 0.2))
-            except queue.Empty:
-                continue
-            if re.search(pattern, line):
-                return line
-
-    def finish(self, *, timeout: float) -> tuple[int, str, str]:
-        try:
-            self.process.wait(timeout=timeout)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-        for reader in self._readers:
-            reader.join(timeout=10)
-        return self.process.returncode, "".join(self.stdout), "".join(self.stderr)
-
-
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from edge.runtime import available_backend
@@ -306,26 +257,6 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model_dir = tmp_path_factory.mktemp("model")
     real_model_dir(model_dir)
     return model_dir
-
-
-@pytest.fixture(scope="module")
-def virtual_mic() -> Iterator[dict[str, str]]:
-    for tool in ("pulseaudio", "pactl", "paplay"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed (apt install pulseaudio pulseaudio-utils)")
-    was_running = subprocess.run(["bash", str(VIRTUAL_MIC), "status"], capture_output=True).returncode == 0
-    started = subprocess.run(["bash", str(VIRTUAL_MIC), "start"], capture_output=True, text=True, timeout=60)
-    if started.returncode != 0:
-        pytest.skip(f"PulseAudio could not start here: {started.stderr.strip()}")
-    env = dict(os.environ)
-    for line in started.stdout.splitlines():
-        match = re.match(r"export (\w+)=(.*)$", line)
-        if match:
-            env[match.group(1)] = match.group(2)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    yield env
-    if not was_running:
-        subprocess.run(["bash", str(VIRTUAL_MIC), "stop"], capture_output=True, timeout=60)
 
 
 def status_intervals(stdout: str) -> list[float]:
@@ -340,20 +271,14 @@ def status_intervals(stdout: str) -> list[float]:
 def test_listen_reopens_a_removed_virtual_microphone_and_blinks_the_fault_meanwhile(
     virtual_mic: dict[str, str], tiny_model: Path, tmp_path: Path
 ) -> None:
-    listener = Running([sys.executable, "-m", "edge", "listen", "--model-dir", str(tiny_model), "--device", "pulse",
-                        "--rate", "48000", "--pin", "beep=17", "--status-pin", "24", "--mock-gpio",
-                        "--event-log", str(tmp_path / "events.jsonl")], virtual_mic)
+    listener = Running(edge_command("listen", "--model-dir", str(tiny_model), "--device", "pulse",
+                                    "--rate", "48000", "--pin", "beep=17", "--status-pin", "24", "--mock-gpio",
+                                    "--event-log", str(tmp_path / "events.jsonl")), virtual_mic)
     listener.wait_for_line("listening on input", timeout=120)
     time.sleep(1.5)  # healthy for a while: slow blinks
-    modules = subprocess.run(["pactl", "list", "short", "modules"], env=virtual_mic, capture_output=True,
-                             text=True, timeout=30).stdout
-    sink_module = next(line.split()[0] for line in modules.splitlines() if "module-null-sink" in line)
-    try:
-        subprocess.run(["pactl", "unload-module", sink_module], env=virtual_mic, check=True, timeout=30)
+    with microphone_removed(virtual_mic):
         listener.wait_for_line("reopening the audio input failed", timeout=30)
         time.sleep(1.0)  # faulty for a while: fast blinks
-    finally:
-        subprocess.run(["bash", str(VIRTUAL_MIC), "start"], capture_output=True, timeout=60, check=True)
     listener.wait_for_line("audio input reopened", timeout=60)
     time.sleep(1.0)
     listener.process.send_signal(signal.SIGTERM)
@@ -671,10 +596,6 @@ def fake_audio_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("fakes")
     (folder / "sounddevice.py").write_text(FAKE_SOUNDDEVICE, encoding="utf-8")
     return {**os.environ, "PYTHONPATH": f"{folder}{os.pathsep}{REPO}"}
-
-
-def edge_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "edge", *args]
 
 
 def check_left_clean(state: Path, stdout: str, stderr: str) -> None:
