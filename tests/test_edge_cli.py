@@ -28,35 +28,18 @@ from edge.pipeline import StreamingPipeline
 from edge.record import new_session_id, next_dataset_path, record, record_session
 from edge.sources import FakeSource, Gap
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fixtures.edge_models import LoudIsClockAlarm, LoudnessYamnet  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIG = REPO / "scripts" / "oido.toml"
 LABELS = ["crying_baby", "clock_alarm", "toilet_flush", "water_drops", "other"]
 ESC50_AUDIO = REPO.parent / "shared" / "assets" / "esc50" / "audio"
 
 
-class LoudnessYamnet:
-    """Fake YAMNet: embedding[0] = the patch's RMS."""
-
-    def run(self, patch):
-        embedding = np.zeros(DEFAULT_PARAMS.embedding_size, np.float32)
-        embedding[0] = np.sqrt(np.mean(np.square(patch)))
-        return embedding, np.zeros(DEFAULT_PARAMS.yamnet_classes, np.float32)
-
-
-class LoudIsClockAlarm:
-    """Fake head: a loud patch is clock_alarm (0.9), a quiet one is other (0.9)."""
-
-    def run(self, embeddings):
-        probabilities = np.full((len(embeddings), len(LABELS)), 0.025, np.float32)
-        loud = embeddings[:, 0] > 0.05
-        probabilities[loud, LABELS.index("clock_alarm")] = 0.9
-        probabilities[~loud, LABELS.index("other")] = 0.9
-        return probabilities
-
-
 def fake_pipeline(input_rate_hz: int = DEFAULT_PARAMS.sample_rate_hz) -> StreamingPipeline:
     detector = Detector(DetectorConfig(background_label="other"), labels=LABELS)
-    return StreamingPipeline(LoudnessYamnet(), LoudIsClockAlarm(), labels=LABELS, detector=detector,
+    return StreamingPipeline(LoudnessYamnet(), LoudIsClockAlarm(LABELS), labels=LABELS, detector=detector,
                              input_rate_hz=input_rate_hz)
 
 

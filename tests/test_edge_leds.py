@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -23,9 +24,11 @@ from gpiozero.pins.mock import MockFactory  # noqa: E402
 from edge.detect import Detector, DetectorConfig  # noqa: E402
 from edge.leds import FAULT_BLINK_SPEEDUP, LedBank, NullLedBank, open_led_bank, pin_history  # noqa: E402
 from edge.listen import run_stream  # noqa: E402
-from edge.params import DEFAULT_PARAMS  # noqa: E402
 from edge.pipeline import StreamingPipeline  # noqa: E402
 from edge.sources import FakeSource, FileSource  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fixtures.edge_models import LoudIsClockAlarm, LoudnessYamnet  # noqa: E402
 
 PINS = {"crying_baby": 17, "clock_alarm": 27, "toilet_flush": 22, "water_drops": 23}
 STATUS_PIN = 24
@@ -152,29 +155,9 @@ def test_pin_history_reports_changes_in_time_order(factory):
 # --- LEDs driven by the streaming pipeline ---
 
 
-class LoudnessYamnet:
-    """Fake YAMNet: embedding[0] = the patch's RMS."""
-
-    def run(self, patch):
-        embedding = np.zeros(DEFAULT_PARAMS.embedding_size, np.float32)
-        embedding[0] = np.sqrt(np.mean(np.square(patch)))
-        return embedding, np.zeros(DEFAULT_PARAMS.yamnet_classes, np.float32)
-
-
-class LoudIsClockAlarm:
-    """Fake head: a loud patch is clock_alarm (0.9), a quiet one is other (0.9)."""
-
-    def run(self, embeddings):
-        probabilities = np.full((len(embeddings), len(LABELS)), 0.025, np.float32)
-        loud = embeddings[:, 0] > 0.05
-        probabilities[loud, LABELS.index("clock_alarm")] = 0.9
-        probabilities[~loud, LABELS.index("other")] = 0.9
-        return probabilities
-
-
 def fake_pipeline(input_rate_hz: int) -> StreamingPipeline:
     detector = Detector(DetectorConfig(background_label="other"), labels=LABELS)
-    return StreamingPipeline(LoudnessYamnet(), LoudIsClockAlarm(), labels=LABELS, detector=detector,
+    return StreamingPipeline(LoudnessYamnet(), LoudIsClockAlarm(LABELS), labels=LABELS, detector=detector,
                              input_rate_hz=input_rate_hz)
 
 

@@ -42,7 +42,7 @@ from edge.manifest import load_manifest  # noqa: E402
 from edge.record import label_problem  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fixtures.edge_models import ASSET_YAMNET, TINY_HEAD, fake_model_dir, real_model_dir  # noqa: E402
+from fixtures.edge_models import ASSET_YAMNET, TINY_HEAD, fake_model_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RATE = 16000
@@ -414,17 +414,6 @@ def test_manifest_params_that_would_crash_later_are_refused_at_load(tmp_path: Pa
         load_manifest(tmp_path)
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edge.runtime import available_backend
-
-    if available_backend() is None or not ASSET_YAMNET.is_file():
-        pytest.skip("needs a TF-Lite runtime and the YAMNet asset")
-    model_dir = tmp_path_factory.mktemp("model")
-    real_model_dir(model_dir)
-    return model_dir
-
-
 def damaged_copy(source: Path, destination: Path, damage: str) -> Path:
     import shutil
 
@@ -463,10 +452,10 @@ def damaged_copy(source: Path, destination: Path, damage: str) -> Path:
     ],
 )
 def test_listen_refuses_a_damaged_model_before_the_microphone_opens(
-    tmp_path: Path, tiny_model: Path, no_microphone: None, capsys: pytest.CaptureFixture[str], damage: str,
+    tmp_path: Path, tiny_model_dir: Path, no_microphone: None, capsys: pytest.CaptureFixture[str], damage: str,
     words: str,
 ) -> None:
-    model_dir = damaged_copy(tiny_model, tmp_path / "model", damage)
+    model_dir = damaged_copy(tiny_model_dir, tmp_path / "model", damage)
     code = cli.main(["listen", "--model-dir", str(model_dir), "--no-leds", "--event-log", str(tmp_path / "e.jsonl")])
     err = capsys.readouterr().err
     assert code == cli.EXIT_USAGE and "Traceback" not in err, err

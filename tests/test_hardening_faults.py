@@ -48,7 +48,7 @@ from edge.sources import FakeSource, MicrophoneSource
 sf = pytest.importorskip("soundfile")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fixtures.edge_models import ASSET_YAMNET, real_model_dir  # noqa: E402
+from fixtures.edge_models import LoudIsClockAlarm, LoudnessYamnet  # noqa: E402
 from fixtures.virtual_mic import Running, edge_command, microphone_removed  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,24 +59,8 @@ LABELS = ["crying_baby", "clock_alarm", "other"]
 # --- fake models and audio --------------------------------------------------------------------
 
 
-class LoudnessYamnet:
-    def run(self, patch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        embedding = np.zeros(DEFAULT_PARAMS.embedding_size, np.float32)
-        embedding[0] = np.sqrt(np.mean(np.square(patch)))
-        return embedding, np.zeros(DEFAULT_PARAMS.yamnet_classes, np.float32)
-
-
-class LoudIsClockAlarm:
-    def run(self, embeddings: np.ndarray) -> np.ndarray:
-        probabilities = np.full((len(embeddings), len(LABELS)), 0.05, np.float32)
-        loud = embeddings[:, 0] > 0.05
-        probabilities[loud, 1] = 0.9
-        probabilities[~loud, 2] = 0.9
-        return probabilities
-
-
 def fake_pipeline(rate_hz: int = RATE) -> StreamingPipeline:
-    return StreamingPipeline(LoudnessYamnet(), LoudIsClockAlarm(), labels=LABELS, input_rate_hz=rate_hz,
+    return StreamingPipeline(LoudnessYamnet(), LoudIsClockAlarm(LABELS), labels=LABELS, input_rate_hz=rate_hz,
                              detector=Detector(DetectorConfig(background_label="other"), labels=LABELS))
 
 
@@ -248,17 +232,6 @@ def test_microphone_counts_underflows_and_logs_them_with_overflows(caplog: pytes
 # --- the virtual microphone is removed while listening (PulseAudio) --------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edge.runtime import available_backend
-
-    if available_backend() is None or not ASSET_YAMNET.is_file():
-        pytest.skip("needs a TF-Lite runtime and the YAMNet asset")
-    model_dir = tmp_path_factory.mktemp("model")
-    real_model_dir(model_dir)
-    return model_dir
-
-
 def status_intervals(stdout: str) -> list[float]:
     """Seconds between the status LED's changes, from --mock-gpio's pin history."""
     line = re.search(r"^gpio status pin \d+: (.*)$", stdout, re.MULTILINE)
@@ -269,9 +242,9 @@ def status_intervals(stdout: str) -> list[float]:
 
 @pytest.mark.mic
 def test_listen_reopens_a_removed_virtual_microphone_and_blinks_the_fault_meanwhile(
-    virtual_mic: dict[str, str], tiny_model: Path, tmp_path: Path
+    virtual_mic: dict[str, str], tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    listener = Running(edge_command("listen", "--model-dir", str(tiny_model), "--device", "pulse",
+    listener = Running(edge_command("listen", "--model-dir", str(tiny_model_dir), "--device", "pulse",
                                     "--rate", "48000", "--pin", "beep=17", "--status-pin", "24", "--mock-gpio",
                                     "--event-log", str(tmp_path / "events.jsonl")), virtual_mic)
     listener.wait_for_line("listening on input", timeout=120)
@@ -613,10 +586,10 @@ def check_left_clean(state: Path, stdout: str, stderr: str) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("moment", ["importing", "model-loaded", "listening", "led-lit"])
 def test_a_signal_at_any_point_of_listen_exits_0_with_leds_off_and_files_valid(
-    fake_audio_env: dict[str, str], tiny_model: Path, tmp_path: Path, signum: int, moment: str
+    fake_audio_env: dict[str, str], tiny_model_dir: Path, tmp_path: Path, signum: int, moment: str
 ) -> None:
     state = tmp_path / "state"
-    listener = Running(edge_command("listen", "--model-dir", str(tiny_model), "--pin", "beep=17", "--status-pin", "24",
+    listener = Running(edge_command("listen", "--model-dir", str(tiny_model_dir), "--pin", "beep=17", "--status-pin", "24",
                                     "--mock-gpio", "--verbose", "--event-log", str(state / "events.jsonl"),
                                     "--save-events", str(state / "clips")), fake_audio_env)
     if moment == "importing":
@@ -859,7 +832,7 @@ def test_a_long_listen_keeps_no_per_window_history(tmp_path: Path) -> None:
     assert report.windows == [] and report.records == [] and report.patch_probabilities == []
 
 
-def test_listen_writes_only_under_its_state_directory(fake_audio_env: dict[str, str], tiny_model: Path,
+def test_listen_writes_only_under_its_state_directory(fake_audio_env: dict[str, str], tiny_model_dir: Path,
                                                      tmp_path: Path) -> None:
     """Every file the listener opens for writing, creates, renames or deletes lies in its state directory.
 
@@ -873,7 +846,7 @@ def test_listen_writes_only_under_its_state_directory(fake_audio_env: dict[str, 
     etc.mkdir()
     config = etc / "oido.toml"
     config.write_text(
-        f'model_dir = "{tiny_model}"\nstate_dir = "{state}"\n[leds]\nstatus = 24\n[leds.pins]\nbeep = 17\n'
+        f'model_dir = "{tiny_model_dir}"\nstate_dir = "{state}"\n[leds]\nstatus = 24\n[leds.pins]\nbeep = 17\n'
         f'[events]\nsave_dir = "{state / "events"}"\n', encoding="utf-8")
     state.mkdir()
     trace = tmp_path / "trace.txt"
