@@ -33,6 +33,24 @@ def virtual_mic() -> Iterator[dict[str, str]]:
     yield from virtual_mic_env()
 
 
+@pytest.fixture(scope="module")
+def real_models() -> tuple:
+    """(YamnetTflite of the YAMNet asset, HeadTflite of the tiny head fixture); skips where the
+    asset or a TF-Lite runtime is missing."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from edge.runtime import available_backend
+    from fixtures.edge_models import ASSET_YAMNET, TINY_HEAD
+
+    if available_backend() is None:
+        pytest.skip("no TF-Lite runtime installed")
+    if not ASSET_YAMNET.is_file():
+        pytest.skip(f"YAMNet asset missing: {ASSET_YAMNET}")
+    from edge.head import HeadTflite
+    from edge.yamnet import YamnetTflite
+
+    return YamnetTflite(ASSET_YAMNET), HeadTflite(TINY_HEAD)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real YAMNet asset + the fixture head over ("beep", "speech", "other"), built once;

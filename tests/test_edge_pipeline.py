@@ -25,7 +25,7 @@ from edge.pipeline import (
 from edge.resample import resample
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fixtures.edge_models import ASSET_YAMNET, TINY_HEAD, TINY_LABELS, real_model_dir  # noqa: E402
+from fixtures.edge_models import TINY_LABELS, real_model_dir  # noqa: E402
 
 RATE = DEFAULT_PARAMS.sample_rate_hz
 BLOCK_SIZES = [160, 1023, 1024, 16000]
@@ -283,20 +283,6 @@ def test_decide_is_argmax_of_the_mean_over_patches() -> None:
 
 
 # --- real models: the YAMNet asset + the tiny head fixture ---
-
-
-@pytest.fixture(scope="module")
-def real_models() -> tuple:
-    from edge.runtime import available_backend
-
-    if available_backend() is None:
-        pytest.skip("no TF-Lite runtime installed")
-    if not ASSET_YAMNET.is_file():
-        pytest.skip(f"YAMNet asset missing: {ASSET_YAMNET}")
-    from edge.head import HeadTflite
-    from edge.yamnet import YamnetTflite
-
-    return YamnetTflite(ASSET_YAMNET), HeadTflite(TINY_HEAD)
 
 
 def real_pipeline(models: tuple, input_rate_hz: int = RATE) -> StreamingPipeline:

@@ -51,7 +51,7 @@ from edge.resample import (  # noqa: E402
 from edge.sources import FileSource  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fixtures.edge_models import ASSET_YAMNET, TINY_HEAD, TINY_LABELS  # noqa: E402
+from fixtures.edge_models import TINY_LABELS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RATE = DEFAULT_PARAMS.sample_rate_hz
@@ -310,20 +310,6 @@ def test_float_garbage_that_overflows_in_the_resampler_comes_back_finite(tmp_pat
     samples[::2] = -3.0e38
     waveform = read_audio(write(tmp_path / "garbage.wav", samples, 44100, subtype="FLOAT"))
     assert len(waveform) == 1600 and np.all(np.isfinite(waveform))
-
-
-@pytest.fixture(scope="module")
-def real_models() -> tuple:
-    from edge.runtime import available_backend
-
-    if available_backend() is None:
-        pytest.skip("no TF-Lite runtime installed")
-    if not ASSET_YAMNET.is_file():
-        pytest.skip(f"YAMNet asset missing: {ASSET_YAMNET}")
-    from edge.head import HeadTflite
-    from edge.yamnet import YamnetTflite
-
-    return YamnetTflite(ASSET_YAMNET), HeadTflite(TINY_HEAD)
 
 
 def degenerate(kind: str) -> np.ndarray:

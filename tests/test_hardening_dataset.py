@@ -26,7 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -47,16 +47,6 @@ from fixtures.edge_models import ASSET_YAMNET, TINY_HEAD, fake_model_dir  # noqa
 REPO = Path(__file__).resolve().parents[1]
 RATE = 16000
 
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """cli.main configures the root logger onto this test's captured stderr: put it back afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 # --- data sets ---------------------------------------------------------------------------------

@@ -78,16 +78,6 @@ def blocks_of(audio: np.ndarray, size: int) -> list[np.ndarray]:
     return [audio[i : i + size] for i in range(0, len(audio), size)]
 
 
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """cli.main configures the root logger onto this test's captured stderr: put it back afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 def config_for(tmp_path: Path, **events: Any) -> EdgeConfig:
     return EdgeConfig(state_dir=tmp_path / "state", events=EventConfig(**events))
 
