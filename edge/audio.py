@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float32]
 PathArg = Union[str, "os.PathLike[str]"]
 
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".aif", ".aiff"})
+"""File types taken from a folder of recordings (a user's class folders, a folder to replay)."""
+
 _FILE_MODE = 0o644
 
 WAV_SUBTYPES = ("FLOAT", "PCM_16")
@@ -286,3 +289,13 @@ class WavWriter:
                 pass
             self._fd = None
         self._temp.unlink(missing_ok=True)
+
+
+def audio_files_in(folder: PathArg) -> list[Path]:
+    """The audio files (AUDIO_SUFFIXES, any case) under `folder` and its sub-folders, sorted;
+    AudioError naming the folder when it holds none."""
+    root = Path(folder)
+    files = sorted(path for path in root.rglob("*") if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES)
+    if not files:
+        raise AudioError(f"{root}: the folder holds no {'/'.join(sorted(AUDIO_SUFFIXES))} files", path=root)
+    return files

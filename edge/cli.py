@@ -4,7 +4,7 @@ Parsing and wiring only; the work is in edge.listen (listen/replay), edge.record
 edge.sources. Never imports TensorFlow: this runs on the Pi with a TF-Lite runtime.
 
     oido-edge listen [--config /etc/oido/oido.toml] [--device USB] [--duration 60]
-    oido-edge replay clip.wav other.flac [--realtime] [--leds --mock-gpio]
+    oido-edge replay clip.wav other.flac recordings/ [--realtime] [--leds --mock-gpio]
     oido-edge record --seconds 5 --dataset data/mine --label crying_baby
     oido-edge devices
 """
@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     listen.set_defaults(run=cmd_listen)
 
     replay = commands.add_parser("replay", parents=[common], help="the same pipeline on audio files; prints windows and events")
-    replay.add_argument("files", nargs="+", type=Path, metavar="FILE", help="WAV/FLAC files, any rate")
+    replay.add_argument("files", nargs="+", type=Path, metavar="FILE",
+                        help="WAV/FLAC files, any rate; a folder replays every audio file under it, in name order")
     model_options(replay)
     led_options(replay)
     replay.add_argument("--realtime", action="store_true", help="feed audio at real-time pace (default: as fast as possible)")
@@ -332,6 +333,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from edge.audio import audio_files_in
     from edge.events import EventLog
     from edge.leds import NullLedBank
     from edge.listen import ConsoleView, format_summary, replay_source
@@ -339,8 +341,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     config = load_edge_config(args)
     # Every file is checked before the model loads: a typo fails at once.
-    sources = [FileSource(path, block_seconds=_block_seconds(args, config), realtime=args.realtime)
-               for path in args.files]
+    files = [found for path in args.files for found in (audio_files_in(path) if path.is_dir() else [path])]
+    sources = [FileSource(path, block_seconds=_block_seconds(args, config), realtime=args.realtime) for path in files]
     base = _load_base_pipeline(config)
     use_leds = args.leds or args.mock_gpio
     leds = _open_leds(config, mock=args.mock_gpio) if use_leds else NullLedBank(config.leds.pins)

@@ -433,6 +433,9 @@ class FileSource(StoppableSource):
         if block_seconds <= 0:
             raise ValueError(f"block_seconds must be > 0, got {block_seconds}")
         self.path = Path(path)
+        if not self.path.is_file():
+            why = "is a folder; give a WAV or FLAC file" if self.path.is_dir() else "audio file not found; check the path"
+            raise AudioError(f"{self.path}: {why}", path=self.path)
         try:
             info = soundfile.info(str(self.path))
         except (RuntimeError, ValueError, TypeError, OSError) as error:  # LibsndfileError is a RuntimeError

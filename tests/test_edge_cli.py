@@ -115,7 +115,26 @@ def test_threshold_flags_override_the_config(tmp_path):
 def test_replay_of_a_missing_file_names_it_before_loading_any_model(tmp_path, capsys):
     missing = tmp_path / "nope.wav"
     assert cli.main(["replay", str(missing), "--model-dir", str(tmp_path)]) == cli.EXIT_USAGE
-    assert str(missing) in capsys.readouterr().err
+    assert f"{missing}: audio file not found" in capsys.readouterr().err
+
+
+def test_replay_of_a_folder_plays_every_audio_file_under_it_in_name_order(tmp_path, fake_models, capsys):
+    import soundfile
+
+    takes = tmp_path / "mydata"
+    (takes / "kettle").mkdir(parents=True)
+    soundfile.write(str(takes / "kettle" / "b.flac"), loud_then_quiet(48000), 48000)
+    soundfile.write(str(takes / "kettle" / "a.wav"), np.zeros(16000, np.float32), 16000)
+    (takes / "notes.txt").write_text("not audio")
+    assert cli.main(["replay", str(takes), "--config", str(config_in(tmp_path)), "--summary-only"]) == cli.EXIT_OK
+    summary = [line for line in capsys.readouterr().out.splitlines() if line.startswith(str(takes))]
+    assert [line.split(":")[0] for line in summary] == [str(takes / "kettle" / "a.wav"), str(takes / "kettle" / "b.flac")]
+    assert "no events" in summary[0] and "clock_alarm" in summary[1]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["replay", str(empty), "--config", str(config_in(tmp_path))]) != cli.EXIT_OK
+    assert f"{empty}: the folder holds no" in capsys.readouterr().err
 
 
 def test_record_needs_an_output_or_a_dataset(capsys):

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.audio import AUDIO_SUFFIXES
+
 logger = logging.getLogger(__name__)
 
 NUM_FOLDS = 5
@@ -34,8 +36,6 @@ TEST_JSON = "testData.json"
 CLASSES_JSON = "classes.json"
 AUDIO_DIR = "audio"
 """Sub-folder of the data folder holding the 16 kHz mono float32 WAV clips."""
-AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".aif", ".aiff"})
-"""File types read from a user's own class folders (anything libsndfile decodes)."""
 SOURCE_SEPARATOR = "__"
 """``<source>__<anything>.wav``: the part before it names the recording a clip was cut from."""
 FOLDER_SCOPE = "/"

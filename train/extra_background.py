@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edge.audio import AUDIO_SUFFIXES
 from edge.params import DEFAULT_PARAMS, Params
 from train.datasets import DatasetError, write_json_atomic
 
@@ -54,7 +55,8 @@ CACHE_SUBDIR = "debian-sfx"
 """Folder of the user cache holding the unpacked packages and the cut clips."""
 FOLDERS_SUBDIR = "extra-background"
 """Folder of the user cache holding the clips cut from ``--extra-background DIR`` folders."""
-AUDIO_SUFFIXES = frozenset({".wav", ".ogg", ".flac"})
+PACKAGE_AUDIO_SUFFIXES = frozenset({".wav", ".ogg", ".flac"})
+"""File types unpacked from the Debian packages: the pool README "Results" measured."""
 
 
 @dataclass(frozen=True)
@@ -302,7 +304,7 @@ def _extract_audio(deb: Path, destination: Path) -> int:
         with tarfile.open(tar_path) as archive:
             for member in archive:
                 name = Path(member.name)
-                if not member.isfile() or name.suffix.lower() not in AUDIO_SUFFIXES or ".." in name.parts:
+                if not member.isfile() or name.suffix.lower() not in PACKAGE_AUDIO_SUFFIXES or ".." in name.parts:
                     continue
                 target = destination / Path(*[part for part in name.parts if part not in (".", "/")])
                 target.parent.mkdir(parents=True, exist_ok=True)

@@ -469,7 +469,6 @@ def label_stream_patches(
     touching a clip not in `allowed` (held out) are left out.
     """
     params = factory.params
-    task = factory.task
     patch, hop = params.patch_samples, params.hop_samples
     count = params.patches_in(spec.num_samples)
     labels = np.full(count, -1, np.int64)
