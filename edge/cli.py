@@ -401,8 +401,11 @@ def cmd_record(args: argparse.Namespace) -> int:
                                          subtype=subtype)
     written = [result for result in results if result.path is not None]
     for result in written:
-        print(f"{result.path}: {result.seconds:.2f} s at {DEFAULT_PARAMS.sample_rate_hz} Hz"
+        print(f"{result.path}: {result.seconds:.2f} s at {DEFAULT_PARAMS.sample_rate_hz} Hz, peak {result.peak_dbfs:.1f} dBFS"
               + (" (interrupted)" if result.interrupted else ""))
+        problem = result.level_problem()
+        if problem:
+            log.warning("%s", problem)
     if not written:
         return EXIT_FAILURE
     return EXIT_FAILURE if any(result.error is not None for result in results) else EXIT_OK

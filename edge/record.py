@@ -47,6 +47,11 @@ _TAKE_STEM = re.compile(r"(?:(?P<session>\d{8}-\d{6}[a-z]*)_)?(?P<take>\d+)")
 SUBTYPES = {"float32": "FLOAT", "pcm16": "PCM_16"}
 """Sample formats `record` writes (float32 like the tutorial's clips, or 16-bit PCM)."""
 
+FULL_SCALE = 0.999
+"""A sample this loud (absolute value) is at full scale: the microphone's input clipped there."""
+CLIPPED_FRACTION = 0.001
+"""A take with more than this fraction of its samples at full scale is reported as clipped."""
+
 
 @dataclass(frozen=True)
 class Recording:
@@ -58,6 +63,24 @@ class Recording:
     """True if the recording stopped before the requested duration."""
     error: Optional[str] = None
     """Why writing stopped early (disk full, read-only), if it did; what was written is kept."""
+    peak_dbfs: float = -math.inf
+    """The loudest sample written, in dBFS (-inf: digital silence)."""
+    full_scale_fraction: float = 0.0
+    """Fraction of the captured samples at full scale (FULL_SCALE): where the input clipped."""
+
+    def level_problem(self, params: Params = DEFAULT_PARAMS) -> Optional[str]:
+        """Why this take makes a poor training clip, judged by its level, or None: silent (no
+        sample reaches params.silent_patch_dbfs, under which YAMNet hears nothing) or clipped
+        (more than CLIPPED_FRACTION of its samples at full scale)."""
+        if self.path is None:
+            return None
+        if self.peak_dbfs < params.silent_patch_dbfs:
+            return (f"{self.path} is silent (peak {self.peak_dbfs:.1f} dBFS): check that the microphone is "
+                    "the input you meant (oido-edge devices) and that it is not muted")  # fmt: skip
+        if self.full_scale_fraction > CLIPPED_FRACTION:
+            return (f"{self.path} clipped ({100 * self.full_scale_fraction:.1f}% of its samples at full scale): "
+                    "lower the microphone's gain or move it away from the sound, then record it again")  # fmt: skip
+        return None
 
 
 def label_problem(label: str) -> Optional[str]:
@@ -239,6 +262,8 @@ def record(
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = WavWriter(path, rate_hz=target_hz, subtype=subtype)  # a read-only or full disk fails here
     error: Optional[OSError] = None
+    peak = 0.0
+    full_scale = 0
 
     def write(samples: npt.NDArray[np.float32]) -> None:
         nonlocal error
@@ -258,6 +283,10 @@ def record(
             block = np.asarray(item, dtype=np.float32)
             block = block[: wanted - captured]
             mono = block.mean(axis=1, dtype=np.float32) if block.ndim == 2 else block
+            if len(mono):  # the level as the microphone delivered it: any channel, before resampling
+                magnitude = np.abs(block).max(axis=1) if block.ndim == 2 else np.abs(block)
+                peak = max(peak, float(magnitude.max()))
+                full_scale += int(np.count_nonzero(magnitude >= FULL_SCALE))
             write(resampler.push(mono) if resampler is not None else mono)
             captured += len(block)
             if captured >= wanted or source.stopped or error is not None:
@@ -273,4 +302,6 @@ def record(
     if interrupted and error is None:
         log.warning("recording stopped after %.2f of %.2f s; wrote what was captured", captured / rate_hz, seconds)
     return Recording(path=written, seconds=writer.frames / target_hz, interrupted=interrupted,
-                     error=None if error is None else str(error))
+                     error=None if error is None else str(error),
+                     peak_dbfs=20.0 * math.log10(min(peak, 1.0)) if peak > 0 else -math.inf,
+                     full_scale_fraction=full_scale / captured if captured else 0.0)  # fmt: skip

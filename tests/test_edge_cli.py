@@ -456,6 +456,34 @@ def test_record_resamples_the_capture_to_16k_mono(tmp_path):
     assert np.allclose(audio[1000:-1000], 0.5, atol=1e-3)
 
 
+@pytest.mark.parametrize("take, peak_dbfs, problem", [
+    ("sine", 20 * np.log10(0.3), None),
+    ("silence", -np.inf, "is silent"),
+    ("hiss", 20 * np.log10(1e-5), "is silent"),  # -100 dBFS: under what YAMNet hears
+    ("clipped", 0.0, "clipped"),
+])
+def test_record_reports_each_takes_peak_and_warns_of_a_silent_or_clipped_take(tmp_path, take, peak_dbfs, problem):
+    rate = 48000
+    time_s = np.arange(2 * rate) / rate
+    sine = np.sin(2 * np.pi * 440 * time_s)
+    audio = {"sine": 0.3 * sine, "silence": 0 * sine, "hiss": 1e-5 * np.sign(sine),
+             "clipped": np.clip(3 * sine, -1, 1)}[take].astype(np.float32)
+    result = record(FakeSource(blocks_of(audio, 4800), rate_hz=rate), tmp_path / f"{take}.wav", seconds=2.0)
+    assert result.peak_dbfs == pytest.approx(peak_dbfs, abs=0.01)
+    found = result.level_problem()
+    assert (found is None) if problem is None else (problem in found and str(result.path) in found)
+
+
+def test_record_command_prints_the_peak_and_warns_of_a_silent_take(tmp_path, monkeypatch, capsys):
+    import edge.sources
+
+    monkeypatch.setattr(edge.sources, "import_sounddevice", lambda: FakeSoundDevice(np.zeros(2 * 48000, np.float32)))
+    assert cli.main(["record", str(tmp_path / "muted.wav"), "--seconds", "1"]) == cli.EXIT_OK
+    captured = capsys.readouterr()
+    assert "peak -inf dBFS" in captured.out
+    assert f"WARNING edge.cli: {tmp_path / 'muted.wav'} is silent" in captured.err
+
+
 def test_interrupted_record_writes_a_valid_wav_of_what_was_captured(tmp_path):
     import soundfile
 
