@@ -315,6 +315,21 @@ def test_progress_bar_is_quiet_in_a_pipe(fake_esc50: Path, tmp_path: Path, capsy
 # --- own recordings -------------------------------------------------------------------------
 
 
+def test_silent_own_clips_are_named_in_a_warning_and_audible_ones_are_not(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    names = ["kitchen.wav", "hall.wav", "porch.wav", "desk.wav", "garden.wav", "attic.wav", "cellar.wav"]
+    own = make_own_data(tmp_path / "own", {"kettle": names, "door": names}, subtype="FLOAT")
+    sf.write(own / "kettle" / "hall.wav", np.full(RATE_HZ, 1e-5, np.float32), RATE_HZ, subtype="FLOAT")  # -100 dBFS
+    sf.write(own / "door" / "desk.wav", np.zeros(RATE_HZ, np.float32), RATE_HZ, subtype="FLOAT")
+    with caplog.at_level(logging.WARNING, logger="train.prepare"):
+        prepare_dataset(classes=None, own_data_dir=own, background=None, out_dir=tmp_path / "data", progress=False)
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert any(f"{own / 'kettle' / 'hall.wav'} is silent (peak -100.0 dBFS" in message for message in warnings)
+    assert any(f"{own / 'door' / 'desk.wav'} is digital silence" in message for message in warnings)
+    assert len([message for message in warnings if "silen" in message]) == 2  # the audible clips pass
+
+
 def test_own_data_with_mixed_rates_channels_and_bit_depths(tmp_path: Path) -> None:
     own = tmp_path / "own"
     formats = [  # (file, rate, channels, subtype)
