@@ -64,7 +64,7 @@ class Recording:
     error: Optional[str] = None
     """Why writing stopped early (disk full, read-only), if it did; what was written is kept."""
     peak_dbfs: float = -math.inf
-    """The loudest sample written, in dBFS (-inf: digital silence)."""
+    """The loudest captured sample (any channel, as the microphone delivered it), in dBFS (-inf: digital silence)."""
     full_scale_fraction: float = 0.0
     """Fraction of the captured samples at full scale (FULL_SCALE): where the input clipped."""
 
