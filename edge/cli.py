@@ -314,7 +314,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
         stack.callback(leds.close)
         mic.open()
         assert mic.rate_hz is not None and mic.device is not None
-        console = ConsoleView(enabled=sys.stdout.isatty() or args.verbose or args.patches, patches=args.patches)
+        console = ConsoleView(enabled=sys.stdout.isatty() or args.verbose or args.patches, patches=args.patches,
+                              events_always=True)  # a service's journal: its events, not every window
         leds.status_alive()
         report = listen_to(mic, base, config, leds=leds, console=console, duration_seconds=args.duration,
                            source_name=f"mic:{mic.device.name}")

@@ -70,20 +70,29 @@ def pipeline_for_rate(
 class ConsoleView:
     """Human-readable lines: one per window decision (its top classes) and one per event start/end.
 
-    Quiet unless `enabled` (the CLI enables it on a terminal, or with --verbose; replay always).
+    Quiet unless `enabled` (the CLI enables it on a terminal, or with --verbose; replay always),
+    except for the event lines when `events_always` (listen as a service: its journal gets one
+    line per event start and end, not one per window).
     """
 
     def __init__(
-        self, stream: Optional[IO[str]] = None, *, enabled: bool = True, top_k: int = TOP_CLASSES, patches: bool = False
+        self,
+        stream: Optional[IO[str]] = None,
+        *,
+        enabled: bool = True,
+        top_k: int = TOP_CLASSES,
+        patches: bool = False,
+        events_always: bool = False,
     ) -> None:
         self._stream = stream if stream is not None else sys.stdout
         self.enabled = enabled
         self.top_k = top_k
         self.patches = patches
         """Also one line per patch (`patch`): why a sound did or did not light its LED."""
+        self.events_always = events_always
 
-    def _print(self, line: str) -> None:
-        if self.enabled:
+    def _print(self, line: str, *, event: bool = False) -> None:
+        if self.enabled or (event and self.events_always):
             self._stream.write(line + "\n")
             self._stream.flush()
 
@@ -124,12 +133,13 @@ class ConsoleView:
         self._print(f"{end:8.2f} s  patch  {result.index:4d}  {result.rms_dbfs:6.1f} dBFS | {'  '.join(tops)} | {heard}")
 
     def started(self, event: Event, *, offset_seconds: float = 0.0) -> None:
-        self._print(f"{event.start_seconds + offset_seconds:8.2f} s  >>> {event.label} started")
+        self._print(f"{event.start_seconds + offset_seconds:8.2f} s  >>> {event.label} started", event=True)
 
     def ended(self, record: Mapping[str, Any]) -> None:
         self._print(
             f"{record['end_seconds']:8.2f} s  <<< {record['label']} ended after {record['duration_seconds']:.2f} s "
-            f"(peak {record['peak_score']:.2f}, mean {record['mean_score']:.2f})"
+            f"(peak {record['peak_score']:.2f}, mean {record['mean_score']:.2f})",
+            event=True,
         )
 
     def line(self, text: str) -> None:

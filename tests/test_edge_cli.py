@@ -277,6 +277,20 @@ def test_listen_with_a_fake_microphone_logs_the_event_and_turns_the_led_off(tmp_
     assert "window" in out  # --verbose shows the live view in a pipe
 
 
+def test_listen_as_a_service_prints_one_line_per_event_start_and_end_and_no_windows(
+    tmp_path, fake_models, monkeypatch, capsys
+):
+    import edge.sources
+
+    monkeypatch.setattr(edge.sources, "import_sounddevice",
+                        lambda: FakeSoundDevice(loud_then_quiet(48000, quiet_seconds=1.0, loud_seconds=2.5)))
+    assert cli.main(["listen", "--config", str(config_in(tmp_path)), "--duration", "4.5", "--no-leds"]) == 0
+    out = capsys.readouterr().out  # a pipe, as under systemd: journald reads these lines
+    events = [line for line in out.splitlines() if ">>>" in line or "<<<" in line]
+    assert len(events) == 2 and events[0].endswith(">>> clock_alarm started")
+    assert "<<< clock_alarm ended after" in events[1] and "window" not in out
+
+
 # --- run_stream ---
 
 
