@@ -11,7 +11,8 @@
 #   3. copies the model to /opt/oido/model;
 #   4. installs scripts/oido.toml as /etc/oido/oido.toml unless that file exists;
 #   5. creates the unprivileged user `oido` (groups gpio, audio);
-#   6. installs and enables oido-edge.service (and starts it unless --no-start).
+#   6. installs /etc/logrotate.d/oido-edge (the event log rotates weekly or at 5 MB, 12 kept);
+#   7. installs and enables oido-edge.service (and starts it unless --no-start).
 # Safe to run again: it updates the code and the model and keeps the configuration.
 set -euo pipefail
 
@@ -64,7 +65,7 @@ done
 echo "== system packages"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends python3-venv python3-lgpio libportaudio2 libsndfile1
+apt-get install -y -qq --no-install-recommends python3-venv python3-lgpio libportaudio2 libsndfile1 logrotate
 
 echo "== user $service_user"
 for group in gpio audio; do
@@ -105,6 +106,9 @@ if [ -e "$config_dir/oido.toml" ]; then
 else
     install -m 0644 "$repo/scripts/oido.toml" "$config_dir/oido.toml"
 fi
+
+echo "== event log rotation"
+install -m 0644 "$repo/scripts/oido-edge.logrotate" /etc/logrotate.d/oido-edge
 
 echo "== service"
 install -m 0644 "$repo/scripts/$unit" "/etc/systemd/system/$unit"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -223,6 +224,38 @@ def test_service_file_passes_systemd_analyze_verify(tmp_path):
     result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=120)
     complaints = [line for line in result.stderr.splitlines() if SERVICE.name in line]
     assert result.returncode == 0 and not complaints, result.stderr
+
+
+def test_logrotate_rotates_the_event_log_and_listen_writes_on_in_a_new_file(tmp_path):
+    """The installed /etc/logrotate.d/oido-edge, run by the real logrotate on a copy pointed at a
+    temporary log, against the EventLog listen writes through."""
+    import grp
+    import os
+    import pwd
+    import shutil
+    import subprocess
+
+    from edge.events import EventLog
+
+    config = (REPO / "scripts" / "oido-edge.logrotate").read_text(encoding="utf-8")
+    assert "/var/lib/oido/events.jsonl {" in config  # the service's StateDirectory
+    if shutil.which("logrotate") is None:
+        pytest.skip("logrotate is not installed (apt install logrotate)")
+    user, group = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
+    log_path = tmp_path / "state" / "events.jsonl"
+    here = tmp_path / "oido-edge.logrotate"
+    here.write_text(config.replace("/var/lib/oido/events.jsonl", str(log_path)).replace(" oido oido", f" {user} {group}"),
+                    encoding="utf-8")  # fmt: skip
+    events = EventLog(log_path)
+    for index in range(2):
+        assert events.write({"label": "clock_alarm", "index": index})
+    result = subprocess.run(["logrotate", "--force", "--state", str(tmp_path / "logrotate.state"), str(here)],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert events.write({"label": "clock_alarm", "index": 2})
+    rotated = [json.loads(line)["index"] for line in (tmp_path / "state" / "events.jsonl.1").read_text().splitlines()]
+    current = [json.loads(line)["index"] for line in log_path.read_text().splitlines()]
+    assert (rotated, current) == ([0, 1], [2])
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
