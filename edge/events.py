@@ -165,13 +165,17 @@ class EventLog:
         assert self._fd is not None and self.path is not None
         try:
             moved = os.stat(self.path).st_ino != os.fstat(self._fd).st_ino
+            replaced = True  # another file stands at the path: rotated (logrotate's `create`)
         except FileNotFoundError:
-            moved = True
+            moved, replaced = True, False
         if moved:
             os.close(self._fd)
             self._fd = None
             self._open()
-            log.warning("event log %s was deleted or moved; writing a new one", self.path)
+            if replaced:
+                log.info("event log %s was rotated; writing the new one", self.path)
+            else:
+                log.warning("event log %s was deleted or moved; writing a new one", self.path)
 
     def _append(self, data: bytes) -> None:
         self._reopen_if_moved()

@@ -226,7 +226,7 @@ def test_service_file_passes_systemd_analyze_verify(tmp_path):
     assert result.returncode == 0 and not complaints, result.stderr
 
 
-def test_logrotate_rotates_the_event_log_and_listen_writes_on_in_a_new_file(tmp_path):
+def test_logrotate_rotates_the_event_log_and_listen_writes_on_in_a_new_file(tmp_path, caplog):
     """The installed /etc/logrotate.d/oido-edge, run by the real logrotate on a copy pointed at a
     temporary log, against the EventLog listen writes through."""
     import grp
@@ -252,7 +252,10 @@ def test_logrotate_rotates_the_event_log_and_listen_writes_on_in_a_new_file(tmp_
     result = subprocess.run(["logrotate", "--force", "--state", str(tmp_path / "logrotate.state"), str(here)],
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert events.write({"label": "clock_alarm", "index": 2})
+    with caplog.at_level("INFO", logger="edge.events"):
+        assert events.write({"label": "clock_alarm", "index": 2})
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("INFO", f"event log {log_path} was rotated; writing the new one")]  # routine: no warning
     rotated = [json.loads(line)["index"] for line in (tmp_path / "state" / "events.jsonl.1").read_text().splitlines()]
     current = [json.loads(line)["index"] for line in log_path.read_text().splitlines()]
     assert (rotated, current) == ([0, 1], [2])
