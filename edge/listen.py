@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterable, Mapping, Optional, Sequence
 
@@ -359,12 +360,25 @@ def replay_source(
 
 
 def format_summary(summaries: Iterable[ClipSummary]) -> str:
-    """One line per replayed file: its decision and its events."""
+    """One line per replayed file: its decision and its events; for several files, a last line
+    of totals: how many files each label was decided for, and how many lit each label."""
     lines = []
+    decided: Counter[str] = Counter()
+    lit: Counter[str] = Counter()
+    summaries = list(summaries)
     for summary in summaries:
         events = ", ".join(
             f"{r['label']} {r['start_seconds']:.2f}-{r['end_seconds']:.2f} s" for r in summary.report.records
         ) or "no events"
         label = summary.label if summary.label is not None else "(too short)"
         lines.append(f"{summary.path}: {label} {summary.score:.2f}; {events}")
+        decided[label] += 1
+        lit.update({r["label"] for r in summary.report.records})
+    if len(summaries) > 1:
+        def counts(counter: Counter[str]) -> str:
+            return ", ".join(f"{label} {count}" for label, count in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])))
+
+        dark = sum(not summary.report.records for summary in summaries)
+        events = f"files that lit each label: {counts(lit)}; " if lit else ""
+        lines.append(f"{len(summaries)} files: decided {counts(decided)}; {events}{dark} lit nothing")
     return "\n".join(lines)
