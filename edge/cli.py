@@ -233,8 +233,8 @@ def _block_seconds(args: argparse.Namespace, config: EdgeConfig) -> float:
 
 def _load_base_pipeline(config: EdgeConfig) -> Any:
     """The model's pipeline (at the model's rate), with the config's thresholds; checks the config's labels."""
-    from edge.listen import detector_config_for, pipeline_for_rate
     from edge.detect import threshold_text, thresholds_text
+    from edge.listen import detector_config_for, pipeline_for_rate
     from edge.pipeline import load_pipeline
 
     pipeline = load_pipeline(config.model_dir, num_threads=config.num_threads)

@@ -197,7 +197,6 @@ def threshold_text(value: float, digits: int = 4) -> str:
     return text
 
 
-
 def thresholds_text(thresholds: Mapping[str, float]) -> str:
     """"label threshold, ..." as printed by training, calibration and evaluation."""
     return ", ".join(f"{label} {threshold_text(value)}" for label, value in thresholds.items())

@@ -365,7 +365,7 @@ def format_summary(summaries: Iterable[ClipSummary]) -> str:
     lines = []
     decided: Counter[str] = Counter()
     lit: Counter[str] = Counter()
-    summaries = list(summaries)
+    dark = 0
     for summary in summaries:
         events = ", ".join(
             f"{r['label']} {r['start_seconds']:.2f}-{r['end_seconds']:.2f} s" for r in summary.report.records
@@ -374,11 +374,13 @@ def format_summary(summaries: Iterable[ClipSummary]) -> str:
         lines.append(f"{summary.path}: {label} {summary.score:.2f}; {events}")
         decided[label] += 1
         lit.update({r["label"] for r in summary.report.records})
-    if len(summaries) > 1:
-        def counts(counter: Counter[str]) -> str:
-            return ", ".join(f"{label} {count}" for label, count in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])))
-
-        dark = sum(not summary.report.records for summary in summaries)
-        events = f"files that lit each label: {counts(lit)}; " if lit else ""
-        lines.append(f"{len(summaries)} files: decided {counts(decided)}; {events}{dark} lit nothing")
+        dark += not summary.report.records
+    if len(lines) > 1:
+        events = f"files that lit each label: {_counts(lit)}; " if lit else ""
+        lines.append(f"{len(lines)} files: decided {_counts(decided)}; {events}{dark} lit nothing")
     return "\n".join(lines)
+
+
+def _counts(counter: Counter[str]) -> str:
+    """"label count, ..." most first, ties by label."""
+    return ", ".join(f"{label} {count}" for label, count in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])))

@@ -283,7 +283,7 @@ def record(
             block = np.asarray(item, dtype=np.float32)
             block = block[: wanted - captured]
             mono = block.mean(axis=1, dtype=np.float32) if block.ndim == 2 else block
-            if len(mono):  # the level as the microphone delivered it: any channel, before resampling
+            if len(block):  # the level as the microphone delivered it: any channel, before resampling
                 magnitude = np.abs(block).max(axis=1) if block.ndim == 2 else np.abs(block)
                 peak = max(peak, float(magnitude.max()))
                 full_scale += int(np.count_nonzero(magnitude >= FULL_SCALE))

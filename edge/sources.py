@@ -483,7 +483,6 @@ class FileSource(StoppableSource):
                 yield block
 
 
-
 class FakeSource(StoppableSource):
     """Yields the given blocks, for tests; `faults` injects a Gap or raises an exception before block i.
 

@@ -48,7 +48,6 @@ REPO = Path(__file__).resolve().parents[1]
 RATE = 16000
 
 
-
 # --- data sets ---------------------------------------------------------------------------------
 
 sf = pytest.importorskip("soundfile")

@@ -483,11 +483,12 @@ def _convert(clip: _PlannedClip, audio_dir: Path, *, params: Params) -> dict[str
             clip.path, waveform.shape[0] / rate_hz, params.patch_samples, params.patch_seconds,
         )  # fmt: skip
     peak = float(np.max(np.abs(model_waveform)))
+    peak_dbfs = 20.0 * math.log10(peak) if peak > 0.0 else -math.inf
     if peak == 0.0:
         logger.warning("%s is digital silence: check the recording", clip.path)
-    elif 20.0 * math.log10(peak) < params.silent_patch_dbfs:
+    elif peak_dbfs < params.silent_patch_dbfs:
         logger.warning("%s is silent (peak %.1f dBFS, under the %.0f dBFS YAMNet hears): check the recording",
-                       clip.path, 20.0 * math.log10(peak), params.silent_patch_dbfs)  # fmt: skip
+                       clip.path, peak_dbfs, params.silent_patch_dbfs)  # fmt: skip
     write_float_wav_atomic(audio_dir / clip.output_name, model_waveform, rate_hz=params.sample_rate_hz)
     return {
         "source": str(clip.path),
