@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install Oído on a Raspberry Pi (Raspberry Pi OS bookworm) as a systemd service.
 #
-#   sudo scripts/install_pi.sh [--model-dir DIR] [--extra edge|edge-legacy] [--no-start]
+#   sudo scripts/install_pi.sh [--model-dir DIR] [--extra edge|edge-legacy] [--no-start] [--root DIR]
 #
 # Run from the project checkout, with the exported model in ./model (manifest.json,
 # yamnet.tflite, head.tflite; see `oido-convert`). It:
@@ -14,10 +14,11 @@
 #   6. installs /etc/logrotate.d/oido-edge (the event log rotates weekly or at 5 MB, 12 kept);
 #   7. installs and enables oido-edge.service (and starts it unless --no-start).
 # Safe to run again: it updates the code and the model and keeps the configuration.
+# --root DIR stages steps 2-4, 6 and the unit file under DIR instead of / and skips the system
+# packages, the user and systemctl; it needs no root (the tests check the installer this way).
 set -euo pipefail
 
-prefix=/opt/oido
-config_dir=/etc/oido
+root=""
 service_user=oido
 unit=oido-edge.service
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,6 +40,11 @@ while [ $# -gt 0 ]; do
             start=no
             shift
             ;;
+        --root)
+            root="$(mkdir -p "$2" && cd "$2" && pwd)"
+            start=no
+            shift 2
+            ;;
         -h | --help)
             # The header comment above, up to the first line that is not a comment.
             awk 'NR == 1 { next } !/^#/ { exit } { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"
@@ -51,7 +57,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-if [ "$(id -u)" -ne 0 ]; then
+prefix="$root/opt/oido"
+config_dir="$root/etc/oido"
+if [ -z "$root" ] && [ "$(id -u)" -ne 0 ]; then
     echo "install_pi.sh: run as root: sudo $0 $*" >&2
     exit 1
 fi
@@ -62,20 +70,24 @@ for file in manifest.json yamnet.tflite head.tflite; do
     fi
 done
 
-echo "== system packages"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends python3-venv python3-lgpio libportaudio2 libsndfile1 logrotate
-
-echo "== user $service_user"
-for group in gpio audio; do
-    getent group "$group" >/dev/null || groupadd --system "$group"
-done
-if ! id "$service_user" >/dev/null 2>&1; then
-    useradd --system --user-group --home-dir /var/lib/oido --no-create-home \
-        --shell /usr/sbin/nologin --groups gpio,audio "$service_user"
+if [ -n "$root" ]; then
+    echo "== staging under $root: no system packages, no user $service_user, no systemctl"
 else
-    usermod --append --groups gpio,audio "$service_user"
+    echo "== system packages"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends python3-venv python3-lgpio libportaudio2 libsndfile1 logrotate
+
+    echo "== user $service_user"
+    for group in gpio audio; do
+        getent group "$group" >/dev/null || groupadd --system "$group"
+    done
+    if ! id "$service_user" >/dev/null 2>&1; then
+        useradd --system --user-group --home-dir /var/lib/oido --no-create-home \
+            --shell /usr/sbin/nologin --groups gpio,audio "$service_user"
+    else
+        usermod --append --groups gpio,audio "$service_user"
+    fi
 fi
 
 echo "== $prefix/venv"
@@ -108,10 +120,16 @@ else
 fi
 
 echo "== event log rotation"
-install -m 0644 "$repo/scripts/oido-edge.logrotate" /etc/logrotate.d/oido-edge
+install -d -m 0755 "$root/etc/logrotate.d"
+install -m 0644 "$repo/scripts/oido-edge.logrotate" "$root/etc/logrotate.d/oido-edge"
 
 echo "== service"
-install -m 0644 "$repo/scripts/$unit" "/etc/systemd/system/$unit"
+install -d -m 0755 "$root/etc/systemd/system"
+install -m 0644 "$repo/scripts/$unit" "$root/etc/systemd/system/$unit"
+if [ -n "$root" ]; then
+    echo "staged under $root; on the Pi: systemctl enable --now $unit"
+    exit 0
+fi
 systemctl daemon-reload
 systemctl enable "$unit"
 if [ "$start" = yes ]; then

@@ -29,12 +29,11 @@ from edge.record import new_session_id, next_dataset_path, record, record_sessio
 from edge.sources import FakeSource, Gap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fixtures.assets import REPO, esc50_clip, shipped_model_dir  # noqa: E402
 from fixtures.edge_models import LoudIsClockAlarm, LoudnessYamnet  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIG = REPO / "scripts" / "oido.toml"
 LABELS = ["crying_baby", "clock_alarm", "toilet_flush", "water_drops", "other"]
-ESC50_AUDIO = REPO.parent / "shared" / "assets" / "esc50" / "audio"
 
 
 def fake_pipeline(input_rate_hz: int = DEFAULT_PARAMS.sample_rate_hz) -> StreamingPipeline:
@@ -543,19 +542,10 @@ def test_replay_in_a_subprocess_runs_real_yamnet_and_drives_mock_leds(tiny_model
     assert [s.split("@")[0] for s in on_off] == ["off", "on", "off"]
 
 
-def model_dir_or_skip() -> Path:
-    for candidate in (os.environ.get("OIDO_MODEL_DIR"), str(REPO / "model")):
-        if candidate and (Path(candidate) / "manifest.json").is_file():
-            return Path(candidate)
-    pytest.skip("no exported model: set OIDO_MODEL_DIR or export one to model/ (oido-convert)")
-
-
 @pytest.mark.slow
 def test_replay_cli_classifies_real_clips_in_a_subprocess(tmp_path):
-    model_dir = model_dir_or_skip()
-    clips = sorted(ESC50_AUDIO.glob("5-*-20.wav"))[:1] + sorted(ESC50_AUDIO.glob("5-*-37.wav"))[:1]
-    if len(clips) < 2:
-        pytest.skip("ESC-50 clips are not available")
+    model_dir = shipped_model_dir()
+    clips = [esc50_clip("crying_baby"), esc50_clip("clock_alarm")]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run(
         [sys.executable, "-m", "edge", "replay", *map(str, clips), "--model-dir", str(model_dir), "--summary-only",

@@ -7,7 +7,6 @@ YAMNet + head when a model directory is available) and check which LED lit.
 from __future__ import annotations
 
 import logging
-import os
 import statistics
 import sys
 import time
@@ -28,14 +27,11 @@ from edge.pipeline import StreamingPipeline  # noqa: E402
 from edge.sources import FakeSource, FileSource  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fixtures.assets import PINS, esc50_clip, shipped_model_dir  # noqa: E402
 from fixtures.edge_models import LoudIsClockAlarm, LoudnessYamnet  # noqa: E402
 
-PINS = {"crying_baby": 17, "clock_alarm": 27, "toilet_flush": 22, "water_drops": 23}
 STATUS_PIN = 24
 LABELS = ["crying_baby", "clock_alarm", "toilet_flush", "water_drops", "other"]
-REPO = Path(__file__).resolve().parents[1]
-ESC50_AUDIO = REPO.parent / "shared" / "assets" / "esc50" / "audio"
-ESC50_TARGETS = {"crying_baby": 20, "clock_alarm": 37, "toilet_flush": 18, "water_drops": 15}
 
 
 @pytest.fixture
@@ -225,29 +221,13 @@ def test_replayed_beep_lights_only_the_beep_led_through_real_yamnet(factory, tin
     assert not factory.pin(STATUS_PIN).state
 
 
-def model_dir_or_skip() -> Path:
-    candidates = [os.environ.get("OIDO_MODEL_DIR"), str(REPO / "model")]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "manifest.json").is_file():
-            return Path(candidate)
-    pytest.skip("no exported model: set OIDO_MODEL_DIR or export one to model/ (oido-convert)")
-
-
-def esc50_clip(label: str) -> Path:
-    """An ESC-50 fold-5 clip of `label` (the test fold: held out from training), 44.1 kHz."""
-    clips = sorted(ESC50_AUDIO.glob(f"5-*-{ESC50_TARGETS[label]}.wav")) if ESC50_AUDIO.is_dir() else []
-    if not clips:
-        pytest.skip(f"no ESC-50 clip of {label} under {ESC50_AUDIO}")
-    return clips[0]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("label", ["crying_baby", "clock_alarm"])
 def test_replayed_esc50_clip_lights_only_its_led(factory, label):
     from edge.listen import replay_source
     from edge.pipeline import load_pipeline
 
-    model_dir = model_dir_or_skip()
+    model_dir = shipped_model_dir()
     base = load_pipeline(model_dir)
     pins = {name: pin for name, pin in PINS.items() if name in base.labels}
     with LedBank(pins, pin_factory=factory) as bank:

@@ -9,7 +9,6 @@ microphone (scripts/virtual_mic.sh) and an ESC-50 clip played into it with papla
 from __future__ import annotations
 
 import logging
-import os
 import re
 import signal
 import sys
@@ -24,12 +23,8 @@ import pytest
 from edge.sources import DeviceError, Gap, MicrophoneSource, list_input_devices, resolve_input_device
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fixtures.assets import PINS, REPO, esc50_clip, shipped_model_dir  # noqa: E402
 from fixtures.virtual_mic import Running, edge_command, microphone_removed, play  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-ESC50_AUDIO = REPO.parent / "shared" / "assets" / "esc50" / "audio"
-ESC50_TARGETS = {"crying_baby": 20, "clock_alarm": 37, "toilet_flush": 18, "water_drops": 15}
-PINS = {"crying_baby": 17, "clock_alarm": 27, "toilet_flush": 22, "water_drops": 23}
 
 
 # --- a scripted sounddevice ---
@@ -197,13 +192,6 @@ def test_devices_listing_reports_supported_rates():
 # --- the real capture path, through a PulseAudio virtual microphone ---
 
 
-def esc50_clip(label: str) -> Path:
-    clips = sorted(ESC50_AUDIO.glob(f"5-*-{ESC50_TARGETS[label]}.wav")) if ESC50_AUDIO.is_dir() else []
-    if not clips:
-        pytest.skip(f"no ESC-50 clip of {label} under {ESC50_AUDIO}")
-    return clips[0]
-
-
 def normalised_correlation_peak(recorded: np.ndarray, reference: np.ndarray) -> float:
     """Max over lags of the normalised cross-correlation (1.0 = a shifted copy)."""
     size = 1 << int(np.ceil(np.log2(len(recorded) + len(reference))))
@@ -313,13 +301,6 @@ def test_a_vanished_microphone_is_reopened_and_recording_goes_on(virtual_mic, tm
     assert soundfile.info(str(output)).frames == pytest.approx(6 * 16000, abs=16)
 
 
-def model_dir_or_skip() -> Path:
-    for candidate in (os.environ.get("OIDO_MODEL_DIR"), str(REPO / "model")):
-        if candidate and (Path(candidate) / "manifest.json").is_file():
-            return Path(candidate)
-    pytest.skip("no exported model: set OIDO_MODEL_DIR or export one to model/ (oido-convert)")
-
-
 def pin_changes(stdout: str) -> dict[str, list[bool]]:
     """Parse `gpio <name> pin <n>: off@0.00 on@3.41 off@7.88` lines printed by --mock-gpio."""
     changes = {}
@@ -332,7 +313,7 @@ def pin_changes(stdout: str) -> dict[str, list[bool]]:
 @pytest.mark.slow
 @pytest.mark.parametrize("label", ["crying_baby", "clock_alarm"])
 def test_listen_on_the_virtual_mic_lights_the_led_of_the_played_clip(virtual_mic, tmp_path, label):
-    model_dir = model_dir_or_skip()
+    model_dir = shipped_model_dir()
     events = tmp_path / "events.jsonl"
     listener = Running(edge_command("listen", "--config", str(REPO / "scripts" / "oido.toml"),
                                     "--model-dir", str(model_dir), "--device", "pulse", "--rate", "48000",

@@ -1,0 +1,121 @@
+"""scripts/install_pi.sh, run for real: staged under a directory (--root) on this machine, since
+it is not a Pi (no python3-lgpio from apt, no systemd as PID 1).
+
+The staging run does what the Pi install does except apt, the user and systemctl: it builds the
+venv and pip installs .[edge] into it, swaps the model in, installs the config, the logrotate
+rule and the unit. Then the installed `oido-edge`, with the installed config and model, replays a
+held-out crying baby and lights that class's pin, and systemd checks the installed unit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fixtures.assets import PINS, REPO, esc50_clip, shipped_model_dir  # noqa: E402
+
+INSTALLER = REPO / "scripts" / "install_pi.sh"
+UNIT = "oido-edge.service"
+
+pytestmark = pytest.mark.slow
+
+
+def install(root: Path, model_dir: Path) -> subprocess.CompletedProcess:
+    # Not as root where the tests run as root: --root needs none.
+    result = subprocess.run(["bash", str(INSTALLER), "--root", str(root), "--model-dir", str(model_dir)],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"install_pi.sh failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """(staging root, the model it was given, the first install's output)."""
+    model_dir = shipped_model_dir()
+    if shutil.which("python3") is None:
+        pytest.skip("no python3 on PATH for the installer's venv")
+    root = tmp_path_factory.mktemp("pi-root")
+    return root, model_dir, install(root, model_dir)
+
+
+def test_installer_stages_the_appliance_files(staged):
+    root, model_dir, result = staged
+    assert f"staged under {root}" in result.stdout
+    for installed, source in [
+        ("etc/oido/oido.toml", "scripts/oido.toml"),
+        (f"etc/systemd/system/{UNIT}", f"scripts/{UNIT}"),
+        ("etc/logrotate.d/oido-edge", "scripts/oido-edge.logrotate"),
+    ]:
+        assert (root / installed).read_bytes() == (REPO / source).read_bytes(), installed
+        assert (root / installed).stat().st_mode & 0o777 == 0o644, installed
+    model = root / "opt" / "oido" / "model"
+    for name in ("manifest.json", "yamnet.tflite", "head.tflite"):
+        assert not (model / name).is_symlink(), f"{name} must be a real file on the Pi"
+        assert digest(model / name) == digest(model_dir / name), name
+    assert not (root / "opt" / "oido" / "model.new").exists() and not (root / "opt" / "oido" / "model.old").exists()
+    # The unit's ExecStart exists, in a venv that sees the system's packages (apt's lgpio).
+    exec_start = re.search(r"^ExecStart=(\S+)", (REPO / "scripts" / UNIT).read_text(), re.M).group(1)
+    assert os.access(root / exec_start.lstrip("/"), os.X_OK), exec_start
+    venv_config = (root / "opt" / "oido" / "venv" / "pyvenv.cfg").read_text()
+    assert re.search(r"include-system-site-packages\s*=\s*true", venv_config)
+
+
+def test_installed_appliance_lights_the_pin_of_a_heard_class(staged):
+    """The installed command, config and model, as the unit runs them, on a held-out clip."""
+    root, _, _ = staged
+    clip = esc50_clip("crying_baby")
+    result = subprocess.run(
+        [str(root / "opt/oido/venv/bin/oido-edge"), "replay", str(clip), "--config", str(root / "etc/oido/oido.toml"),
+         "--model-dir", str(root / "opt/oido/model"), "--mock-gpio", "--summary-only"],
+        capture_output=True, text=True, timeout=300, cwd=root,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"{clip}: crying_baby" in result.stdout
+    pins = dict(re.findall(r"gpio (\w+) pin \d+: (.*)", result.stdout))
+    assert "on@" in pins.pop("status"), result.stdout  # the installed config's status LED
+    assert set(pins) == set(PINS), result.stdout  # and its [leds.pins]
+    assert "on@" in pins["crying_baby"]
+    assert all("on@" not in history for label, history in pins.items() if label != "crying_baby"), pins
+    # It ran the installed copy of the code, not this checkout.
+    origin = subprocess.run([str(root / "opt/oido/venv/bin/python"), "-c", "import edge; print(edge.__file__)"],
+                            capture_output=True, text=True, timeout=60, cwd=root)
+    assert Path(origin.stdout.strip()).is_relative_to(root / "opt" / "oido" / "venv"), origin.stdout
+
+
+def test_installed_unit_passes_systemd_verify(staged, tmp_path):
+    """systemd's own check of the unit (unknown keys, bad values, a missing ExecStart), with the
+    ExecStart pointed into the staging root; it prints nothing for a good unit."""
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    root, _, _ = staged
+    unit = (root / "etc" / "systemd" / "system" / UNIT).read_text()
+    checked = tmp_path / UNIT
+    checked.write_text(unit.replace("ExecStart=/opt/oido/", f"ExecStart={root}/opt/oido/"))
+    result = subprocess.run(["systemd-analyze", "verify", str(checked)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), result.stdout + result.stderr
+
+
+def test_installer_run_again_keeps_the_config_and_replaces_the_model(staged):
+    root, model_dir, _ = staged
+    config = root / "etc" / "oido" / "oido.toml"
+    edited = config.read_text().replace("water_drops = 23", "water_drops = 5")
+    config.write_text(edited)
+    stale = root / "opt" / "oido" / "model" / "stale-from-the-last-model.txt"
+    stale.write_text("left by the previous model")
+    result = install(root, model_dir)
+    assert "keeping the existing" in result.stdout
+    assert config.read_text() == edited
+    assert not stale.exists()
+    assert digest(root / "opt/oido/model/head.tflite") == digest(model_dir / "head.tflite")
