@@ -535,6 +535,36 @@ def test_unreadable_file_names_the_file_and_writes_nothing(tmp_path: Path, conte
     assert no_dataset_written(tmp_path / "data") and not (tmp_path / "data" / "audio").exists()
 
 
+def test_every_unreadable_file_is_named_in_one_error(tmp_path: Path) -> None:
+    own = _own_two_sources(tmp_path / "own")
+    (own / "knock" / "broken_01.wav").write_bytes(b"not audio")
+    (own / "knock" / "broken_02.wav").write_bytes(b"")
+    with pytest.raises(DatasetError, match="2 input file") as raised:
+        prepare_dataset(classes=None, own_data_dir=own, background=None, out_dir=tmp_path / "data", progress=False)
+    lines = str(raised.value).splitlines()
+    assert [line.split()[0].endswith(name) for line, name in zip(lines[1:], ["broken_01.wav", "broken_02.wav"])] == [True, True]
+    assert no_dataset_written(tmp_path / "data")
+
+
+def test_audio_that_does_not_decode_keeps_the_clips_already_converted(tmp_path: Path) -> None:
+    """A FLAC cut short reads its header and fails to decode: found only while converting, after
+    other clips are done. Those stay recorded, so the rerun after deleting the file converts nothing."""
+    own = make_own_data(tmp_path / "own", {"knock": ["a_01.wav", "a_02.wav", "b_01.wav"], "door": ["a_01.wav", "b_01.wav"]})
+    whole = write_clip(tmp_path / "whole.flac", seconds=5.0, seed=7).read_bytes()
+    cut = own / "knock" / "c_01.flac"
+    cut.write_bytes(whole[: len(whole) // 2])
+    assert sf.info(cut).frames > 0  # the check step cannot tell
+    out = tmp_path / "data"
+    with pytest.raises(DatasetError, match=r"c_01.flac is not readable audio") as raised:
+        prepare_dataset(classes=None, own_data_dir=own, background=None, out_dir=out, progress=False)
+    assert "the 5 other new clip(s) are converted and kept" in str(raised.value)
+    assert no_dataset_written(out)
+    assert len(json.loads((out / "manifest.json").read_text())["files"]) == 5
+    cut.unlink()
+    dataset = prepare_dataset(classes=None, own_data_dir=own, background=None, out_dir=out, progress=False)
+    assert dataset.report is not None and (dataset.report.written, dataset.report.skipped) == (0, 5)
+
+
 def test_audio_file_without_samples_is_an_error(tmp_path: Path) -> None:
     own = _own_two_sources(tmp_path / "own")
     sf.write(own / "knock" / "empty_01.wav", np.zeros(0, dtype=np.float32), RATE_HZ, subtype="PCM_16")

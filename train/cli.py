@@ -396,7 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = int(args.run(args))
     except _user_error_types() as error:
         logger.debug("details", exc_info=True)
-        message = " ".join(str(error).split()) or type(error).__name__
+        lines = [" ".join(line.split()) for line in str(error).splitlines() if line.strip()]  # a list keeps its lines
+        message = "\n  ".join(lines) or type(error).__name__
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as error:  # disk full, permissions: not the user's input, but no traceback either

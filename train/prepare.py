@@ -98,6 +98,7 @@ IMBALANCE_RATIO = 1.5
 MANIFEST_JSON = "manifest.json"
 MANIFEST_FORMAT = "oido-data/1"
 _HASH_CHUNK_BYTES = 1 << 20
+_LISTED_ERRORS = 20  # unusable input files named in one error; the rest are counted
 
 
 @dataclass
@@ -460,8 +461,13 @@ def _check_inputs(
     inputs: _Inputs, *, test_fold: int, progress: bool
 ) -> tuple[list[_PlannedClip], list[tuple[str, str]]]:
     """Read every header and hash, drop duplicates, name outputs, assign folds, check the splits."""
+    unusable = []
     for clip in _progress(inputs.plan, progress=progress, desc="check", unit="file"):
-        _probe(clip)
+        try:
+            _probe(clip)
+        except DatasetError as error:
+            unusable.append(error)
+    _raise_all(unusable)
     plan, duplicates = _drop_duplicates(inputs.plan)
     taken: set[str] = set()
     for clip in plan:
@@ -471,6 +477,18 @@ def _check_inputs(
         _assign_own_folds(user_clips, test_fold=test_fold)
     _check_splits(plan, inputs.labels, test_fold=test_fold, background=inputs.background_label)
     return plan, duplicates
+
+
+def _raise_all(errors: Sequence[DatasetError], *, kept: str = "") -> None:
+    """One DatasetError naming every unusable file, so one pass fixes them all; `kept` says what was saved."""
+    if not errors:
+        return
+    if len(errors) == 1 and not kept:
+        raise errors[0]
+    shown = [f"  {error}" for error in errors[:_LISTED_ERRORS]]
+    if len(errors) > _LISTED_ERRORS:
+        shown.append(f"  ... and {len(errors) - _LISTED_ERRORS} more")
+    raise DatasetError("\n".join([f"{len(errors)} input file(s) cannot be used{kept}:", *shown]))
 
 
 def _convert(clip: _PlannedClip, audio_dir: Path, *, params: Params) -> dict[str, Any]:
@@ -675,8 +693,17 @@ def prepare_dataset(
         if record.get("padded"):
             logger.warning("%s: its source %s is shorter than one patch and was zero-padded to %d samples",
                            name, record.get("source"), params.patch_samples)  # fmt: skip
-    for clip in _progress(todo, progress=progress, desc="prepare", unit="clip"):
-        records[clip.output_name] = _convert(clip, audio_dir, params=params)
+    undecodable = []
+    try:
+        for clip in _progress(todo, progress=progress, desc="prepare", unit="clip"):
+            try:
+                records[clip.output_name] = _convert(clip, audio_dir, params=params)
+            except DatasetError as error:  # a header that reads but audio that does not decode
+                undecodable.append(error)
+    finally:  # an error or Ctrl-C keeps the clips done so far: a rerun skips them
+        write_json_atomic(manifest_path, _manifest(records, params=params, complete=False, task=task_name))
+    converted = len(todo) - len(undecodable)
+    _raise_all(undecodable, kept=f" (the {converted} other new clip(s) are converted and kept: a rerun skips them)")
     over = sum(record.get("peak", 0.0) > 1.0 for record in records.values())
     if over:
         logger.info("%d clip(s) peak above full scale after resampling; kept in float, not clipped", over)
