@@ -32,7 +32,7 @@ from edge.config import (
     parse_assignment,
 )
 from edge.detect import DetectorConfig
-from edge.errors import ConfigError, OidoError
+from edge.errors import AudioError, ConfigError, OidoError
 from edge.params import DEFAULT_PARAMS
 
 log = logging.getLogger(__name__)
@@ -341,13 +341,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from edge.sources import FileSource
 
     config = load_edge_config(args)
-    # Every file is checked before the model loads: a typo fails at once.
+    # Every file's header is checked before the model loads: a typo fails at once, naming every bad file.
     files = [found for path in args.files for found in (audio_files_in(path) if path.is_dir() else [path])]
-    sources = [FileSource(path, block_seconds=_block_seconds(args, config), realtime=args.realtime) for path in files]
+    sources: list[FileSource] = []
+    unreadable: list[AudioError] = []
+    for path in files:
+        try:
+            sources.append(FileSource(path, block_seconds=_block_seconds(args, config), realtime=args.realtime))
+        except AudioError as error:
+            unreadable.append(error)
+    if len(unreadable) == 1:
+        raise unreadable[0]
+    if unreadable:
+        raise AudioError("\n  ".join([f"{len(unreadable)} of {len(files)} files cannot be read:", *map(str, unreadable)]))
     base = _load_base_pipeline(config)
     use_leds = args.leds or args.mock_gpio
     leds = _open_leds(config, mock=args.mock_gpio) if use_leds else NullLedBank(config.leds.pins)
     summaries = []
+    broken: list[Path] = []
     stopping = threading.Event()
 
     def stop() -> None:
@@ -365,16 +376,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 if stopping.is_set():
                     break
                 console.line(f"== {source.path} ({source.duration_seconds:.2f} s at {source.rate_hz} Hz)")
-                summaries.append(replay_source(source, base, leds=leds, event_log=event_log, console=console,
-                                               name=str(source.path)))
+                try:
+                    summaries.append(replay_source(source, base, leds=leds, event_log=event_log, console=console,
+                                                   name=str(source.path)))
+                except AudioError as error:  # corrupt past its header: the other files still play
+                    log.error("%s; skipped, the other files go on", error)
+                    broken.append(source.path)
         leds.status_off()
         print(format_summary(summaries))
+        if broken:
+            print(f"{len(broken)} file(s) could not be read to the end and are not counted above: "
+                  + ", ".join(map(str, broken)))
         if args.mock_gpio:
             # The pins change in wall-clock time: audio time only when the files play in real time.
             _print_pin_history(leds, config, clock_note="in seconds since start" if args.realtime else
                                "in wall-clock seconds: the files played faster than real time, so these are not "
                                "audio times (--realtime makes them so; the events above are in audio time)")  # fmt: skip
-    return EXIT_OK
+    return EXIT_FAILURE if broken else EXIT_OK
 
 
 def cmd_record(args: argparse.Namespace) -> int:

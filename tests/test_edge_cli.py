@@ -137,6 +137,39 @@ def test_replay_of_a_folder_plays_every_audio_file_under_it_in_name_order(tmp_pa
     assert f"{empty}: the folder holds no" in capsys.readouterr().err
 
 
+def test_replay_goes_on_past_a_file_corrupt_after_its_header_and_exits_1(tmp_path, fake_models, capsys):
+    """A FLAC cut short (a Pi that lost power while saving an event) fails only mid-file: the files
+    around it still play and count, the broken one is named, and the exit status says so."""
+    import soundfile
+
+    takes = tmp_path / "events"
+    takes.mkdir()
+    soundfile.write(str(takes / "a.wav"), loud_then_quiet(16000), 16000)
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, 5 * 16000).astype(np.float32)
+    soundfile.write(str(tmp_path / "whole.flac"), noise, 16000, subtype="PCM_16")
+    whole = (tmp_path / "whole.flac").read_bytes()
+    (takes / "b.flac").write_bytes(whole[: len(whole) // 2])
+    soundfile.write(str(takes / "c.wav"), np.zeros(16000, np.float32), 16000)
+    assert cli.main(["replay", str(takes), "--config", str(config_in(tmp_path)), "--summary-only"]) == cli.EXIT_FAILURE
+    captured = capsys.readouterr()
+    assert f"{takes / 'a.wav'}: clock_alarm" in captured.out and f"{takes / 'c.wav'}: other" in captured.out
+    assert "2 files: decided clock_alarm 1, other 1" in captured.out
+    assert f"1 file(s) could not be read to the end and are not counted above: {takes / 'b.flac'}" in captured.out
+    assert f"{takes / 'b.flac'}: unreadable after" in captured.err and "skipped, the other files go on" in captured.err
+
+
+def test_replay_names_every_unreadable_file_before_loading_any_model(tmp_path, capsys):
+    folder = tmp_path / "takes"
+    folder.mkdir()
+    for name in ("a.wav", "b.wav"):
+        (folder / name).write_bytes(b"not audio")
+    assert cli.main(["replay", str(folder), str(tmp_path / "missing.wav"), "--model-dir", str(tmp_path / "no-model")]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "3 of 3 files cannot be read" in err
+    assert all(str(path) in err for path in (folder / "a.wav", folder / "b.wav", tmp_path / "missing.wav"))
+    assert "manifest" not in err  # no model was looked for
+
+
 def test_record_needs_an_output_or_a_dataset(capsys):
     assert cli.main(["record", "--dataset", "d"]) == cli.EXIT_USAGE
     assert "--label" in capsys.readouterr().err
