@@ -187,6 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     device_options(record)
     record.set_defaults(run=cmd_record)
 
+    leds = commands.add_parser("leds", parents=[common],
+                               help="light each configured LED in turn, named: check the wiring")
+    leds.add_argument("--config", type=Path, help="TOML configuration (default: /etc/oido/oido.toml if it exists)")
+    led_options(leds)
+    leds.add_argument("--seconds", type=_positive_float, default=2.0, help="how long each LED stays on (default 2)")
+    leds.add_argument("--rounds", type=_positive_int, default=1, help="how many times to go round (default 1)")
+    leds.set_defaults(run=cmd_leds)
+
     devices = commands.add_parser("devices", parents=[common], help="list audio inputs and the capture rates they support")
     devices.set_defaults(run=cmd_devices)
     return parser
@@ -428,6 +436,34 @@ def cmd_record(args: argparse.Namespace) -> int:
     if not written:
         return EXIT_FAILURE
     return EXIT_FAILURE if any(result.error is not None for result in results) else EXIT_OK
+
+
+def cmd_leds(args: argparse.Namespace) -> int:
+    from edge.leds import GPIO_HINT, LedBank, light_each_in_turn
+
+    config = load_edge_config(args)
+    pins, status_pin = dict(config.leds.pins), config.leds.status_pin
+    if not pins and status_pin is None:
+        raise ConfigError("no LED pins to check: name them under [leds.pins] (and [leds] status) in the config, "
+                          "or give --pin LABEL=BCM")
+    factory = None
+    if args.mock_gpio:
+        from gpiozero.pins.mock import MockFactory
+
+        factory = MockFactory()
+    try:
+        bank = LedBank(pins, status_pin=status_pin, pin_factory=factory, blink_seconds=config.leds.blink_seconds)
+    except Exception as error:  # noqa: BLE001 - the same failures open_led_bank turns into "no LEDs"
+        log.error("cannot drive the GPIO pins (%s: %s). %s", type(error).__name__, error, GPIO_HINT)
+        return EXIT_FAILURE
+    stop = threading.Event()
+    with bank, _stop_on_signals(stop.set):
+        lit = light_each_in_turn(bank, pins, status_pin=status_pin, seconds=args.seconds, rounds=args.rounds,
+                                 stop=stop, say=lambda line: print(line, flush=True))
+        if args.mock_gpio:
+            _print_pin_history(bank, config)
+    log.info("%d LED(s) lit in turn%s; all off", lit, " (stopped)" if stop.is_set() else "")
+    return EXIT_OK
 
 
 def cmd_devices(args: argparse.Namespace) -> int:

@@ -9,8 +9,9 @@ device keeps classifying and logging without lights.
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 from edge.config import LedConfig
 
@@ -18,6 +19,8 @@ log = logging.getLogger(__name__)
 
 FAULT_BLINK_SPEEDUP = 4
 """The status LED blinks this many times faster on a fault than while healthy."""
+
+GPIO_HINT = "On a Pi: install python3-lgpio, add the user to the 'gpio' group and check no other program holds the pins."
 
 
 class LedBank:
@@ -219,12 +222,41 @@ def open_led_bank(
         return LedBank(pin_map, status_pin=status_pin, pin_factory=pin_factory, blink_seconds=blink_seconds)
     except Exception as error:  # noqa: BLE001 - any GPIO failure (no Pi, busy pin, lgpio error) means "no LEDs"
         reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-        log.warning(
-            "GPIO LEDs unavailable (%s); running without LEDs. On a Pi: install python3-lgpio, "
-            "add the user to the 'gpio' group and check no other program holds the pins.",
-            reason,
-        )
+        log.warning("GPIO LEDs unavailable (%s); running without LEDs. %s", reason, GPIO_HINT)
         return NullLedBank(pin_map)
+
+
+def light_each_in_turn(
+    bank: LedBank,
+    pin_map: Mapping[str, int],
+    *,
+    status_pin: Optional[int],
+    seconds: float,
+    rounds: int = 1,
+    stop: Optional[threading.Event] = None,
+    say: Callable[[str], None] = print,
+) -> int:
+    """The wiring check: each class LED alone for `seconds`, in the map's order, then the status LED
+    blinking as it does while listening; `rounds` times, or until `stop` is set. Returns how many
+    LEDs were lit."""
+    stop = stop or threading.Event()
+    lit = 0
+    for _ in range(rounds):
+        for label, pin in pin_map.items():
+            if stop.is_set():
+                return lit
+            say(f"{label}: GPIO{pin} on for {seconds:g} s")
+            bank.on(label)
+            lit += 1
+            stop.wait(seconds)
+            bank.off(label)
+        if status_pin is not None and not stop.is_set():
+            say(f"status: GPIO{status_pin} blinking for {seconds:g} s")
+            bank.status_alive()
+            lit += 1
+            stop.wait(seconds)
+            bank.status_off()
+    return lit
 
 
 def pin_history(bank: AnyLedBank) -> dict[str, list[tuple[float, bool]]]:

@@ -67,7 +67,7 @@ def config_in(tmp_path: Path) -> Path:
 # --- arguments ---
 
 
-@pytest.mark.parametrize("command", [[], ["listen"], ["replay"], ["record"], ["devices"]])
+@pytest.mark.parametrize("command", [[], ["listen"], ["replay"], ["record"], ["leds"], ["devices"]])
 def test_help_works_for_every_command(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main([*command, "--help"])
@@ -168,6 +168,30 @@ def test_replay_names_every_unreadable_file_before_loading_any_model(tmp_path, c
     assert "3 of 3 files cannot be read" in err
     assert all(str(path) in err for path in (folder / "a.wav", folder / "b.wav", tmp_path / "missing.wav"))
     assert "manifest" not in err  # no model was looked for
+
+
+def test_leds_lights_every_configured_pin_in_turn(tmp_path, capsys):
+    assert cli.main(["leds", "--config", str(config_in(tmp_path)), "--mock-gpio", "--seconds", "0.01"]) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    assert out.splitlines()[:5] == [
+        "crying_baby: GPIO17 on for 0.01 s", "clock_alarm: GPIO27 on for 0.01 s", "toilet_flush: GPIO22 on for 0.01 s",
+        "water_drops: GPIO23 on for 0.01 s", "status: GPIO24 blinking for 0.01 s",
+    ]
+    for name, pin in [("crying_baby", 17), ("clock_alarm", 27), ("toilet_flush", 22), ("water_drops", 23), ("status", 24)]:
+        history = re.search(rf"gpio {name} pin {pin}: (.*)", out).group(1).split()
+        assert [change.split("@")[0] for change in history][:2] == ["off", "on"] and history[-1].startswith("off@")
+
+
+def test_leds_without_gpio_or_without_pins_is_an_error(tmp_path, capsys):
+    model = Path("/proc/device-tree/model")
+    if model.exists() and "raspberry" in model.read_text(errors="ignore").lower():
+        pytest.skip("on a Raspberry Pi the default pin factory works")
+    assert cli.main(["leds", "--config", str(config_in(tmp_path)), "--seconds", "0.01"]) == cli.EXIT_FAILURE
+    assert "cannot drive the GPIO pins" in capsys.readouterr().err
+    bare = tmp_path / "bare.toml"
+    bare.write_text("[leds]\n", encoding="utf-8")
+    assert cli.main(["leds", "--config", str(bare), "--mock-gpio"]) == cli.EXIT_USAGE
+    assert "no LED pins to check" in capsys.readouterr().err
 
 
 def test_record_needs_an_output_or_a_dataset(capsys):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -21,7 +22,9 @@ from gpiozero import LED  # noqa: E402
 from gpiozero.pins.mock import MockFactory  # noqa: E402
 
 from edge.detect import Detector, DetectorConfig  # noqa: E402
-from edge.leds import FAULT_BLINK_SPEEDUP, LedBank, NullLedBank, open_led_bank, pin_history  # noqa: E402
+from edge.leds import (  # noqa: E402
+    FAULT_BLINK_SPEEDUP, LedBank, NullLedBank, light_each_in_turn, open_led_bank, pin_history,
+)
 from edge.listen import run_stream  # noqa: E402
 from edge.pipeline import StreamingPipeline  # noqa: E402
 from edge.sources import FakeSource, FileSource  # noqa: E402
@@ -130,6 +133,41 @@ def test_no_pi_gives_one_warning_and_a_null_bank(caplog):
         bank = open_led_bank(PINS, status_pin=STATUS_PIN)
     assert isinstance(bank, NullLedBank)
     assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
+
+
+class Watched(threading.Event):
+    """A stop event whose every wait() notes which class LEDs are lit and the status LED's mode."""
+
+    def __init__(self, bank: LedBank, *, stop_after: int = 0) -> None:
+        super().__init__()
+        self.bank, self.stop_after, self.seen = bank, stop_after, []
+
+    def wait(self, timeout=None) -> bool:
+        self.seen.append((sorted(label for label in self.bank.labels if self.bank.is_lit(label)), self.bank.status_mode))
+        if self.stop_after and len(self.seen) >= self.stop_after:
+            self.set()
+        return self.is_set()
+
+
+def test_the_wiring_check_lights_each_led_alone_in_turn_then_the_status_led(factory):
+    said = []
+    with LedBank(PINS, status_pin=STATUS_PIN, pin_factory=factory) as bank:
+        watch = Watched(bank)
+        lit = light_each_in_turn(bank, PINS, status_pin=STATUS_PIN, seconds=0.0, rounds=2, stop=watch, say=said.append)
+        one_round = [([label], "off") for label in PINS] + [([], "alive")]
+        assert watch.seen == one_round * 2 and lit == 10
+        assert said[0] == "crying_baby: GPIO17 on for 0 s" and said[4] == "status: GPIO24 blinking for 0 s"
+        assert not any(bank.is_lit(label) for label in PINS) and bank.status_mode == "off"
+    for pin in PINS.values():
+        assert states(factory, pin) == [False, True, False, True, False]
+
+
+def test_the_wiring_check_stops_at_once_when_asked(factory):
+    with LedBank(PINS, status_pin=STATUS_PIN, pin_factory=factory) as bank:
+        watch = Watched(bank, stop_after=2)
+        assert light_each_in_turn(bank, PINS, status_pin=STATUS_PIN, seconds=10.0, stop=watch, say=lambda _: None) == 2
+        assert not any(bank.is_lit(label) for label in PINS)
+    assert states(factory, PINS["toilet_flush"]) == [False]
 
 
 def test_no_pins_configured_gives_a_null_bank_silently(caplog):
