@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any, Callable, Iterator, NoReturn, Optional, Sequence
@@ -159,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--save-events", type=Path, metavar="DIR",
                         help="save each event's audio as a WAV in DIR (disk budget and count from the config)")
     listen.add_argument("--no-leds", action="store_true", help="do not touch GPIO")
+    listen.add_argument("--check", action="store_true",
+                        help="check the config, the model (one patch through it), the pins against its labels, the "
+                             "input device and the event log's folder, print what listen would use, and exit; opens "
+                             "neither the microphone nor the pins, so it runs beside the service")
     listen.set_defaults(run=cmd_listen)
 
     replay = commands.add_parser("replay", parents=[common], help="the same pipeline on audio files; prints windows and events")
@@ -302,6 +307,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
     from edge.sources import MicrophoneSource
 
     config = load_edge_config(args)
+    if args.check:
+        return _check_listen(config)
     leds: Any = NullLedBank(config.leds.pins)
     mic = MicrophoneSource(
         config.audio.device,
@@ -338,6 +345,39 @@ def cmd_listen(args: argparse.Namespace) -> int:
         leds.status_off()
         if args.mock_gpio:
             _print_pin_history(leds, config)
+    return EXIT_OK
+
+
+def _check_listen(config: EdgeConfig) -> int:
+    """`listen --check`: everything listen checks at start, without the microphone or the pins."""
+    import numpy as np
+
+    from edge.detect import thresholds_text
+    from edge.sources import resolve_input_device
+
+    base = _load_base_pipeline(config)  # the config's labels, thresholds and veto against the model
+    noise = np.random.default_rng(0).uniform(-0.01, 0.01, base.params.patch_samples).astype(np.float32)
+    started = time.perf_counter()
+    ran = len(base.push(noise).patches) + len(base.flush().patches)
+    print(f"model: {config.model_dir}: labels {', '.join(base.labels)}; thresholds "
+          f"{thresholds_text(base.detector.config.thresholds) or 'none'}; {ran} patch(es) of test noise "
+          f"ran in {1000 * (time.perf_counter() - started):.0f} ms")
+    device = resolve_input_device(config.audio.device)
+    rate_hz = config.audio.rate_hz or device.default_rate_hz
+    resampled = "" if rate_hz == base.params.sample_rate_hz else f", resampled to {base.params.sample_rate_hz} Hz"
+    print(f"input: {device.index} '{device.name}' ({device.hostapi}) at {rate_hz} Hz{resampled}")
+    pins = ", ".join(f"{label} GPIO{pin}" for label, pin in config.leds.pins.items()) or "none"
+    status = f"GPIO{config.leds.status_pin}" if config.leds.status_pin is not None else "none"
+    print(f"LEDs: {pins}; status {status} (`oido-edge leds` lights them in turn)")
+    target = config.event_log_target()
+    if target != "-":
+        folder = next((parent for parent in Path(target).absolute().parents if parent.exists()), Path("/"))
+        if not os.access(folder, os.W_OK):
+            raise ConfigError(f"the event log {target} cannot be written: {folder} is not writable by this user")
+    saving = (f"{config.events.save_dir} (at most {config.events.budget_mb:g} MB, {config.events.keep} clips, "
+              f"{config.events.keep_days:g} days)") if config.events.save_dir is not None else "off"
+    print(f"event log: {target}; event audio: {saving}")
+    print("check passed" + (f": `systemctl restart oido-edge` applies {config.path}" if config.path else ""))
     return EXIT_OK
 
 

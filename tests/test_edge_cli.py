@@ -194,6 +194,27 @@ def test_leds_without_gpio_or_without_pins_is_an_error(tmp_path, capsys):
     assert "no LED pins to check" in capsys.readouterr().err
 
 
+def test_listen_check_stops_at_a_pin_the_model_lacks_or_an_unwritable_event_log(tiny_model_dir, tmp_path, capsys,
+                                                                                  monkeypatch):
+    config = tmp_path / "oido.toml"
+    config.write_text(f'state_dir = "{tmp_path / "state"}"\n[leds.pins]\nbeep = 17\nkettle = 27\n', encoding="utf-8")
+    assert cli.main(["listen", "--check", "--config", str(config), "--model-dir", str(tiny_model_dir)]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{config}:4: [leds.pins] names class 'kettle'" in err
+
+    import edge.sources
+    from edge.sources import InputDevice
+
+    device = InputDevice(index=3, name="USB mic", hostapi="ALSA", channels=1, default_rate_hz=44100, supported_rates_hz={})
+    monkeypatch.setattr(edge.sources, "resolve_input_device", lambda spec, **_: device)
+    config.write_text(f'state_dir = "{tmp_path / "state"}"\n[leds.pins]\nbeep = 17\n', encoding="utf-8")
+    assert cli.main(["listen", "--check", "--config", str(config), "--model-dir", str(tiny_model_dir)]) == cli.EXIT_OK
+    assert "input: 3 'USB mic' (ALSA) at 44100 Hz, resampled to 16000 Hz" in capsys.readouterr().out
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: False)  # as the service's user would find it
+    assert cli.main(["listen", "--check", "--config", str(config), "--model-dir", str(tiny_model_dir)]) == cli.EXIT_USAGE
+    assert f"the event log {tmp_path / 'state' / 'events.jsonl'} cannot be written: {tmp_path} is not writable" in capsys.readouterr().err
+
+
 def test_record_needs_an_output_or_a_dataset(capsys):
     assert cli.main(["record", "--dataset", "d"]) == cli.EXIT_USAGE
     assert "--label" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -224,6 +225,23 @@ def test_record_through_the_virtual_mic_captures_the_played_clip(virtual_mic, tm
     recorded, _ = soundfile.read(str(output), dtype="float32")
     reference = read_audio(clip)  # the clip at 16 kHz
     assert normalised_correlation_peak(recorded, reference) > 0.9
+
+
+@pytest.mark.mic
+def test_listen_check_names_what_listen_would_use_without_opening_the_microphone(virtual_mic, tiny_model_dir, tmp_path):
+    config = tmp_path / "oido.toml"
+    config.write_text(f'state_dir = "{tmp_path / "state"}"\n[leds]\nstatus = 24\n[leds.pins]\nbeep = 17\n', encoding="utf-8")
+    result = subprocess.run(edge_command("listen", "--check", "--config", str(config), "--model-dir", str(tiny_model_dir),
+                                         "--device", "pulse", "--rate", "48000"),
+                            env=virtual_mic, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"model: {tiny_model_dir}: labels beep, speech, other;") and "1 patch(es)" in lines[0]
+    assert re.fullmatch(r"input: \d+ 'pulse' \(ALSA\) at 48000 Hz, resampled to 16000 Hz", lines[1]), lines[1]
+    assert lines[2] == "LEDs: beep GPIO17; status GPIO24 (`oido-edge leds` lights them in turn)"
+    assert lines[3] == f"event log: {tmp_path / 'state' / 'events.jsonl'}; event audio: off"
+    assert lines[4] == f"check passed: `systemctl restart oido-edge` applies {config}"
+    assert not (tmp_path / "state").exists()  # a check writes nothing
 
 
 @pytest.mark.mic
