@@ -371,9 +371,11 @@ def _check_listen(config: EdgeConfig) -> int:
     print(f"LEDs: {pins}; status {status} (`oido-edge leds` lights them in turn)")
     target = config.event_log_target()
     if target != "-":
-        folder = next((parent for parent in Path(target).absolute().parents if parent.exists()), Path("/"))
-        if not os.access(folder, os.W_OK):
-            raise ConfigError(f"the event log {target} cannot be written: {folder} is not writable by this user")
+        # A folder that does not exist yet is made at start (by listen, or by the unit's StateDirectory=).
+        log_path = Path(target)
+        writable = log_path if log_path.exists() else log_path.parent
+        if writable.exists() and not os.access(writable, os.W_OK):
+            raise ConfigError(f"the event log {target} cannot be written: {writable} is not writable by this user")
     saving = (f"{config.events.save_dir} (at most {config.events.budget_mb:g} MB, {config.events.keep} clips, "
               f"{config.events.keep_days:g} days)") if config.events.save_dir is not None else "off"
     print(f"event log: {target}; event audio: {saving}")

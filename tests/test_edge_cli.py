@@ -211,8 +211,12 @@ def test_listen_check_stops_at_a_pin_the_model_lacks_or_an_unwritable_event_log(
     assert cli.main(["listen", "--check", "--config", str(config), "--model-dir", str(tiny_model_dir)]) == cli.EXIT_OK
     assert "input: 3 'USB mic' (ALSA) at 44100 Hz, resampled to 16000 Hz" in capsys.readouterr().out
     monkeypatch.setattr(cli.os, "access", lambda path, mode: False)  # as the service's user would find it
+    assert cli.main(["listen", "--check", "--config", str(config), "--model-dir", str(tiny_model_dir)]) == cli.EXIT_OK
+    capsys.readouterr()  # no state folder yet: listen (or systemd) makes it at start
+    (tmp_path / "state").mkdir()
     assert cli.main(["listen", "--check", "--config", str(config), "--model-dir", str(tiny_model_dir)]) == cli.EXIT_USAGE
-    assert f"the event log {tmp_path / 'state' / 'events.jsonl'} cannot be written: {tmp_path} is not writable" in capsys.readouterr().err
+    assert (f"the event log {tmp_path / 'state' / 'events.jsonl'} cannot be written: {tmp_path / 'state'} is not writable"
+            in capsys.readouterr().err)
 
 
 def test_record_needs_an_output_or_a_dataset(capsys):
