@@ -4,7 +4,8 @@ it is not a Pi (no python3-lgpio from apt, no systemd as PID 1).
 The staging run does what the Pi install does except apt, the user and systemctl: it builds the
 venv and pip installs .[edge] into it, swaps the model in, installs the config, the logrotate
 rule and the unit. Then the installed `oido-edge`, with the installed config and model, replays a
-held-out crying baby and lights that class's pin, and systemd checks the installed unit.
+held-out crying baby and lights that class's pin, passes its own start-up check (`listen --check`,
+with the virtual microphone), and systemd checks the installed unit.
 """
 
 from __future__ import annotations
@@ -92,6 +93,21 @@ def test_installed_appliance_lights_the_pin_of_a_heard_class(staged):
     origin = subprocess.run([str(root / "opt/oido/venv/bin/python"), "-c", "import edge; print(edge.__file__)"],
                             capture_output=True, text=True, timeout=60, cwd=root)
     assert Path(origin.stdout.strip()).is_relative_to(root / "opt" / "oido" / "venv"), origin.stdout
+
+
+@pytest.mark.mic
+def test_installed_appliance_passes_its_own_start_up_check(staged, virtual_mic):
+    """`listen --check` of the installed command with the installed config: the model, the pins
+    against its labels, and an input device (the virtual microphone stands in for the Pi's)."""
+    root, _, _ = staged
+    result = subprocess.run(
+        [str(root / "opt/oido/venv/bin/oido-edge"), "listen", "--check", "--config", str(root / "etc/oido/oido.toml"),
+         "--model-dir", str(root / "opt/oido/model"), "--device", "pulse"],
+        capture_output=True, text=True, timeout=120, cwd=root, env=virtual_mic,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "LEDs: crying_baby GPIO17, clock_alarm GPIO27, toilet_flush GPIO22, water_drops GPIO23; status GPIO24" in result.stdout
+    assert "event log: /var/lib/oido/events.jsonl" in result.stdout and "check passed" in result.stdout
 
 
 def test_installed_unit_passes_systemd_verify(staged, tmp_path):
