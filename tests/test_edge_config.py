@@ -276,7 +276,8 @@ def test_shell_scripts_parse_and_pass_shellcheck(script):
 
 @pytest.mark.parametrize(
     "script, usage",
-    [("install_pi.sh", "sudo scripts/install_pi.sh [--model-dir DIR]"), ("legacy_env.sh", "scripts/legacy_env.sh --edge [--venv DIR]")],
+    [("install_pi.sh", "sudo scripts/install_pi.sh [--model-dir DIR]"), ("legacy_env.sh", "scripts/legacy_env.sh --edge [--venv DIR]"),
+     ("arm64_check.sh", "bash scripts/arm64_check.sh [--cpu pi4|pi5|both]")],
 )
 def test_script_help_prints_its_header_comment_and_no_code(script, usage):
     import subprocess

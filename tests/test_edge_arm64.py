@@ -1,0 +1,36 @@
+"""The shipped model on a Raspberry Pi's instruction set: scripts/arm64_check.sh replays golden
+clips (`python -m convert check`) under qemu-aarch64, with Debian bookworm's arm64 Python and the
+aarch64 ai-edge-litert wheel, as a Pi 4 (Cortex-A72) and a Pi 5 (Cortex-A76, int8 dot products).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fixtures.assets import REPO, shipped_model_dir  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+CLIPS = 6  # emulation is about 30x slower than this CPU: a few clips per CPU
+
+
+def test_golden_decisions_hold_on_emulated_pi4_and_pi5_cpus():
+    if shutil.which("qemu-aarch64-static") is None:
+        pytest.skip("qemu-aarch64-static is not installed (apt-get install qemu-user-static)")
+    model_dir = shipped_model_dir()
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "arm64_check.sh"), "--cpu", "both", "--limit", str(CLIPS),
+         "--model-dir", str(model_dir), "--data-dir", str(REPO / "data")],
+        capture_output=True, text=True, timeout=1800, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "== pi4 (cortex-a72, emulated)" in out and "== pi5 (cortex-a76, emulated)" in out
+    assert out.count("python 3.11.") == 2 and out.count(" on aarch64") == 2
+    assert out.count(f"{CLIPS}/{CLIPS} decisions equal to golden.json") == 2, out
