@@ -2,12 +2,15 @@
 # Install Oído on a Raspberry Pi (Raspberry Pi OS bookworm) as a systemd service.
 #
 #   sudo scripts/install_pi.sh [--model-dir DIR] [--extra edge|edge-legacy] [--no-start] [--root DIR]
+#                              [--python PYTHON]
 #
 # Run from the project checkout, with the exported model in ./model (manifest.json,
 # yamnet.tflite, head.tflite; see `oido-convert`). It:
 #   1. installs the system packages (python3-venv, python3-lgpio, libportaudio2, libsndfile1);
 #   2. creates /opt/oido/venv (--system-site-packages, for the apt lgpio) and pip installs .[edge]
-#      (.[edge-legacy] = tflite-runtime 2.14 + numpy<2, for images where ai-edge-litert has no wheel);
+#      (.[edge-legacy] = tflite-runtime 2.14 + numpy<2, for images where ai-edge-litert has no wheel;
+#      the other runtime is removed from the venv, so the one asked for is the one that runs);
+#      --python: the interpreter the venv is made from (default python3, the system's);
 #   3. copies the model to /opt/oido/model;
 #   4. installs scripts/oido.toml as /etc/oido/oido.toml unless that file exists;
 #   5. creates the unprivileged user `oido` (groups gpio, audio);
@@ -25,6 +28,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 model_dir="$repo/model"
 extra=edge
 start=yes
+python=python3
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -39,6 +43,10 @@ while [ $# -gt 0 ]; do
         --no-start)
             start=no
             shift
+            ;;
+        --python)
+            python="$2"
+            shift 2
             ;;
         --root)
             root="$(mkdir -p "$2" && cd "$2" && pwd)"
@@ -94,10 +102,18 @@ echo "== $prefix/venv"
 install -d -m 0755 "$prefix"
 if [ ! -x "$prefix/venv/bin/python" ]; then
     # System site packages: python3-lgpio comes from apt (it needs the matching liblgpio).
-    python3 -m venv --system-site-packages "$prefix/venv"
+    "$python" -m venv --system-site-packages "$prefix/venv"
 fi
 "$prefix/venv/bin/python" -m pip install --quiet --upgrade pip
 "$prefix/venv/bin/python" -m pip install --quiet "${repo}[${extra}]"
+# Oído takes ai-edge-litert when both runtimes import: a switch of --extra removes the other one.
+case "$extra" in
+    edge-legacy) other_runtime=ai-edge-litert ;;
+    *) other_runtime=tflite-runtime ;;
+esac
+if "$prefix/venv/bin/python" -m pip show --quiet "$other_runtime" >/dev/null 2>&1; then
+    "$prefix/venv/bin/python" -m pip uninstall --quiet --yes "$other_runtime" || true
+fi
 
 echo "== model -> $prefix/model"
 rm -rf "$prefix/model.new"

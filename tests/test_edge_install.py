@@ -29,10 +29,19 @@ UNIT = "oido-edge.service"
 pytestmark = pytest.mark.slow
 
 
-def install(root: Path, model_dir: Path) -> subprocess.CompletedProcess:
-    # Not as root where the tests run as root: --root needs none.
-    result = subprocess.run(["bash", str(INSTALLER), "--root", str(root), "--model-dir", str(model_dir)],
-                            capture_output=True, text=True, timeout=900)
+def pi_like_python() -> list[str]:
+    """--python for Debian's own python3 when it can make venvs: like Raspberry Pi OS's, its system
+    site holds none of the packages this checkout's environment has, so the venv must get every
+    one of them from the extra."""
+    system = Path("/usr/bin/python3")
+    if system.is_file() and subprocess.run([str(system), "-c", "import ensurepip, venv"], capture_output=True).returncode == 0:
+        return ["--python", str(system)]
+    return []
+
+
+def install(root: Path, model_dir: Path, *options: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(["bash", str(INSTALLER), "--root", str(root), "--model-dir", str(model_dir), *pi_like_python(),
+                             *options], capture_output=True, text=True, timeout=900)  # fmt: skip
     assert result.returncode == 0, f"install_pi.sh failed:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -71,18 +80,26 @@ def test_installer_stages_the_appliance_files(staged):
     assert os.access(root / exec_start.lstrip("/"), os.X_OK), exec_start
     venv_config = (root / "opt" / "oido" / "venv" / "pyvenv.cfg").read_text()
     assert re.search(r"include-system-site-packages\s*=\s*true", venv_config)
+    if pi_like_python():
+        assert re.search(r"^home\s*=\s*/usr/bin$", venv_config, re.M), venv_config
 
 
-def test_installed_appliance_lights_the_pin_of_a_heard_class(staged):
-    """The installed command, config and model, as the unit runs them, on a held-out clip."""
-    root, _, _ = staged
-    clip = esc50_clip("crying_baby")
+def replay_installed(root: Path, clip: Path) -> subprocess.CompletedProcess:
+    """The installed command, config and model, as the unit runs them, on one clip."""
     result = subprocess.run(
         [str(root / "opt/oido/venv/bin/oido-edge"), "replay", str(clip), "--config", str(root / "etc/oido/oido.toml"),
          "--model-dir", str(root / "opt/oido/model"), "--mock-gpio", "--summary-only"],
         capture_output=True, text=True, timeout=300, cwd=root,
     )
     assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_installed_appliance_lights_the_pin_of_a_heard_class(staged):
+    root, _, _ = staged
+    clip = esc50_clip("crying_baby")
+    result = replay_installed(root, clip)
+    assert "via ai_edge_litert" in result.stderr
     assert f"{clip}: crying_baby" in result.stdout
     pins = dict(re.findall(r"gpio (\w+) pin \d+: (.*)", result.stdout))
     assert "on@" in pins.pop("status"), result.stdout  # the installed config's status LED
@@ -135,3 +152,26 @@ def test_installer_run_again_keeps_the_config_and_replaces_the_model(staged):
     assert config.read_text() == edited
     assert not stale.exists()
     assert digest(root / "opt/oido/model/head.tflite") == digest(model_dir / "head.tflite")
+
+
+def test_a_switch_to_the_legacy_runtime_runs_the_appliance_on_tflite_runtime(staged, tmp_path):
+    """Rerun with --extra edge-legacy (older Pi images): tflite-runtime 2.14 and numpy<2 replace
+    ai-edge-litert in the same venv, and the installed command hears the same crying baby."""
+    python = pi_like_python()
+    version = subprocess.run([python[-1] if python else "python3", "-c", "import sys; print(sys.version_info[1])"],
+                             capture_output=True, text=True).stdout.strip()
+    if int(version) > 11:
+        pytest.skip("tflite-runtime 2.14 has no wheel for Python 3.12+")
+    _, model_dir, _ = staged
+    root = tmp_path / "pi-root"
+    install(root, model_dir)
+    install(root, model_dir, "--extra", "edge-legacy")
+    clip = esc50_clip("crying_baby")
+    result = replay_installed(root, clip)
+    assert "via tflite_runtime" in result.stderr
+    assert f"{clip}: crying_baby" in result.stdout
+    venv_python = str(root / "opt/oido/venv/bin/python")
+    numpy_version = subprocess.run([venv_python, "-c", "import numpy; print(numpy.__version__)"],
+                                   capture_output=True, text=True, timeout=60, cwd=root).stdout
+    assert numpy_version.startswith("1."), numpy_version
+    assert subprocess.run([venv_python, "-m", "pip", "show", "ai-edge-litert"], capture_output=True).returncode != 0
