@@ -94,7 +94,8 @@ if [ ! -f "$site/.complete" ]; then
     echo "== aarch64 wheels: ${requirements[*]} -> $site"
     rm -rf "$site"
     platforms=()
-    for tag in manylinux2014_aarch64 manylinux_2_17_aarch64 manylinux_2_27_aarch64 manylinux_2_28_aarch64 manylinux_2_31_aarch64; do
+    for tag in manylinux2014_aarch64 manylinux_2_17_aarch64 manylinux_2_27_aarch64 manylinux_2_28_aarch64 \
+               manylinux_2_31_aarch64 manylinux_2_34_aarch64 manylinux_2_35_aarch64 manylinux_2_36_aarch64; do  # bookworm: glibc 2.36
         platforms+=(--platform "$tag")
     done
     python3 -m pip install -qq --disable-pip-version-check --target "$site" "${platforms[@]}" --python-version 3.11 \
