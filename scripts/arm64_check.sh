@@ -98,7 +98,7 @@ if [ ! -f "$site/.complete" ]; then
                manylinux_2_31_aarch64 manylinux_2_34_aarch64 manylinux_2_35_aarch64 manylinux_2_36_aarch64; do  # bookworm: glibc 2.36
         platforms+=(--platform "$tag")
     done
-    python3 -m pip install -qq --disable-pip-version-check --target "$site" "${platforms[@]}" --python-version 3.11 \
+    python3 -m pip install -qq --disable-pip-version-check --no-warn-conflicts --target "$site" "${platforms[@]}" --python-version 3.11 \
         --implementation cp --abi cp311 --only-binary=:all: "${requirements[@]}"
     touch "$site/.complete"
 fi
