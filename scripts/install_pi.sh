@@ -67,6 +67,15 @@ done
 
 prefix="$root/opt/oido"
 config_dir="$root/etc/oido"
+case "$(uname -m)" in
+    aarch64 | x86_64) ;;
+    *)
+        echo "install_pi.sh: $(uname -m) is not supported: the TF-Lite runtimes (ai-edge-litert, tflite-runtime)" \
+            "publish wheels for 64-bit ARM (aarch64) and x86_64 only; install Raspberry Pi OS (64-bit)" \
+            "(Pi 3, 4, 5, Zero 2 W)" >&2
+        exit 1
+        ;;
+esac
 if [ -z "$root" ] && [ "$(id -u)" -ne 0 ]; then
     echo "install_pi.sh: run as root: sudo $0 $*" >&2
     exit 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -290,6 +291,23 @@ def test_script_help_prints_its_header_comment_and_no_code(script, usage):
     assert result.stdout.splitlines() == [line[2:] if line.startswith("# ") else line[1:] for line in header]
     assert usage in result.stdout
     assert "set -euo pipefail" not in result.stdout
+
+
+def test_install_script_refuses_a_32_bit_pi_before_doing_anything(tmp_path):
+    """No TF-Lite runtime has armv7l wheels: a 32-bit Raspberry Pi OS is told so, not left with pip's
+    'no matching distribution' after apt and the user are done."""
+    import subprocess
+
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    (shims / "uname").write_text("#!/bin/sh\necho armv7l\n", encoding="utf-8")
+    (shims / "uname").chmod(0o755)
+    env = {**os.environ, "PATH": f"{shims}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["bash", str(REPO / "scripts" / "install_pi.sh"), "--root", str(tmp_path / "root")],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 1
+    assert "armv7l is not supported" in result.stderr and "Raspberry Pi OS (64-bit)" in result.stderr
+    assert not (tmp_path / "root" / "opt").exists()
 
 
 def test_install_script_installs_what_the_service_and_config_expect():
