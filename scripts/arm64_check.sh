@@ -5,12 +5,14 @@
 # kernels (XNNPACK's NEON paths, with or without int8 dot products) decide every golden clip.
 #
 #   bash scripts/arm64_check.sh [--cpu pi4|pi5|both] [--extra edge|edge-legacy] [--limit N]
-#                               [--model-dir DIR] [--data-dir DIR]
+#                               [--model-dir DIR] [--data-dir DIR] [-- EDGE_ARGS...]
 #
 #   --cpu    pi4: Cortex-A72 (no int8 dot product); pi5: Cortex-A76 (SDOT); both (default)
 #   --extra  edge: ai-edge-litert (the version installed here, else the newest) + numpy 2 (default);
 #            edge-legacy: tflite-runtime 2.14 + numpy<2
 #   --limit  check only the first N golden clips (emulation runs about 30x slower than this CPU)
+#   -- ARGS  then run `python -m edge ARGS` there too, e.g.
+#            -- replay clip.wav --mock-gpio --config scripts/oido.toml --model-dir model
 #
 # Needs qemu-user-static (apt), apt-get and pip on a Debian host, and the package registries. The
 # arm64 Python (from Debian's arm64 packages, fetched with a private apt state: the host's
@@ -32,6 +34,7 @@ while [ $# -gt 0 ]; do
         --limit) limit="$2"; shift 2 ;;
         --model-dir) model_dir="$2"; shift 2 ;;
         --data-dir) data_dir="$2"; shift 2 ;;
+        --) shift; break ;;
         -h | --help)
             awk 'NR == 1 { next } !/^#/ { exit } { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"
             exit 0
@@ -85,14 +88,14 @@ fi
 # 2. The runtime's aarch64 wheels, installed by this machine's pip for the Pi's platform.
 if [ "$extra" = edge ]; then
     litert="$(python3 -c 'import importlib.metadata as m; print(m.version("ai-edge-litert"))' 2>/dev/null || true)"
-    requirements=("ai-edge-litert${litert:+==$litert}" "numpy>=2" soundfile)
+    requirements=("ai-edge-litert${litert:+==$litert}" "numpy>=2" soundfile gpiozero)
 else
-    requirements=("tflite-runtime==2.14.0" "numpy<2" soundfile)
+    requirements=("tflite-runtime==2.14.0" "numpy<2" soundfile gpiozero)
 fi
 site="$cache/site-$extra-$(printf '%s\n' "${requirements[@]}" | sha256sum | cut -c1-12)"
 if [ ! -f "$site/.complete" ]; then
     echo "== aarch64 wheels: ${requirements[*]} -> $site"
-    rm -rf "$site"
+    rm -rf "$cache/site-$extra-"*  # older sets of this extra
     platforms=()
     for tag in manylinux2014_aarch64 manylinux_2_17_aarch64 manylinux_2_27_aarch64 manylinux_2_28_aarch64 \
                manylinux_2_31_aarch64 manylinux_2_34_aarch64 manylinux_2_35_aarch64 manylinux_2_36_aarch64; do  # bookworm: glibc 2.36
@@ -133,5 +136,10 @@ for cpu in $cpus; do
     QEMU_CPU="$qemu_cpu" QEMU_LD_PREFIX="$prefix" PYTHONPATH="$site:$repo" PYTHONNOUSERSITE=1 \
         qemu-aarch64-static "$root/usr/bin/python3.11" -m convert check --model-dir "$model_dir" \
         --data-dir "$data_dir" ${limit:+--limit "$limit"} || status=1
+    if [ $# -gt 0 ]; then
+        echo "== $cpu ($qemu_cpu, emulated): python -m edge $*"
+        QEMU_CPU="$qemu_cpu" QEMU_LD_PREFIX="$prefix" PYTHONPATH="$site:$repo" PYTHONNOUSERSITE=1 \
+            qemu-aarch64-static "$root/usr/bin/python3.11" -m edge "$@" || status=1
+    fi
 done
 exit "$status"

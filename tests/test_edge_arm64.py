@@ -1,10 +1,13 @@
 """The shipped model on a Raspberry Pi's instruction set: scripts/arm64_check.sh replays golden
 clips (`python -m convert check`) under qemu-aarch64, with Debian bookworm's arm64 Python and the
-aarch64 ai-edge-litert wheel, as a Pi 4 (Cortex-A72) and a Pi 5 (Cortex-A76, int8 dot products).
+aarch64 ai-edge-litert wheel, as a Pi 4 (Cortex-A72) and a Pi 5 (Cortex-A76, int8 dot products),
+then `oido-edge replay` of a 44.1 kHz crying baby (resampled in stream) with the example config's
+pins on gpiozero's MockFactory.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +16,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fixtures.assets import REPO, shipped_model_dir  # noqa: E402
+from fixtures.assets import REPO, esc50_clip, shipped_model_dir  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -24,9 +27,12 @@ def test_golden_decisions_hold_on_emulated_pi4_and_pi5_cpus():
     if shutil.which("qemu-aarch64-static") is None:
         pytest.skip("qemu-aarch64-static is not installed (apt-get install qemu-user-static)")
     model_dir = shipped_model_dir()
+    clip = esc50_clip("crying_baby")
     result = subprocess.run(
         ["bash", str(REPO / "scripts" / "arm64_check.sh"), "--cpu", "both", "--limit", str(CLIPS),
-         "--model-dir", str(model_dir), "--data-dir", str(REPO / "data")],
+         "--model-dir", str(model_dir), "--data-dir", str(REPO / "data"),
+         "--", "replay", str(clip), "--mock-gpio", "--summary-only", "--config", str(REPO / "scripts" / "oido.toml"),
+         "--model-dir", str(model_dir)],
         capture_output=True, text=True, timeout=1800, cwd=REPO,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -34,3 +40,6 @@ def test_golden_decisions_hold_on_emulated_pi4_and_pi5_cpus():
     assert "== pi4 (cortex-a72, emulated)" in out and "== pi5 (cortex-a76, emulated)" in out
     assert out.count("python 3.11.") == 2 and out.count(" on aarch64") == 2
     assert out.count(f"{CLIPS}/{CLIPS} decisions equal to golden.json") == 2, out
+    assert out.count(f"{clip}: crying_baby") == 2, out
+    lit = re.findall(r"gpio (\w+) pin \d+: off@0\.00 on@", out)
+    assert lit.count("crying_baby") == 2 and lit.count("status") == 2 and len(lit) == 4, lit
