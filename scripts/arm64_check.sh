@@ -57,6 +57,10 @@ fi
 root="$cache/root"
 if [ ! -x "$root/usr/bin/python3.11" ]; then
     echo "== arm64 Python 3.11 from Debian bookworm -> $root"
+    if [ ! -f /usr/share/keyrings/debian-archive-keyring.gpg ] || ! command -v dpkg-deb >/dev/null; then
+        echo "arm64_check.sh: needs apt, dpkg-deb and Debian's archive keyring (apt-get install debian-archive-keyring)" >&2
+        exit 1
+    fi
     apt_dir="$cache/apt"
     rm -rf "$apt_dir" "$root.tmp"
     mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$apt_dir/debs" "$root.tmp"
