@@ -200,6 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
     leds.add_argument("--rounds", type=_positive_int, default=1, help="how many times to go round (default 1)")
     leds.set_defaults(run=cmd_leds)
 
+    events = commands.add_parser("events", parents=[common],
+                                 help="what the device heard: events per day and the latest ones, from the event log")
+    events.add_argument("--config", type=Path, help="TOML configuration (default: /etc/oido/oido.toml if it exists)")
+    events.add_argument("--event-log", metavar="PATH",
+                        help="the log to read, with its rotated files (default: the config's, e.g. "
+                             "/var/lib/oido/events.jsonl)")
+    events.add_argument("--days", type=_positive_float, default=7.0, help="how far back to count (default 7)")
+    events.add_argument("--last", type=_positive_int, default=10, help="how many of the latest events to list (default 10)")
+    events.add_argument("--utc", action="store_true", help="times in UTC (default: this machine's local time)")
+    events.set_defaults(run=cmd_events)
+
     devices = commands.add_parser("devices", parents=[common], help="list audio inputs and the capture rates they support")
     devices.set_defaults(run=cmd_devices)
     return parser
@@ -505,6 +516,29 @@ def cmd_leds(args: argparse.Namespace) -> int:
         if args.mock_gpio:
             _print_pin_history(bank, config)
     log.info("%d LED(s) lit in turn%s; all off", lit, " (stopped)" if stop.is_set() else "")
+    return EXIT_OK
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from edge.events import history_text, read_event_logs
+
+    config = load_edge_config(args)
+    target = config.event_log_target()
+    if target == "-":
+        raise ConfigError("the config logs events to stdout ('-'): give --event-log PATH to read a log file")
+    path = Path(target)
+    records, bad, files = read_event_logs(path)
+    if not files:
+        print(f"no events logged yet: {path} does not exist (another log: --event-log PATH)")
+        return EXIT_OK
+    rotated = len(files) - (1 if path in files else 0)
+    print(f"{path}" + (f" and {rotated} rotated file(s)" if rotated else "") + f": {len(records)} event(s) in all")
+    if bad:
+        log.warning("%d line(s) that are not event records were skipped", bad)
+    print(history_text(records, days=args.days, last=args.last, now=dt.datetime.now(dt.timezone.utc),
+                       tz=dt.timezone.utc if args.utc else None))
     return EXIT_OK
 
 

@@ -378,3 +378,87 @@ class EventAudioSaver:
             log.info("deleted %d old event clip(s) to stay within %d clips / %.0f MB / %g days", len(deleted),
                      self.keep, self.budget_bytes / BYTES_PER_MB, self.keep_seconds / SECONDS_PER_DAY)
         return deleted
+
+
+# --- reading the log back: `oido-edge events` ---
+
+_ROTATED = re.compile(r"^\.(\d+)(\.gz)?$")
+
+
+def event_log_files(path: Path) -> list[Path]:
+    """The log and its logrotate siblings (path.1, path.2.gz, ...), oldest first."""
+    rotated = []
+    if path.parent.is_dir():
+        for sibling in path.parent.iterdir():
+            match = _ROTATED.match(sibling.name[len(path.name):]) if sibling.name.startswith(path.name) else None
+            if match:
+                rotated.append((int(match.group(1)), sibling))
+    return [sibling for _, sibling in sorted(rotated, reverse=True)] + ([path] if path.exists() else [])
+
+
+def read_event_logs(path: Path) -> tuple[list[dict[str, Any]], int, list[Path]]:
+    """(every record of the log and its rotated files, oldest first; lines that are not a record; the files)."""
+    import gzip
+
+    records: list[dict[str, Any]] = []
+    bad = 0
+    files = event_log_files(path)
+    for file in files:
+        opener = gzip.open if file.suffix == ".gz" else open
+        try:
+            with opener(file, "rt", encoding="utf-8", errors="replace") as handle:
+                for line in handle:
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)
+                    except ValueError:
+                        bad += 1
+                        continue
+                    if isinstance(record, dict) and isinstance(record.get("label"), str):
+                        records.append(record)
+                    else:
+                        bad += 1
+        except (OSError, EOFError) as error:  # unreadable or a torn .gz: the others still count
+            log.warning("%s: cannot read (%s); skipped", file, error)
+    return records, bad, files
+
+
+def _event_time(record: dict[str, Any]) -> Optional[dt.datetime]:
+    try:
+        return dt.datetime.strptime(record["start_utc"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def history_text(
+    records: list[dict[str, Any]], *, days: float, last: int, now: dt.datetime, tz: Optional[dt.tzinfo] = None
+) -> str:
+    """`oido-edge events`: per day and label, the events that started in the last `days` days, then the
+    `last` most recent ones; times in `tz` (None = this machine's local time). Records without a
+    start time (from `replay --event-log`) are counted apart."""
+    since = now - dt.timedelta(days=days)
+    timed = [(moment, record) for record in records if (moment := _event_time(record)) is not None]
+    recent = sorted(((moment.astimezone(tz), record) for moment, record in timed if moment >= since), key=lambda item: item[0])
+    untimed = len(records) - len(timed)
+    labels = sorted({record["label"] for _, record in recent})
+    zone = recent[0][0].tzname() if recent else (now.astimezone(tz).tzname() or "")
+    lines = [f"{len(recent)} event(s) in the last {days:g} day(s)" + (f" ({untimed} more without a start time)" if untimed else "")]
+    if recent:
+        per_day: dict[str, dict[str, int]] = {}
+        for moment, record in recent:
+            day = per_day.setdefault(moment.strftime("%Y-%m-%d"), {})
+            day[record["label"]] = day.get(record["label"], 0) + 1
+        width = max(len(label) for label in labels)
+        lines.append(f"  {'day (' + zone + ')':<16}" + "".join(f"  {label:>{width}}" for label in labels))
+        for day, counts in sorted(per_day.items()):
+            lines.append(f"  {day:<16}" + "".join(f"  {counts.get(label, 0):>{width}}" for label in labels))
+        lines.append(f"the last {min(last, len(recent))}:")
+        for moment, record in recent[-last:]:
+            duration = record.get("duration_seconds")
+            audio = f"  {record['audio']}" if record.get("audio") else ""
+            lines.append(
+                f"  {moment:%Y-%m-%d %H:%M:%S} {zone}  {record['label']:<{width}}  "
+                f"{'?' if duration is None else f'{duration:.1f}'} s  peak {record.get('peak_score', 0):.2f}{audio}"
+            )
+    return "\n".join(lines)

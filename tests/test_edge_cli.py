@@ -67,7 +67,7 @@ def config_in(tmp_path: Path) -> Path:
 # --- arguments ---
 
 
-@pytest.mark.parametrize("command", [[], ["listen"], ["replay"], ["record"], ["leds"], ["devices"]])
+@pytest.mark.parametrize("command", [[], ["listen"], ["replay"], ["record"], ["leds"], ["events"], ["devices"]])
 def test_help_works_for_every_command(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main([*command, "--help"])
@@ -217,6 +217,51 @@ def test_listen_check_stops_at_a_pin_the_model_lacks_or_an_unwritable_event_log(
     assert cli.main(["listen", "--check", "--config", str(config), "--model-dir", str(tiny_model_dir)]) == cli.EXIT_USAGE
     assert (f"the event log {tmp_path / 'state' / 'events.jsonl'} cannot be written: {tmp_path / 'state'} is not writable"
             in capsys.readouterr().err)
+
+
+def _logged(label: str, start: datetime, seconds: float = 2.0) -> dict:
+    from edge.detect import Event
+    from edge.events import event_record
+
+    event = Event(label=label, start_seconds=0.0, end_seconds=seconds, peak_score=0.97, mean_score=0.9)
+    return event_record(event, stream_start_time=start.timestamp(), source="mic:USB")
+
+
+def test_events_counts_per_day_and_lists_the_latest_across_rotated_logs(tmp_path, capsys):
+    """The log as listen writes it (EventLog) and as logrotate leaves it: events.jsonl.1, then gzipped."""
+    import datetime as dt
+    import gzip
+
+    from edge.events import EventLog, history_text, read_event_logs
+
+    now = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.timezone.utc)
+    log_path = tmp_path / "events.jsonl"
+    with gzip.open(tmp_path / "events.jsonl.2.gz", "wt", encoding="utf-8") as old:
+        old.write(json.dumps(_logged("crying_baby", now - dt.timedelta(days=9))) + "\n")
+    with EventLog(tmp_path / "events.jsonl.1") as rotated:
+        rotated.write(_logged("water_drops", now - dt.timedelta(days=2, hours=1)))
+    with EventLog(log_path) as current:
+        current.write(_logged("crying_baby", now - dt.timedelta(hours=3), seconds=3.25))
+        current.write(_logged("crying_baby", now - dt.timedelta(hours=2)))
+    with log_path.open("a", encoding="utf-8") as torn:
+        torn.write('{"label": "cut of\n')  # a line cut short by a power cut
+    records, bad, files = read_event_logs(log_path)
+    assert [path.name for path in files] == ["events.jsonl.2.gz", "events.jsonl.1", "events.jsonl"]
+    assert [r["label"] for r in records] == ["crying_baby", "water_drops", "crying_baby", "crying_baby"] and bad == 1
+    text = history_text(records, days=7, last=2, now=now, tz=dt.timezone.utc).splitlines()
+    assert text[0] == "3 event(s) in the last 7 day(s)"
+    assert text[1].split() == ["day", "(UTC)", "crying_baby", "water_drops"]
+    assert [line.split() for line in text[2:4]] == [["2026-12-05", "0", "1"], ["2026-12-07", "2", "0"]]
+    assert text[4] == "the last 2:"
+    assert text[5].split()[:5] == ["2026-12-07", "09:00:00", "UTC", "crying_baby", "3.2"]  # 3.25 s, oldest first
+    assert text[6].split()[1] == "10:00:00" and len(text) == 7
+
+    assert cli.main(["events", "--event-log", str(log_path), "--utc", "--days", "36500"]) == cli.EXIT_OK
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"{log_path} and 2 rotated file(s): 4 event(s) in all\n4 event(s) in the last 36500 day(s)")
+    assert "1 line(s) that are not event records were skipped" in captured.err
+    assert cli.main(["events", "--event-log", str(tmp_path / "none.jsonl")]) == cli.EXIT_OK
+    assert "no events logged yet" in capsys.readouterr().out
 
 
 def test_record_needs_an_output_or_a_dataset(capsys):
