@@ -15,10 +15,12 @@
 #   4. installs scripts/oido.toml as /etc/oido/oido.toml unless that file exists;
 #   5. creates the unprivileged user `oido` (groups gpio, audio);
 #   6. installs /etc/logrotate.d/oido-edge (the event log rotates weekly or at 5 MB, 12 kept);
-#   7. installs and enables oido-edge.service (and starts it unless --no-start).
+#   7. runs `oido-edge listen --check` as that user: the config, the model, the pins, the microphone;
+#   8. installs and enables oido-edge.service, and starts it unless --no-start or the check failed.
 # Safe to run again: it updates the code and the model and keeps the configuration.
-# --root DIR stages steps 2-4, 6 and the unit file under DIR instead of / and skips the system
-# packages, the user and systemctl; it needs no root (the tests check the installer this way).
+# --root DIR stages steps 2-4, 6 and the unit file under DIR instead of /, runs step 7 as the
+# current user, and skips the system packages, the user and systemctl; it needs no root (the
+# tests check the installer this way).
 set -euo pipefail
 
 root=""
@@ -148,6 +150,18 @@ echo "== event log rotation"
 install -d -m 0755 "$root/etc/logrotate.d"
 install -m 0644 "$repo/scripts/oido-edge.logrotate" "$root/etc/logrotate.d/oido-edge"
 
+echo "== check: oido-edge listen --check (the config, the model, the pins, the microphone)"
+check=("$prefix/venv/bin/oido-edge" listen --check --config "$config_dir/oido.toml" --model-dir "$prefix/model")
+if [ -z "$root" ]; then
+    check=(runuser -u "$service_user" -- "${check[@]}")  # as the service will run
+fi
+checked=yes
+if ! "${check[@]}"; then
+    checked=no
+    echo "install_pi.sh: the check above failed; fix it (the config is $config_dir/oido.toml), then:" \
+        "systemctl restart $unit" >&2
+fi
+
 echo "== service"
 install -d -m 0755 "$root/etc/systemd/system"
 install -m 0644 "$repo/scripts/$unit" "$root/etc/systemd/system/$unit"
@@ -157,9 +171,12 @@ if [ -n "$root" ]; then
 fi
 systemctl daemon-reload
 systemctl enable "$unit"
-if [ "$start" = yes ]; then
+if [ "$start" = yes ] && [ "$checked" = yes ]; then
     systemctl restart "$unit"
     echo "started: journalctl -u $unit -f; events in /var/lib/oido/events.jsonl"
+elif [ "$checked" = no ]; then
+    systemctl stop "$unit" || true  # a running old version would keep the pins and the microphone
+    echo "installed and enabled, not started (the check failed); after the fix: systemctl restart $unit"
 else
     echo "installed; start it with: systemctl start $unit"
 fi

@@ -39,9 +39,9 @@ def pi_like_python() -> list[str]:
     return []
 
 
-def install(root: Path, model_dir: Path, *options: str) -> subprocess.CompletedProcess:
+def install(root: Path, model_dir: Path, *options: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     result = subprocess.run(["bash", str(INSTALLER), "--root", str(root), "--model-dir", str(model_dir), *pi_like_python(),
-                             *options], capture_output=True, text=True, timeout=900)  # fmt: skip
+                             *options], capture_output=True, text=True, timeout=900, env=env)  # fmt: skip
     assert result.returncode == 0, f"install_pi.sh failed:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -63,6 +63,9 @@ def staged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subpro
 def test_installer_stages_the_appliance_files(staged):
     root, model_dir, result = staged
     assert f"staged under {root}" in result.stdout
+    # The installer's check ran; whether it passes depends on this machine having a microphone.
+    assert "== check: oido-edge listen --check" in result.stdout
+    assert ("check passed" in result.stdout) != ("the check above failed" in result.stderr)
     for installed, source in [
         ("etc/oido/oido.toml", "scripts/oido.toml"),
         (f"etc/systemd/system/{UNIT}", f"scripts/{UNIT}"),
@@ -140,15 +143,19 @@ def test_installed_unit_passes_systemd_verify(staged, tmp_path):
     assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), result.stdout + result.stderr
 
 
-def test_installer_run_again_keeps_the_config_and_replaces_the_model(staged):
+@pytest.mark.mic
+def test_installer_run_again_keeps_the_config_and_replaces_the_model(staged, virtual_mic):
+    """A second run, with a microphone (the virtual one) for the installer's check to find."""
     root, model_dir, _ = staged
     config = root / "etc" / "oido" / "oido.toml"
     edited = config.read_text().replace("water_drops = 23", "water_drops = 5")
     config.write_text(edited)
     stale = root / "opt" / "oido" / "model" / "stale-from-the-last-model.txt"
     stale.write_text("left by the previous model")
-    result = install(root, model_dir)
+    result = install(root, model_dir, env=virtual_mic)
     assert "keeping the existing" in result.stdout
+    assert "check passed" in result.stdout and "LEDs: crying_baby GPIO17" in result.stdout
+    assert "water_drops GPIO5" in result.stdout  # the check read the kept, edited config
     assert config.read_text() == edited
     assert not stale.exists()
     assert digest(root / "opt/oido/model/head.tflite") == digest(model_dir / "head.tflite")
@@ -177,3 +184,18 @@ def test_a_switch_to_the_legacy_runtime_runs_the_appliance_on_tflite_runtime(sta
                                    capture_output=True, text=True, timeout=60, cwd=root).stdout
     assert numpy_version.startswith("1."), numpy_version
     assert subprocess.run([venv_python, "-m", "pip", "show", "ai-edge-litert"], capture_output=True).returncode != 0
+
+
+def test_installer_reports_a_kept_config_that_the_new_model_rejects(staged, tmp_path):
+    """An old config naming a class the new model lacks: the installer's check names the line, and
+    the install still completes (on a Pi it would leave the service enabled but not started)."""
+    _, model_dir, _ = staged
+    root = tmp_path / "pi-root"
+    config = root / "etc" / "oido" / "oido.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text((REPO / "scripts" / "oido.toml").read_text(encoding="utf-8").replace("water_drops = 23", "kettle = 23"),
+                      encoding="utf-8")
+    result = install(root, model_dir)
+    assert "keeping the existing" in result.stdout
+    assert "names class 'kettle', which is not one of the labels" in result.stderr
+    assert "the check above failed" in result.stderr and "check passed" not in result.stdout
