@@ -16,7 +16,7 @@
 #   5. creates the unprivileged user `oido` (groups gpio, audio);
 #   6. installs /etc/logrotate.d/oido-edge (the event log rotates weekly or at 5 MB, 12 kept);
 #   7. runs `oido-edge listen --check` as that user: the config, the model, the pins, the microphone;
-#   8. installs and enables oido-edge.service, and starts it unless --no-start or the check failed.
+#   8. installs and enables oido-edge.service, and (re)starts it unless --no-start or the check failed.
 # Safe to run again: it updates the code and the model and keeps the configuration.
 # --root DIR stages steps 2-4, 6 and the unit file under DIR instead of /, runs step 7 as the
 # current user, and skips the system packages, the user and systemctl; it needs no root (the
@@ -175,8 +175,8 @@ if [ "$start" = yes ] && [ "$checked" = yes ]; then
     systemctl restart "$unit"
     echo "started: journalctl -u $unit -f; events in /var/lib/oido/events.jsonl"
 elif [ "$checked" = no ]; then
-    systemctl stop "$unit" || true  # a running old version would keep the pins and the microphone
-    echo "installed and enabled, not started (the check failed); after the fix: systemctl restart $unit"
+    # Not restarted: a running service keeps listening with the model it loaded until the fix.
+    echo "installed and enabled, not (re)started: the check failed; after the fix: systemctl restart $unit"
 else
     echo "installed; start it with: systemctl start $unit"
 fi
