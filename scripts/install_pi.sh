@@ -173,7 +173,8 @@ systemctl daemon-reload
 systemctl enable "$unit"
 if [ "$start" = yes ] && [ "$checked" = yes ]; then
     systemctl restart "$unit"
-    echo "started: journalctl -u $unit -f; events in /var/lib/oido/events.jsonl"
+    echo "started: journalctl -u $unit -f; what it heard: sudo $prefix/venv/bin/oido-edge events;" \
+        "wiring: systemctl stop $unit && sudo $prefix/venv/bin/oido-edge leds"
 elif [ "$checked" = no ]; then
     # Not restarted: a running service keeps listening with the model it loaded until the fix.
     echo "installed and enabled, not (re)started: the check failed; after the fix: systemctl restart $unit"
