@@ -33,7 +33,7 @@ from edge.config import (
     parse_assignment,
 )
 from edge.detect import DetectorConfig
-from edge.errors import AudioError, ConfigError, OidoError
+from edge.errors import AudioError, ConfigError, OidoError, listed
 from edge.params import DEFAULT_PARAMS
 
 log = logging.getLogger(__name__)
@@ -414,7 +414,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if len(unreadable) == 1:
         raise unreadable[0]
     if unreadable:
-        raise AudioError("\n  ".join([f"{len(unreadable)} of {len(files)} files cannot be read:", *map(str, unreadable)]))
+        raise AudioError(listed(f"{len(unreadable)} of {len(files)} files cannot be read", unreadable))
     base = _load_base_pipeline(config)
     use_leds = args.leds or args.mock_gpio
     leds = _open_leds(config, mock=args.mock_gpio) if use_leds else NullLedBank(config.leds.pins)

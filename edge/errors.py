@@ -7,7 +7,7 @@ ValueError; the CLI catches ``OidoError`` and prints the message without a trace
 from __future__ import annotations
 
 import os
-from typing import Optional, Union
+from typing import Iterable, Optional, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -37,3 +37,12 @@ class ManifestError(OidoError):
 
 class ConfigError(OidoError):
     """A setting (config file, command line, DetectorConfig field) is invalid."""
+
+
+def listed(header: str, errors: Iterable[object], *, limit: Optional[int] = None) -> str:
+    """One message for several bad inputs: `header:` then each error on its own indented line
+    (the first `limit`, then how many more), so one pass fixes them all."""
+    lines = [str(error) for error in errors]
+    shown = lines if limit is None else lines[:limit]
+    more = [f"... and {len(lines) - len(shown)} more"] if len(lines) > len(shown) else []
+    return "\n  ".join([f"{header}:", *shown, *more])

@@ -31,6 +31,7 @@ import numpy.typing as npt
 import soundfile as sf
 import soxr
 
+from edge.errors import listed
 from edge.params import DEFAULT_PARAMS, Params
 from train.assets import ESC50_ENV, ESC50_URL, AssetError, Esc50Catalog, find_esc50, user_cache_dir
 from train.extra_background import DEBIAN_SFX, FOLDERS_SUBDIR, ExtraClip, describe, extra_background_clips, folder_clips
@@ -485,10 +486,7 @@ def _raise_all(errors: Sequence[DatasetError], *, kept: str = "") -> None:
         return
     if len(errors) == 1 and not kept:
         raise errors[0]
-    shown = [f"  {error}" for error in errors[:_LISTED_ERRORS]]
-    if len(errors) > _LISTED_ERRORS:
-        shown.append(f"  ... and {len(errors) - _LISTED_ERRORS} more")
-    raise DatasetError("\n".join([f"{len(errors)} input file(s) cannot be used{kept}:", *shown]))
+    raise DatasetError(listed(f"{len(errors)} input file(s) cannot be used{kept}", errors, limit=_LISTED_ERRORS))
 
 
 def _convert(clip: _PlannedClip, audio_dir: Path, *, params: Params) -> dict[str, Any]:
