@@ -10,7 +10,7 @@
 #   --cpu    pi4: Cortex-A72 (no int8 dot product); pi5: Cortex-A76 (SDOT); both (default)
 #   --extra  edge: ai-edge-litert (the version installed here, else the newest) + numpy 2 (default);
 #            edge-legacy: tflite-runtime 2.14 + numpy<2
-#   --limit  check only the first N golden clips (emulation runs about 30x slower than this CPU)
+#   --limit  check only the first N golden clips (emulated, 104 clips take about 5 minutes per core)
 #   -- ARGS  then run `python -m edge ARGS` there too, e.g.
 #            -- replay clip.wav --mock-gpio --config scripts/oido.toml --model-dir model
 #
