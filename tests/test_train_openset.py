@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -289,11 +290,34 @@ def test_dropout_trains_differently_and_leaves_the_tutorial_head(toy_task: Task)
     np.testing.assert_array_equal(predict_probabilities(model, embeddings), predict_probabilities(model, embeddings))
 
 
+def test_a_context_head_trains_on_each_patch_with_the_patches_before_it(toy_task: Task) -> None:
+    pytest.importorskip("tensorflow")
+    from train.context import context_features
+    from train.openset import train_heads
+
+    factory = StreamFactory(toy_task, RandomEmbedder(), cache_dir=None, library=AudioLibrary())
+    clips = toy_task.select(folds=[1])
+    recipe = OpenSetRecipe(mix=None, training_streams=1, epochs=2, context_patches=3)
+    data = training_set(factory, clips, recipe, augment_cache=None)
+    plain = training_set(factory, clips, replace(recipe, context_patches=0), augment_cache=None)
+    assert {e.shape[1] for e in data.clip_embeddings} == {2 * EMBEDDING}
+    assert data.num_patches == plain.num_patches and data.clip_labels == plain.clip_labels
+    # the first half of every row is the patch's embedding: the same rows as without context
+    np.testing.assert_array_equal(np.concatenate(data.clip_embeddings)[:, :EMBEDDING], np.concatenate(plain.clip_embeddings))
+    heads = train_heads(factory, clips, recipe, augment_cache=None)
+    assert heads.context_patches == 3 and int(heads.models[0].inputs[0].shape[-1]) == 2 * EMBEDDING
+    embeddings = np.random.default_rng(4).standard_normal((8, EMBEDDING)).astype(np.float32)
+    # predict() takes consecutive embeddings and hears each with the three before it
+    np.testing.assert_allclose(heads.predict(embeddings)[5:], heads.predict(embeddings[2:])[3:], atol=1e-6)
+    assert not np.allclose(heads.predict(embeddings)[1], heads.predict(embeddings[1:])[0], atol=1e-4)
+    np.testing.assert_array_equal(heads.logits(embeddings), heads.logits_of_features(context_features(embeddings, 3)))
+
+
 def test_temperature_softens_an_overconfident_head() -> None:
     from train.openset import HeadEnsemble, fit_temperature
 
     class Fixed(HeadEnsemble):
-        def logits(self, embeddings: np.ndarray) -> np.ndarray:
+        def logits_of_features(self, features: np.ndarray) -> np.ndarray:
             return self._logits
 
     rng = np.random.default_rng(0)

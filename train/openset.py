@@ -41,6 +41,7 @@ from edge.detect import DetectorConfig, thresholds_text
 from edge.params import DEFAULT_PARAMS, Params
 from edge.pipeline import StreamingPipeline
 from train.augment import DEFAULT_AUGMENT_CACHE, MixOptions, embed_mixes, plan_mixes
+from train.context import context_features
 from train.datasets import FALSE_ALARM_TAG
 from train.embeddings import patch_rms_dbfs
 from train.extra_background import LISTENING_SETS
@@ -295,11 +296,18 @@ class OpenSetRecipe:
     background_subclasses: bool = False
     """Train one softmax output per background category (e.g. dog, rain, ...) and sum them into
     the background label afterwards (a fixed layer in the exported head)."""
+    context_patches: int = 0
+    """The head also takes the mean embedding of this many patches before each one
+    (train.context; 0: the embedding alone, the tutorial's input). Measured and not kept: it
+    detects targets later, because at an onset the patches before are the sound before. Only
+    `loco` and `ablation` train such heads; the Pi's pipeline feeds embeddings alone."""
     seed: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.context_patches < 0:
+            raise ValueError(f"context_patches must be >= 0, got {self.context_patches}")
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
@@ -417,7 +425,7 @@ def training_set(
         # audio embeds close to it, and learning it as background keeps quiet rooms dark.
         labels[~params.audible(clip.level_db)] = space.quiet(None)
         keep = labels >= 0
-        _split_by_label(clip.embeddings[keep], labels[keep], clip.source, out)
+        _split_by_label(context_features(clip.embeddings, recipe.context_patches)[keep], labels[keep], clip.source, out)
     if recipe.mix is not None and recipe.mix.copies > 0:
         library = factory.library
         targets = [c for c in clips if c.label != background]
@@ -434,7 +442,7 @@ def training_set(
             # Without a bed a quiet patch is silence, which the plain clips already teach.
             labels[quiet] = space.quiet(bed) if bed is not None else -1
             keep = labels >= 0
-            _split_by_label(mixed.embeddings[keep], labels[keep], source.source, out)
+            _split_by_label(context_features(mixed.embeddings, recipe.context_patches)[keep], labels[keep], source.source, out)
     if recipe.training_streams > 0:
         allowed = {str(Path(c.path).resolve()): c for c in clips}
         for fold in sorted({c.fold for c in clips}):
@@ -443,7 +451,8 @@ def training_set(
                 patches = factory.patches(spec)
                 labels = label_stream_patches(spec, allowed, space, recipe=recipe, factory=factory)
                 keep = labels >= 0
-                _split_by_label(patches.embeddings[keep], labels[keep], f"stream:{fold}:{copy}", out)
+                features = context_features(patches.embeddings, recipe.context_patches)
+                _split_by_label(features[keep], labels[keep], f"stream:{fold}:{copy}", out)
     return out
 
 
@@ -520,6 +529,8 @@ class HeadEnsemble:
     """float32 [training outputs, task labels]"""
     output_names: tuple[str, ...]
     temperature: float = 1.0
+    context_patches: int = 0
+    """The heads take edge.context features of this many patches (0: embeddings)."""
 
     @staticmethod
     def _layers(model: Any) -> list[tuple[FloatArray, FloatArray, str]]:
@@ -531,9 +542,17 @@ class HeadEnsemble:
             for layer in layers
         ]
 
+    def features(self, embeddings: FloatArray) -> FloatArray:
+        """The heads' input for consecutive patches' embeddings (edge.context.context_features)."""
+        return context_features(embeddings, self.context_patches)
+
     def logits(self, embeddings: FloatArray) -> FloatArray:
-        """Pre-softmax outputs of every head: float32 [heads, p, training outputs] (numpy, float32)."""
-        x0 = np.asarray(embeddings, np.float32)
+        """Pre-softmax outputs of every head for consecutive patches: float32 [heads, p, training outputs]."""
+        return self.logits_of_features(self.features(embeddings))
+
+    def logits_of_features(self, features: FloatArray) -> FloatArray:
+        """Pre-softmax outputs of every head for its input rows (features())."""
+        x0 = np.asarray(features, np.float32)
         results = []
         for model in self.models:
             x = x0
@@ -600,11 +619,11 @@ TEMPERATURE_GRID = tuple(float(t) for t in np.exp(np.linspace(math.log(0.5), mat
 def fit_temperature(pairs: Sequence[tuple[HeadEnsemble, FloatArray, IntArray]]) -> float:
     """Temperature minimising the mean negative log-likelihood of held-out patches.
 
-    pairs: (heads, embeddings float32 [n, 1024], task labels int [n]) with each heads' own
-    held-out clips (out of fold). Standard temperature scaling: keeps every argmax, makes the
+    pairs: (heads, their input rows float32 [n, features] (HeadEnsemble.features of each clip),
+    task labels int [n]) with each heads' own held-out clips (out of fold). Standard temperature scaling: keeps every argmax, makes the
     probabilities honest so that thresholds land where they can be told apart.
     """
-    cached = [(heads.logits(x), heads.merge, np.asarray(y, np.int64)) for heads, x, y in pairs if len(y)]
+    cached = [(heads.logits_of_features(x), heads.merge, np.asarray(y, np.int64)) for heads, x, y in pairs if len(y)]
     if not cached:
         return 1.0
     best, best_nll = 1.0, math.inf
@@ -631,7 +650,7 @@ def train_heads(
     data = training_set(factory, clips, recipe, augment_cache=augment_cache)
     models = [fit_patches(data, recipe, seed=recipe.seed + member) for member in range(recipe.ensemble)]
     logger.info("trained %d head(s) on %d patches", len(models), data.num_patches)
-    return HeadEnsemble(models=models, merge=data.merge, output_names=data.output_names)
+    return HeadEnsemble(models=models, merge=data.merge, output_names=data.output_names, context_patches=recipe.context_patches)
 
 
 def fit_patches(data: TrainingSet, recipe: OpenSetRecipe, *, seed: int, batch_size: int = 16, learning_rate: float = 1e-3) -> Any:
@@ -962,7 +981,7 @@ def oof_validation(
         for fold, heads in folds:
             held_out = task.select(folds=[fold], exclude_categories=exclude_categories, background=background)
             if held_out:
-                x = np.concatenate([c.embeddings for c in held_out])
+                x = np.concatenate([heads.features(c.embeddings) for c in held_out])
                 y = np.concatenate([np.full(len(c.embeddings), c.label, np.int64) for c in held_out])
                 pairs.append((heads, x, y))
         temperature = fit_temperature(pairs)
@@ -1650,6 +1669,9 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
     calibration_flags(loco)
     loco.add_argument("--categories", type=names_arg, default=None, metavar="A,B",
                       help="background categories to leave out in turn (default: all)")  # fmt: skip
+    loco.add_argument("--context-patches", type=int, default=DEFAULT_RECIPE.context_patches, metavar="K",
+                      help="measure a head that also hears the mean embedding of the K patches before each one "
+                           "(train.context; measured and not kept, so fit-openset has no such flag) (default: 0)")  # fmt: skip
     loco.set_defaults(run=loco_main)
 
     from train.feedback import RETRAIN_AS
@@ -1694,6 +1716,7 @@ def _recipe_from_args(args: argparse.Namespace) -> OpenSetRecipe:
         class_weight=args.class_weight,
         quiet_below_peak_db=args.quiet_below_peak_db,
         mix=replace(mix, copies=args.mix_copies) if args.mix_copies > 0 else None,
+        context_patches=getattr(args, "context_patches", DEFAULT_RECIPE.context_patches),
         **values,
     )
 
@@ -1928,6 +1951,7 @@ ABLATION: dict[str, Variant] = {
     "ensemble": Variant("default + 3 heads averaged", replace(DEFAULT_RECIPE, ensemble=3)),
     "epochs": Variant("default, 40 epochs", replace(DEFAULT_RECIPE, epochs=40)),
     "dropout": Variant("default, 40 epochs + dropout 0.5", replace(DEFAULT_RECIPE, epochs=40, dropout=0.5)),
+    "context": Variant("default + the mean of the 3 patches before each one", replace(DEFAULT_RECIPE, context_patches=3)),
 }
 """Variants measured by `oido-train ablation`: the first five build the default up, the rest change one thing in it
 (dropout: with the 40 epochs of `epochs`)."""
