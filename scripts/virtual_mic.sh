@@ -12,12 +12,18 @@
 # is harmless for a throw-away server): it runs in per-user mode with its own runtime directory
 # and an anonymous unix socket, so no system-wide daemon, D-Bus or login session is needed.
 # Environment: OIDO_PULSE_DIR (runtime directory, default /tmp/oido-pulse-$UID),
-# OIDO_PULSE_SINK (sink name, default oido_null).
+# OIDO_PULSE_SINK (sink name, default oido_null), OIDO_PULSE_SHARED=1 (every local user can reach
+# the socket, for a test that captures as another user: the installer's check as `oido`).
 set -euo pipefail
 
 runtime_dir="${OIDO_PULSE_DIR:-/tmp/oido-pulse-$(id -u)}"
 sink="${OIDO_PULSE_SINK:-oido_null}"
-socket="$runtime_dir/pulse/native"
+shared="${OIDO_PULSE_SHARED:-0}"
+if [ "$shared" = 1 ]; then
+    socket="$runtime_dir/shared/native"  # PulseAudio keeps its own pulse/ owner-only
+else
+    socket="$runtime_dir/pulse/native"
+fi
 server="unix:$socket"
 pidfile="$runtime_dir/pulse/pid"
 
@@ -43,7 +49,12 @@ start() {
         fi
     done
     mkdir -p "$runtime_dir"
-    chmod 700 "$runtime_dir"
+    if [ "$shared" = 1 ]; then
+        chmod 755 "$runtime_dir"
+        install -d -m 755 "$runtime_dir/shared"
+    else
+        chmod 700 "$runtime_dir"
+    fi
     if ! running; then
         # -n: no default.pa (no hardware modules); the protocol module gives us a socket we know.
         XDG_RUNTIME_DIR="$runtime_dir" pulseaudio \
