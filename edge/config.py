@@ -11,6 +11,7 @@ A mistake in the file raises ConfigError naming the file, the line, the key and 
 
 from __future__ import annotations
 
+import getpass
 import math
 import os
 import re
@@ -212,6 +213,14 @@ _TABLES: dict[str, dict[str, tuple[type, ...]]] = {
 _FIELD_NAMES = {("leds", "status"): "status_pin"}
 
 
+def _user_name() -> str:
+    """This process's user name, or its uid where the name cannot be found (a container's bare uid)."""
+    try:
+        return getpass.getuser()
+    except Exception:  # KeyError or OSError, by Python version, for a uid without a name
+        return f"uid {os.getuid()}"
+
+
 def read_toml_text(path: Union[str, Path], *, what: str, example: str) -> str:
     """The text of the TOML file `path` (`what` it is, e.g. "configuration", and `example`, the
     repository file to copy, name it in messages). Raises ConfigError naming the file."""
@@ -221,6 +230,12 @@ def read_toml_text(path: Union[str, Path], *, what: str, example: str) -> str:
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: no such {what} file; pass --config with an existing file (an example is {example})"
+        ) from None
+    except PermissionError:
+        # The service reads /etc/oido/oido.toml as its own user: an editor that saved it owner-only hides it.
+        raise ConfigError(
+            f"{path}: the {what} file cannot be read by user {_user_name()} (permission denied); "
+            f"make it readable: sudo chmod 644 {path}"
         ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read the {what} file: {error}") from None

@@ -53,6 +53,23 @@ def test_unknown_key_names_the_file_the_line_and_the_known_keys(tmp_path):
     assert "devcie" in message and "'device'" in message
 
 
+def test_a_config_this_user_cannot_read_says_whose_it_is_and_the_fix(tmp_path, monkeypatch):
+    path = write(tmp_path, "model_dir = 'm'\n")
+    real_read_text = Path.read_text
+
+    def owner_only(self, *args, **kwargs):  # root reads any file: a chmod 600 alone proves nothing here
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", owner_only)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: the configuration file cannot be read by user ")
+    assert f"sudo chmod 644 {path}" in message
+
+
 def test_unknown_top_level_key_is_rejected(tmp_path):
     with pytest.raises(ConfigError, match=r"oido.toml:1: unknown key 'modeldir'"):
         load_config(write(tmp_path, "modeldir = 'x'\n"))

@@ -164,7 +164,7 @@ def test_the_check_runs_as_oido_so_a_config_only_root_can_read_fails_it(system):
     finally:
         config.chmod(0o644)
     assert "the check above failed" in result.stderr
-    assert str(config) in result.stderr and "ermission denied" in result.stderr, result.stderr
+    assert f"cannot be read by user {USER}" in result.stderr and f"sudo chmod 644 {config}" in result.stderr, result.stderr
     assert f"systemctl restart {UNIT}" not in calls
 
 

@@ -1952,6 +1952,8 @@ ABLATION: dict[str, Variant] = {
     "epochs": Variant("default, 40 epochs", replace(DEFAULT_RECIPE, epochs=40)),
     "dropout": Variant("default, 40 epochs + dropout 0.5", replace(DEFAULT_RECIPE, epochs=40, dropout=0.5)),
     "context": Variant("default + the mean of the 3 patches before each one", replace(DEFAULT_RECIPE, context_patches=3)),
+    "onset": Variant("default, stream patches with 0.2 s of a target labelled target (not 0.4 s)",
+                     replace(DEFAULT_RECIPE, min_target_overlap_seconds=0.2)),
 }
 """Variants measured by `oido-train ablation`: the first five build the default up, the rest change one thing in it
 (dropout: with the 40 epochs of `epochs`)."""
