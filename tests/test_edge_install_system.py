@@ -4,10 +4,10 @@ tests/test_edge_install.py stages the install under a directory. This test runs 
 staging skips: the system user and its groups, the start-up check run as that user through
 `runuser`, and the decision to (re)start the service or not. Two commands are stood in for by
 PATH shims that record their arguments: systemctl (there is no systemd as PID 1 here) and
-apt-get (Debian's workstation archive has no python3-lgpio, and CI installs the rest itself).
-The rest is real: useradd, usermod, runuser, the venv from Debian's python3, the pip install,
-and the installed `oido-edge listen --check` reading /etc/oido and /opt/oido as `oido`, and
-finding the virtual microphone.
+apt-get (Debian bookworm's archive has no python3-lgpio, Raspberry Pi OS's has; CI installs the
+rest itself). The rest is real: useradd, usermod, runuser, the venv from Debian's python3, the
+pip install, the installed `oido-edge listen --check` reading /etc/oido and /opt/oido as `oido`
+and finding the virtual microphone, and the unit's own command run by hand as its user.
 
 It changes this machine (a user, /opt/oido, /etc/oido, a unit, a logrotate rule) and removes
 them after, so it runs only where asked: OIDO_SYSTEM_TESTS=1, as root, on a machine where
@@ -17,8 +17,10 @@ none of them exists yet (.ci/run's fresh machine).
 from __future__ import annotations
 
 import grp
+import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -28,13 +30,15 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fixtures.assets import REPO, shipped_model_dir  # noqa: E402
-from fixtures.virtual_mic import virtual_mic_env  # noqa: E402
+from fixtures.assets import PINS, REPO, esc50_clip, shipped_model_dir  # noqa: E402
+from fixtures.virtual_mic import Running, play, virtual_mic_env  # noqa: E402
 
 INSTALLER = REPO / "scripts" / "install_pi.sh"
 USER = "oido"
 UNIT = "oido-edge.service"
-INSTALLED = [Path("/opt/oido"), Path("/etc/oido"), Path("/etc/systemd/system") / UNIT, Path("/etc/logrotate.d/oido-edge")]
+STATE = Path("/var/lib/oido")
+"""The unit's StateDirectory: systemd makes it at start, owned by oido; the test stands in for that."""
+INSTALLED = [Path("/opt/oido"), Path("/etc/oido"), Path("/etc/systemd/system") / UNIT, Path("/etc/logrotate.d/oido-edge"), STATE]
 GROUPS = ("gpio", "audio")
 SHIM = """#!/bin/sh
 echo "$(basename "$0") $*" >> "$OIDO_SHIM_LOG"
@@ -118,8 +122,14 @@ def install(env: dict[str, str], *options: str) -> tuple[subprocess.CompletedPro
     return result, calls
 
 
-def test_first_install_makes_the_user_checks_as_it_and_starts_the_service(system):
-    result, calls = install(system)
+@pytest.fixture(scope="module")
+def first_install(system: dict[str, str]) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """The installer's first run on this machine (every test below starts from it)."""
+    return install(system)
+
+
+def test_first_install_makes_the_user_checks_as_it_and_starts_the_service(first_install):
+    result, calls = first_install
     # apt was asked for what the Pi needs, among them the lgpio the venv's gpiozero uses.
     apt = [c for c in calls if c.startswith("apt-get ")]
     assert apt[0] == "apt-get update -qq" and "python3-lgpio" in apt[1] and "libportaudio2" in apt[1], apt
@@ -140,9 +150,50 @@ def test_first_install_makes_the_user_checks_as_it_and_starts_the_service(system
     assert version.returncode == 0 and "listen" in version.stdout, version.stderr
 
 
-def test_a_rerun_whose_check_fails_leaves_the_running_service_alone(system):
+def unit_settings() -> dict[str, list[str]]:
+    """The installed unit's [Service] settings: key -> values (Environment= may come more than once)."""
+    settings: dict[str, list[str]] = {}
+    for line in Path("/etc/systemd/system", UNIT).read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_the_service_command_as_its_user_hears_a_crying_baby_and_logs_it(system, first_install):
+    """What systemd would start, started by hand: the unit's ExecStart, as its User, in its
+    WorkingDirectory (the StateDirectory, made as systemd makes it) with its Environment, for 9 s
+    (--duration) with mock pins. A crying baby played into the microphone lights GPIO17 only,
+    and the event lands in /var/lib/oido/events.jsonl, where `oido-edge events` finds it."""
+    settings = unit_settings()
+    user = pwd.getpwnam(settings["User"][0])
+    STATE.mkdir(mode=0o750)
+    os.chown(STATE, user.pw_uid, user.pw_gid)
+    env = dict(system)
+    for assignment in settings["Environment"]:
+        key, value = assignment.split("=", 1)
+        env[key] = value.replace("%S", "/var/lib")
+    command = settings["ExecStart"][0].split() + ["--duration", "9", "--mock-gpio"]
+    listener = Running(["runuser", "-u", user.pw_name, "--", *command], env, cwd=STATE)
+    listener.wait_for_line("listening on input", timeout=120)
+    assert play(esc50_clip("crying_baby"), env).returncode == 0
+    returncode, stdout, stderr = listener.finish(timeout=120)
+    assert returncode == 0, stderr
+    lit = {label for label, history in re.findall(r"^gpio (\S+) pin \S+: (.*)$", stdout, re.M) if "on@" in history}
+    assert lit & set(PINS) == {"crying_baby"}, stdout
+    log = STATE / "events.jsonl"
+    assert log.stat().st_uid == user.pw_uid
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert records and {r["label"] for r in records} == {"crying_baby"}, records
+    history = subprocess.run(["/opt/oido/venv/bin/oido-edge", "events", "--config", "/etc/oido/oido.toml"],
+                             capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+    assert history.returncode == 0 and "crying_baby" in history.stdout, history.stdout + history.stderr
+
+
+def test_a_rerun_whose_check_fails_leaves_the_running_service_alone(system, first_install):
     config = Path("/etc/oido/oido.toml")
-    config.write_text(config.read_text(encoding="utf-8").replace("water_drops = 23", "kettle = 23"), encoding="utf-8")
+    example = (REPO / "scripts" / "oido.toml").read_text(encoding="utf-8")
+    config.write_text(example.replace("water_drops = 23", "kettle = 23"), encoding="utf-8")
     result, calls = install(system)
     assert "keeping the existing /etc/oido/oido.toml" in result.stdout
     assert "names class 'kettle', which is not one of the labels" in result.stderr
@@ -154,10 +205,11 @@ def test_a_rerun_whose_check_fails_leaves_the_running_service_alone(system):
         assert USER in grp.getgrnam(name).gr_mem, name
 
 
-def test_the_check_runs_as_oido_so_a_config_only_root_can_read_fails_it(system):
+def test_the_check_runs_as_oido_so_a_config_only_root_can_read_fails_it(system, first_install):
     """A config saved by an editor that keeps it owner-only: root could read it, the service could
     not. The check, run as oido, says so at install time instead of in the journal later."""
     config = Path("/etc/oido/oido.toml")
+    shutil.copyfile(REPO / "scripts" / "oido.toml", config)
     config.chmod(0o600)
     try:
         result, calls = install(system)
@@ -168,9 +220,8 @@ def test_the_check_runs_as_oido_so_a_config_only_root_can_read_fails_it(system):
     assert f"systemctl restart {UNIT}" not in calls
 
 
-def test_no_start_installs_and_enables_without_starting(system):
-    config = Path("/etc/oido/oido.toml")
-    config.write_text(config.read_text(encoding="utf-8").replace("kettle = 23", "water_drops = 23"), encoding="utf-8")
+def test_no_start_installs_and_enables_without_starting(system, first_install):
+    shutil.copyfile(REPO / "scripts" / "oido.toml", "/etc/oido/oido.toml")
     result, calls = install(system, "--no-start")
     assert "check passed" in result.stdout, result.stderr
     assert [c for c in calls if c.startswith("systemctl ")] == ["systemctl daemon-reload", f"systemctl enable {UNIT}"]
