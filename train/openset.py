@@ -1955,6 +1955,7 @@ ABLATION: dict[str, Variant] = {
     "onset": Variant("default, stream patches with 0.2 s of a target labelled target (not 0.4 s)",
                      replace(DEFAULT_RECIPE, min_target_overlap_seconds=0.2)),
     "streams4": Variant("default with 4 training streams per fold (not 2)", replace(DEFAULT_RECIPE, training_streams=4)),
+    "epochs10": Variant("default, 10 epochs", replace(DEFAULT_RECIPE, epochs=10)),
 }
 """Variants measured by `oido-train ablation`: the first five build the default up, the rest change one thing in it
 (dropout: with the 40 epochs of `epochs`)."""
