@@ -529,7 +529,16 @@ def cmd_events(args: argparse.Namespace) -> int:
     if target == "-":
         raise ConfigError("the config logs events to stdout ('-'): give --event-log PATH to read a log file")
     path = Path(target)
-    records, bad, files = read_event_logs(path)
+    try:
+        records, bad, files = read_event_logs(path)
+    except PermissionError as error:
+        # The service's log belongs to its user (/var/lib/oido is oido's, mode 0750). sudo's PATH
+        # lacks the venv, so name this very command (/opt/oido/venv/bin/oido-edge on a Pi).
+        command = sys.argv[0] if Path(sys.argv[0]).name == "oido-edge" else "oido-edge"
+        raise ConfigError(
+            f"{error.filename or path}: permission denied: the event log is the service user's; "
+            f"read it as root: sudo {command} events"
+        ) from None
     if not files:
         print(f"no events logged yet: {path} does not exist (another log: --event-log PATH)")
         return EXIT_OK

@@ -397,7 +397,9 @@ def event_log_files(path: Path) -> list[Path]:
 
 
 def read_event_logs(path: Path) -> tuple[list[dict[str, Any]], int, list[Path]]:
-    """(every record of the log and its rotated files, oldest first; lines that are not a record; the files)."""
+    """(every record of the log and its rotated files, oldest first; lines that are not a record; the files).
+
+    Raises PermissionError when this user may not read the log's folder or one of its files."""
     import gzip
 
     records: list[dict[str, Any]] = []
@@ -419,7 +421,9 @@ def read_event_logs(path: Path) -> tuple[list[dict[str, Any]], int, list[Path]]:
                         records.append(record)
                     else:
                         bad += 1
-        except (OSError, EOFError) as error:  # unreadable or a torn .gz: the others still count
+        except PermissionError:
+            raise  # not this user's to read: every count would be short, so no count at all
+        except (OSError, EOFError) as error:  # a torn .gz or a bad disk block: the others still count
             log.warning("%s: cannot read (%s); skipped", file, error)
     return records, bad, files
 

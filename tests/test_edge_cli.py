@@ -264,6 +264,47 @@ def test_events_counts_per_day_and_lists_the_latest_across_rotated_logs(tmp_path
     assert "no events logged yet" in capsys.readouterr().out
 
 
+def test_events_of_a_log_this_user_may_not_read_says_to_use_sudo(tmp_path, capsys, monkeypatch):
+    """/var/lib/oido is the service user's (0750): `oido-edge events` without sudo cannot list it. Root
+    reads any folder, so the refusal is stood in for here; tests/test_edge_install_system.py runs
+    the real one as another user."""
+    import edge.events
+
+    log_path = tmp_path / "state" / "events.jsonl"
+    log_path.parent.mkdir()
+    log_path.write_text("")
+
+    def refused(path):
+        raise PermissionError(13, "Permission denied", str(path.parent))
+
+    monkeypatch.setattr(edge.events, "event_log_files", refused)
+    assert cli.main(["events", "--event-log", str(log_path)]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{log_path.parent}: permission denied: the event log is the service user's" in err
+    assert "sudo " in err and " events" in err
+
+
+def test_a_rotated_file_this_user_may_not_read_stops_the_count(tmp_path, monkeypatch):
+    """A file skipped for permissions would make every count short without saying so: it is an error."""
+    import builtins
+
+    from edge.events import read_event_logs
+
+    log_path = tmp_path / "events.jsonl"
+    log_path.write_text("")
+    (tmp_path / "events.jsonl.1").write_text("")
+    real_open = builtins.open
+
+    def owner_only(file, *args, **kwargs):
+        if str(file).endswith(".jsonl.1"):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", owner_only)
+    with pytest.raises(PermissionError):
+        read_event_logs(log_path)
+
+
 def test_record_needs_an_output_or_a_dataset(capsys):
     assert cli.main(["record", "--dataset", "d"]) == cli.EXIT_USAGE
     assert "--label" in capsys.readouterr().err

@@ -188,6 +188,12 @@ def test_the_service_command_as_its_user_hears_a_crying_baby_and_logs_it(system,
     history = subprocess.run(["/opt/oido/venv/bin/oido-edge", "events", "--config", "/etc/oido/oido.toml"],
                              capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
     assert history.returncode == 0 and "crying_baby" in history.stdout, history.stdout + history.stderr
+    # Another user (the Pi's own login, here `nobody`) is told how to read it, not shown a traceback.
+    refused = subprocess.run(["runuser", "-u", "nobody", "--", "/opt/oido/venv/bin/oido-edge", "events", "--config",
+                              "/etc/oido/oido.toml"], capture_output=True, text=True, timeout=120, env=env, cwd="/")  # fmt: skip
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "/var/lib/oido: permission denied" in refused.stderr
+    assert "sudo /opt/oido/venv/bin/oido-edge events" in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_a_rerun_whose_check_fails_leaves_the_running_service_alone(system, first_install):
