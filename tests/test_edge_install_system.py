@@ -24,7 +24,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -52,17 +52,10 @@ pytestmark = [
 ]  # fmt: skip
 
 
-def _user_exists(name: str) -> bool:
+def _known(lookup: Callable[[str], object], name: str) -> bool:
+    """Whether the user (pwd.getpwnam) or group (grp.getgrnam) `name` exists."""
     try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
-
-
-def _group_exists(name: str) -> bool:
-    try:
-        grp.getgrnam(name)
+        lookup(name)
     except KeyError:
         return False
     return True
@@ -82,10 +75,10 @@ def system(tmp_path_factory: pytest.TempPathFactory, shared_mic: dict[str, str])
             pytest.skip(f"{tool} is not installed")
     if not Path("/usr/bin/python3").is_file():
         pytest.skip("needs Debian's /usr/bin/python3, as on Raspberry Pi OS")
-    present = [str(p) for p in INSTALLED if p.exists()] + ([f"user {USER}"] if _user_exists(USER) else [])
+    present = [str(p) for p in INSTALLED if p.exists()] + ([f"user {USER}"] if _known(pwd.getpwnam, USER) else [])
     if present:
         pytest.skip(f"Oído is installed on this machine ({', '.join(present)}): this test would replace it")
-    groups_before = {name for name in GROUPS if _group_exists(name)}
+    groups_before = {name for name in GROUPS if _known(grp.getgrnam, name)}
     shims = tmp_path_factory.mktemp("shims")
     for name in ("systemctl", "apt-get"):
         (shims / name).write_text(SHIM)
@@ -95,10 +88,10 @@ def system(tmp_path_factory: pytest.TempPathFactory, shared_mic: dict[str, str])
     try:
         yield env
     finally:
-        if _user_exists(USER):
+        if _known(pwd.getpwnam, USER):
             subprocess.run(["userdel", USER], capture_output=True, timeout=60)
         for name in set(GROUPS) - groups_before:
-            if _group_exists(name):
+            if _known(grp.getgrnam, name):
                 subprocess.run(["groupdel", name], capture_output=True, timeout=60)
         for path in INSTALLED:
             if path.is_dir():
