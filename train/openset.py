@@ -530,7 +530,7 @@ class HeadEnsemble:
     output_names: tuple[str, ...]
     temperature: float = 1.0
     context_patches: int = 0
-    """The heads take edge.context features of this many patches (0: embeddings)."""
+    """The heads take train.context features of this many patches (0: embeddings)."""
 
     @staticmethod
     def _layers(model: Any) -> list[tuple[FloatArray, FloatArray, str]]:
@@ -543,7 +543,7 @@ class HeadEnsemble:
         ]
 
     def features(self, embeddings: FloatArray) -> FloatArray:
-        """The heads' input for consecutive patches' embeddings (edge.context.context_features)."""
+        """The heads' input for consecutive patches' embeddings (train.context.context_features)."""
         return context_features(embeddings, self.context_patches)
 
     def logits(self, embeddings: FloatArray) -> FloatArray:
@@ -620,8 +620,9 @@ def fit_temperature(pairs: Sequence[tuple[HeadEnsemble, FloatArray, IntArray]]) 
     """Temperature minimising the mean negative log-likelihood of held-out patches.
 
     pairs: (heads, their input rows float32 [n, features] (HeadEnsemble.features of each clip),
-    task labels int [n]) with each heads' own held-out clips (out of fold). Standard temperature scaling: keeps every argmax, makes the
-    probabilities honest so that thresholds land where they can be told apart.
+    task labels int [n]) with each heads' own held-out clips (out of fold). Standard temperature
+    scaling: keeps every argmax, makes the probabilities honest so that thresholds land where they
+    can be told apart.
     """
     cached = [(heads.logits_of_features(x), heads.merge, np.asarray(y, np.int64)) for heads, x, y in pairs if len(y)]
     if not cached:
