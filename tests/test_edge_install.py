@@ -22,21 +22,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fixtures.assets import PINS, REPO, esc50_clip, shipped_model_dir  # noqa: E402
-
-INSTALLER = REPO / "scripts" / "install_pi.sh"
-UNIT = "oido-edge.service"
+from fixtures.installer import INSTALLER, UNIT, pi_like_python  # noqa: E402
 
 pytestmark = pytest.mark.slow
-
-
-def pi_like_python() -> list[str]:
-    """--python for Debian's own python3 when it can make venvs: like Raspberry Pi OS's, its system
-    site holds none of the packages this checkout's environment has, so the venv must get every
-    one of them from the extra."""
-    system = Path("/usr/bin/python3")
-    if system.is_file() and subprocess.run([str(system), "-c", "import ensurepip, venv"], capture_output=True).returncode == 0:
-        return ["--python", str(system)]
-    return []
 
 
 def install(root: Path, model_dir: Path, *options: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

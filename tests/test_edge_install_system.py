@@ -31,11 +31,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fixtures.assets import PINS, REPO, esc50_clip, shipped_model_dir  # noqa: E402
+from fixtures.installer import INSTALLER, UNIT, pi_like_python  # noqa: E402
 from fixtures.virtual_mic import Running, play, virtual_mic_env  # noqa: E402
 
-INSTALLER = REPO / "scripts" / "install_pi.sh"
 USER = "oido"
-UNIT = "oido-edge.service"
 STATE = Path("/var/lib/oido")
 """The unit's StateDirectory: systemd makes it at start, owned by oido; the test stands in for that."""
 INSTALLED = [Path("/opt/oido"), Path("/etc/oido"), Path("/etc/systemd/system") / UNIT, Path("/etc/logrotate.d/oido-edge"), STATE]
@@ -73,8 +72,8 @@ def system(tmp_path_factory: pytest.TempPathFactory, shared_mic: dict[str, str])
     for tool in ("runuser", "useradd", "usermod", "groupadd"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed")
-    if not Path("/usr/bin/python3").is_file():
-        pytest.skip("needs Debian's /usr/bin/python3, as on Raspberry Pi OS")
+    if not pi_like_python():
+        pytest.skip("needs Debian's /usr/bin/python3 with venv (python3-venv), as on Raspberry Pi OS")
     present = [str(p) for p in INSTALLED if p.exists()] + ([f"user {USER}"] if _known(pwd.getpwnam, USER) else [])
     if present:
         pytest.skip(f"Oído is installed on this machine ({', '.join(present)}): this test would replace it")
@@ -108,8 +107,8 @@ def install(env: dict[str, str], *options: str) -> tuple[subprocess.CompletedPro
     # (0700 on bookworm): the check, as oido, must not depend on the folder it was started from.
     home = Path(env["OIDO_SHIM_LOG"]).parent / "home"
     home.mkdir(mode=0o700, exist_ok=True)
-    result = subprocess.run(["bash", str(INSTALLER), "--model-dir", str(shipped_model_dir()), "--python", "/usr/bin/python3",
-                             *options], capture_output=True, text=True, timeout=900, env=env, cwd=home)  # fmt: skip
+    result = subprocess.run(["bash", str(INSTALLER), "--model-dir", str(shipped_model_dir()), *pi_like_python(), *options],
+                            capture_output=True, text=True, timeout=900, env=env, cwd=home)  # fmt: skip
     assert result.returncode == 0, f"install_pi.sh failed:\n{result.stdout}\n{result.stderr}"
     calls = log.read_text().splitlines() if log.exists() else []
     return result, calls
