@@ -56,15 +56,23 @@ class MixOptions:
     min_patch_snr_db: float = 0.0
     """A mixed patch is labelled a target only where the target is at least this much louder
     than the background in it; below, it is left out of training."""
+    speed: tuple[float, float] = (1.0, 1.0)
+    """Range of the target's playback speed (uniform; 1.1 plays it 10% faster and higher, as a
+    smaller clock or a younger baby would sound). (1, 1): unchanged, the default."""
+    tilt_db_per_octave: tuple[float, float] = (0.0, 0.0)
+    """Range of a spectral tilt applied to the mixture (uniform, dB per octave around 1 kHz),
+    as another microphone or room would colour it. (0, 0): none, the default."""
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.copies < 0:
             raise ValueError(f"MixOptions.copies must be 0 or more, got {self.copies}")
-        for name in ("snr_db", "gain_db"):
+        for name in ("snr_db", "gain_db", "speed", "tilt_db_per_octave"):
             low, high = getattr(self, name)
             if low > high:
                 raise ValueError(f"MixOptions.{name} must be (low, high), got {getattr(self, name)}")
+        if not (0.5 <= self.speed[0] and self.speed[1] <= 2.0):
+            raise ValueError(f"MixOptions.speed must lie within [0.5, 2], got {self.speed}")
         if not 0.0 <= self.background_probability <= 1.0:
             raise ValueError(f"MixOptions.background_probability must be in [0, 1], got {self.background_probability}")
 
@@ -80,6 +88,17 @@ class MixPlan:
     snr_db: float
     gain_db: float
     shift_samples: int
+    speed: float = 1.0
+    tilt_db_per_octave: float = 0.0
+
+
+NEUTRAL_PLAN = {"speed": 1.0, "tilt_db_per_octave": 0.0}
+"""Plan fields added after the first cache format: left out of cache keys at these values, so
+plans made before them keep their cached embeddings."""
+
+
+def _plan_key(plan: MixPlan) -> dict[str, object]:
+    return {k: v for k, v in asdict(plan).items() if NEUTRAL_PLAN.get(k, object()) != v}
 
 
 def plan_mixes(
@@ -106,16 +125,45 @@ def plan_mixes(
                     snr_db=round(float(rng.uniform(*options.snr_db)), 3),
                     gain_db=round(float(rng.uniform(*options.gain_db)), 3),
                     shift_samples=int(rng.integers(params.hop_samples)) if options.shift else 0,
+                    speed=_draw(rng, options.speed, 1.0, 4),
+                    tilt_db_per_octave=_draw(rng, options.tilt_db_per_octave, 0.0, 2),
                 )
             )
     return plans
+
+
+def _draw(rng: np.random.Generator, bounds: tuple[float, float], neutral: float, digits: int) -> float:
+    """A uniform draw from bounds; no draw (so the other draws stay as they were) when they are (neutral, neutral)."""
+    if bounds == (neutral, neutral):
+        return neutral
+    return round(float(rng.uniform(*bounds)), digits)
+
+
+def change_speed(waveform: npt.NDArray[np.floating], speed: float, *, sample_rate_hz: int) -> npt.NDArray[np.float64]:
+    """The waveform played `speed` times faster (shorter and higher), resampled with soxr."""
+    if speed == 1.0:
+        return np.asarray(waveform, np.float64)
+    import soxr
+
+    return np.asarray(soxr.resample(np.asarray(waveform, np.float64), sample_rate_hz, round(sample_rate_hz / speed), quality="VHQ"), np.float64)
+
+
+def tilt(waveform: npt.NDArray[np.floating], db_per_octave: float, *, sample_rate_hz: int) -> npt.NDArray[np.float64]:
+    """The waveform with its spectrum tilted by db_per_octave around 1 kHz (within +-18 dB), by FFT."""
+    waveform = np.asarray(waveform, np.float64)
+    if db_per_octave == 0.0 or len(waveform) == 0:
+        return waveform
+    spectrum = np.fft.rfft(waveform)
+    frequencies = np.fft.rfftfreq(len(waveform), 1.0 / sample_rate_hz)
+    gain_db = np.clip(db_per_octave * np.log2(np.maximum(frequencies, 50.0) / 1000.0), -18.0, 18.0)
+    return np.fft.irfft(spectrum * 10.0 ** (gain_db / 20.0), n=len(waveform))
 
 
 def render_mix(
     plan: MixPlan, *, library: AudioLibrary, options: StreamOptions = DEFAULT_STREAM_OPTIONS, params: Params = DEFAULT_PARAMS
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """(mixture, target part, background part), each float32 [n] at params.sample_rate_hz."""
-    target = library.waveform(plan.target).astype(np.float64)
+    target = change_speed(library.waveform(plan.target), plan.speed, sample_rate_hz=params.sample_rate_hz)
     signal = np.concatenate([np.zeros(plan.shift_samples), target])
     bed = np.zeros(len(signal))
     if plan.background is not None:
@@ -125,6 +173,8 @@ def render_mix(
         bed_power = active_power(source, options=options, params=params)
         if signal_power > 0 and bed_power > 0:
             bed = source * math.sqrt(signal_power / bed_power / 10.0 ** (plan.snr_db / 10.0))
+    signal = tilt(signal, plan.tilt_db_per_octave, sample_rate_hz=params.sample_rate_hz)
+    bed = tilt(bed, plan.tilt_db_per_octave, sample_rate_hz=params.sample_rate_hz)
     mixture = signal + bed
     gain = 10.0 ** (plan.gain_db / 20.0)
     peak = float(np.max(np.abs(mixture))) if len(mixture) else 0.0
@@ -162,7 +212,7 @@ def embed_mixes(
 
     if not plans:
         return []
-    key = hashlib.sha256(json.dumps([CACHE_FORMAT, *[asdict(p) for p in plans]], sort_keys=True).encode()).hexdigest()[:24]
+    key = hashlib.sha256(json.dumps([CACHE_FORMAT, *[_plan_key(p) for p in plans]], sort_keys=True).encode()).hexdigest()[:24]
     path = None if cache_dir is None else Path(cache_dir) / cache_folder(embedder) / f"{key}.npz"
     if path is not None and path.is_file():
         try:

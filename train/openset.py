@@ -1957,6 +1957,8 @@ ABLATION: dict[str, Variant] = {
                      replace(DEFAULT_RECIPE, min_target_overlap_seconds=0.2)),
     "streams4": Variant("default with 4 training streams per fold (not 2)", replace(DEFAULT_RECIPE, training_streams=4)),
     "epochs10": Variant("default, 10 epochs", replace(DEFAULT_RECIPE, epochs=10)),
+    "speed": Variant("default, mixed copies played at 0.9-1.1x speed", replace(DEFAULT_RECIPE, mix=replace(MixOptions(), speed=(0.9, 1.1)))),
+    "tilt": Variant("default, mixed copies tilted by -3 to +3 dB per octave", replace(DEFAULT_RECIPE, mix=replace(MixOptions(), tilt_db_per_octave=(-3.0, 3.0)))),
 }
 """Variants measured by `oido-train ablation`: the first five build the default up, the rest change one thing in it
 (dropout: with the 40 epochs of `epochs`)."""
