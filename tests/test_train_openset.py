@@ -472,3 +472,17 @@ def test_ablation_seed_reaches_every_variant(tmp_path: Path, monkeypatch: pytest
     assert {name: recipe.seed for name, recipe in seen.items()} == {"default": 3, "dropout": 3}
     assert (seen["dropout"].dropout, seen["dropout"].epochs) == (0.5, 40)  # the rest of the variant is kept
     assert openset.ABLATION["dropout"].recipe.seed == 0  # the table itself is not changed
+
+
+def test_mix_speed_reaches_the_recipe_from_a_flag_or_a_recipe_file(tmp_path: Path) -> None:
+    from train.cli import parse_args
+    from train.openset import DEFAULT_RECIPE, _recipe_from_args
+
+    assert _recipe_from_args(parse_args(["fit-openset"])).mix == DEFAULT_RECIPE.mix
+    typed = _recipe_from_args(parse_args(["fit-openset", "--mix-speed", "0.85", "1.15"]))
+    assert typed.mix is not None and typed.mix.speed == (0.85, 1.15) and typed.mix.copies == DEFAULT_RECIPE.mix.copies
+    (tmp_path / "recipe.toml").write_text("[fit-openset]\nmix_speed = [0.9, 1.1]\n")
+    from_file = _recipe_from_args(parse_args(["--config", str(tmp_path / "recipe.toml"), "fit-openset"]))
+    assert from_file.mix is not None and from_file.mix.speed == (0.9, 1.1)
+    with pytest.raises(ValueError, match="--mix-speed"):
+        _recipe_from_args(parse_args(["fit-openset", "--mix-speed", "1.1", "0.9"]))

@@ -1630,6 +1630,10 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
         group.add_argument("--mix-copies", type=int, default=DEFAULT_RECIPE.mix.copies if DEFAULT_RECIPE.mix else 0, metavar="N",
                            help="augmented copies of each target clip over background (default: "
                                 f"{DEFAULT_RECIPE.mix.copies if DEFAULT_RECIPE.mix else 0})")  # fmt: skip
+        speed = DEFAULT_RECIPE.mix.speed if DEFAULT_RECIPE.mix else (1.0, 1.0)
+        group.add_argument("--mix-speed", type=float, nargs=2, default=list(speed), metavar=("LOW", "HIGH"),
+                           help="each augmented copy is played at a random speed in this range, 1 1 for none "
+                                f"(default: {speed[0]:g} {speed[1]:g})")  # fmt: skip
 
     fit = subparsers.add_parser("fit-openset", parents=list(parents),
                                 help="train the head for open-set use and calibrate its thresholds (head.json + thresholds.json)")  # fmt: skip
@@ -1716,10 +1720,17 @@ def _recipe_from_args(args: argparse.Namespace) -> OpenSetRecipe:
         DEFAULT_RECIPE,
         class_weight=args.class_weight,
         quiet_below_peak_db=args.quiet_below_peak_db,
-        mix=replace(mix, copies=args.mix_copies) if args.mix_copies > 0 else None,
+        mix=replace(mix, copies=args.mix_copies, speed=_speed_range(args)) if args.mix_copies > 0 else None,
         context_patches=getattr(args, "context_patches", DEFAULT_RECIPE.context_patches),
         **values,
     )
+
+
+def _speed_range(args: argparse.Namespace) -> tuple[float, float]:
+    low, high = getattr(args, "mix_speed", None) or (DEFAULT_RECIPE.mix.speed if DEFAULT_RECIPE.mix else (1.0, 1.0))
+    if not (0.5 <= low <= high <= 2.0):
+        raise ValueError(f"--mix-speed takes LOW HIGH with 0.5 <= LOW <= HIGH <= 2, got {low:g} {high:g}")
+    return (float(low), float(high))
 
 
 def veto_arg(text: str) -> dict[str, float]:
@@ -1958,6 +1969,7 @@ ABLATION: dict[str, Variant] = {
     "streams4": Variant("default with 4 training streams per fold (not 2)", replace(DEFAULT_RECIPE, training_streams=4)),
     "epochs10": Variant("default, 10 epochs", replace(DEFAULT_RECIPE, epochs=10)),
     "speed": Variant("default, mixed copies played at 0.9-1.1x speed", replace(DEFAULT_RECIPE, mix=replace(MixOptions(), speed=(0.9, 1.1)))),
+    "speed20": Variant("default, mixed copies played at 0.8-1.2x speed", replace(DEFAULT_RECIPE, mix=replace(MixOptions(), speed=(0.8, 1.2)))),
     "tilt": Variant("default, mixed copies tilted by -3 to +3 dB per octave", replace(DEFAULT_RECIPE, mix=replace(MixOptions(), tilt_db_per_octave=(-3.0, 3.0)))),
 }
 """Variants measured by `oido-train ablation`: the first five build the default up, the rest change one thing in it
