@@ -486,3 +486,13 @@ def test_mix_speed_reaches_the_recipe_from_a_flag_or_a_recipe_file(tmp_path: Pat
     assert from_file.mix is not None and from_file.mix.speed == (0.9, 1.1)
     with pytest.raises(ValueError, match="--mix-speed"):
         _recipe_from_args(parse_args(["fit-openset", "--mix-speed", "1.1", "0.9"]))
+
+
+def test_mix_snr_reaches_the_recipe_and_refuses_a_reversed_range() -> None:
+    from train.cli import parse_args
+    from train.openset import _recipe_from_args
+
+    assert _recipe_from_args(parse_args(["fit-openset"])).mix.snr_db == (0.0, 20.0)
+    assert _recipe_from_args(parse_args(["fit-openset", "--mix-snr", "-5", "20"])).mix.snr_db == (-5.0, 20.0)
+    with pytest.raises(ValueError, match="--mix-snr takes LOW HIGH in dB"):
+        _recipe_from_args(parse_args(["fit-openset", "--mix-snr", "20", "-5"]))

@@ -1630,10 +1630,13 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
         group.add_argument("--mix-copies", type=int, default=DEFAULT_RECIPE.mix.copies if DEFAULT_RECIPE.mix else 0, metavar="N",
                            help="augmented copies of each target clip over background (default: "
                                 f"{DEFAULT_RECIPE.mix.copies if DEFAULT_RECIPE.mix else 0})")  # fmt: skip
-        speed = DEFAULT_RECIPE.mix.speed if DEFAULT_RECIPE.mix else (1.0, 1.0)
-        group.add_argument("--mix-speed", type=float, nargs=2, default=list(speed), metavar=("LOW", "HIGH"),
+        mix = DEFAULT_RECIPE.mix if DEFAULT_RECIPE.mix else MixOptions()
+        group.add_argument("--mix-speed", type=float, nargs=2, default=list(mix.speed), metavar=("LOW", "HIGH"),
                            help="each augmented copy is played at a random speed in this range, 1 1 for none "
-                                f"(default: {speed[0]:g} {speed[1]:g})")  # fmt: skip
+                                f"(default: {mix.speed[0]:g} {mix.speed[1]:g})")  # fmt: skip
+        group.add_argument("--mix-snr", type=float, nargs=2, default=list(mix.snr_db), metavar=("LOW", "HIGH"),
+                           help="each augmented copy is mixed over background at a random SNR in this range, dB "
+                                f"(default: {mix.snr_db[0]:g} {mix.snr_db[1]:g})")  # fmt: skip
 
     fit = subparsers.add_parser("fit-openset", parents=list(parents),
                                 help="train the head for open-set use and calibrate its thresholds (head.json + thresholds.json)")  # fmt: skip
@@ -1720,16 +1723,19 @@ def _recipe_from_args(args: argparse.Namespace) -> OpenSetRecipe:
         DEFAULT_RECIPE,
         class_weight=args.class_weight,
         quiet_below_peak_db=args.quiet_below_peak_db,
-        mix=replace(mix, copies=args.mix_copies, speed=_speed_range(args)) if args.mix_copies > 0 else None,
+        mix=replace(mix, copies=args.mix_copies, speed=_mix_range(args, "speed", (0.5, 2.0)), snr_db=_mix_range(args, "snr_db", (-30.0, 60.0), " in dB")) if args.mix_copies > 0 else None,
         context_patches=getattr(args, "context_patches", DEFAULT_RECIPE.context_patches),
         **values,
     )
 
 
-def _speed_range(args: argparse.Namespace) -> tuple[float, float]:
-    low, high = getattr(args, "mix_speed", None) or (DEFAULT_RECIPE.mix.speed if DEFAULT_RECIPE.mix else (1.0, 1.0))
-    if not (0.5 <= low <= high <= 2.0):
-        raise ValueError(f"--mix-speed takes LOW HIGH with 0.5 <= LOW <= HIGH <= 2, got {low:g} {high:g}")
+def _mix_range(args: argparse.Namespace, name: str, bounds: tuple[float, float], unit: str = "") -> tuple[float, float]:
+    """A LOW HIGH flag of the mix (--mix-speed, --mix-snr), checked against bounds; the default recipe's without it."""
+    default = getattr(DEFAULT_RECIPE.mix if DEFAULT_RECIPE.mix else MixOptions(), name)
+    low, high = getattr(args, "mix_" + name.split("_")[0], None) or default
+    if not (bounds[0] <= low <= high <= bounds[1]):
+        flag = "--mix-" + name.split("_")[0]
+        raise ValueError(f"{flag} takes LOW HIGH{unit} with {bounds[0]:g} <= LOW <= HIGH <= {bounds[1]:g}, got {low:g} {high:g}")
     return (float(low), float(high))
 
 
@@ -1970,6 +1976,8 @@ ABLATION: dict[str, Variant] = {
     "epochs10": Variant("default, 10 epochs", replace(DEFAULT_RECIPE, epochs=10)),
     "speed": Variant("default, mixed copies played at 0.9-1.1x speed", replace(DEFAULT_RECIPE, mix=replace(MixOptions(), speed=(0.9, 1.1)))),
     "speed20": Variant("default, mixed copies played at 0.8-1.2x speed", replace(DEFAULT_RECIPE, mix=replace(MixOptions(), speed=(0.8, 1.2)))),
+    "gain30": Variant("default, mixed copies at -30 to 0 dB gain (not -12 to 0)", replace(DEFAULT_RECIPE, mix=replace(MixOptions(), gain_db=(-30.0, 0.0)))),
+    "snr-5": Variant("default, mixed copies at -5 to 20 dB SNR (not 0 to 20)", replace(DEFAULT_RECIPE, mix=replace(MixOptions(), snr_db=(-5.0, 20.0)))),
     "tilt": Variant("default, mixed copies tilted by -3 to +3 dB per octave", replace(DEFAULT_RECIPE, mix=replace(MixOptions(), tilt_db_per_octave=(-3.0, 3.0)))),
 }
 """Variants measured by `oido-train ablation`: the first five build the default up, the rest change one thing in it
