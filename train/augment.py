@@ -145,7 +145,7 @@ def change_speed(waveform: npt.NDArray[np.floating], speed: float, *, sample_rat
         return np.asarray(waveform, np.float64)
     import soxr
 
-    return np.asarray(soxr.resample(np.asarray(waveform, np.float64), sample_rate_hz, round(sample_rate_hz / speed), quality="VHQ"), np.float64)
+    return soxr.resample(np.asarray(waveform, np.float64), sample_rate_hz, round(sample_rate_hz / speed), quality="VHQ")
 
 
 def tilt(waveform: npt.NDArray[np.floating], db_per_octave: float, *, sample_rate_hz: int) -> npt.NDArray[np.float64]:

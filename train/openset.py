@@ -1723,18 +1723,19 @@ def _recipe_from_args(args: argparse.Namespace) -> OpenSetRecipe:
         DEFAULT_RECIPE,
         class_weight=args.class_weight,
         quiet_below_peak_db=args.quiet_below_peak_db,
-        mix=replace(mix, copies=args.mix_copies, speed=_mix_range(args, "speed", (0.5, 2.0)), snr_db=_mix_range(args, "snr_db", (-30.0, 60.0), " in dB")) if args.mix_copies > 0 else None,
+        mix=replace(
+            mix, copies=args.mix_copies, speed=_mix_range(args.mix_speed, "--mix-speed", (0.5, 2.0)),
+            snr_db=_mix_range(args.mix_snr, "--mix-snr", (-30.0, 60.0), " in dB"),
+        ) if args.mix_copies > 0 else None,  # fmt: skip
         context_patches=getattr(args, "context_patches", DEFAULT_RECIPE.context_patches),
         **values,
     )
 
 
-def _mix_range(args: argparse.Namespace, name: str, bounds: tuple[float, float], unit: str = "") -> tuple[float, float]:
-    """A LOW HIGH flag of the mix (--mix-speed, --mix-snr), checked against bounds; the default recipe's without it."""
-    default = getattr(DEFAULT_RECIPE.mix if DEFAULT_RECIPE.mix else MixOptions(), name)
-    low, high = getattr(args, "mix_" + name.split("_")[0], None) or default
+def _mix_range(values: Sequence[float], flag: str, bounds: tuple[float, float], unit: str = "") -> tuple[float, float]:
+    """A LOW HIGH flag of the mix (--mix-speed, --mix-snr), checked against bounds."""
+    low, high = values
     if not (bounds[0] <= low <= high <= bounds[1]):
-        flag = "--mix-" + name.split("_")[0]
         raise ValueError(f"{flag} takes LOW HIGH{unit} with {bounds[0]:g} <= LOW <= HIGH <= {bounds[1]:g}, got {low:g} {high:g}")
     return (float(low), float(high))
 
