@@ -496,3 +496,29 @@ def test_mix_snr_reaches_the_recipe_and_refuses_a_reversed_range() -> None:
     assert _recipe_from_args(parse_args(["fit-openset", "--mix-snr", "-5", "20"])).mix.snr_db == (-5.0, 20.0)
     with pytest.raises(ValueError, match="--mix-snr takes LOW HIGH in dB"):
         _recipe_from_args(parse_args(["fit-openset", "--mix-snr", "20", "-5"]))
+
+
+def test_background_copies_add_only_background_patches_and_reach_the_recipe(toy_task: Task) -> None:
+    from dataclasses import replace
+
+    from train.augment import MixOptions
+    from train.cli import parse_args
+    from train.openset import _recipe_from_args
+
+    factory = StreamFactory(toy_task, RandomEmbedder(), cache_dir=None, library=AudioLibrary())
+    clips = toy_task.select(folds=[1])
+    recipe = OpenSetRecipe(mix=MixOptions(copies=0), training_streams=0)
+    plain = training_set(factory, clips, recipe, augment_cache=None)
+    copied = training_set(factory, clips, replace(recipe, mix=MixOptions(copies=0, background_copies=3)), augment_cache=None)
+
+    def count(data, label: int) -> int:
+        return sum(len(e) for e, lab in zip(data.clip_embeddings, data.clip_labels) if lab == label)
+
+    noise_patches = sum(len(c.embeddings) for c in clips if c.label == 1)
+    assert count(copied, 0) == count(plain, 0)  # no new target patches
+    # three copies of each noise clip, each a little longer for its shift: at least 3x the noise patches, all background
+    assert count(copied, 1) - count(plain, 1) >= 3 * noise_patches
+    assert _recipe_from_args(parse_args(["fit-openset"])).mix.background_copies == 0
+    assert _recipe_from_args(parse_args(["fit-openset", "--mix-background-copies", "2"])).mix.background_copies == 2
+    with pytest.raises(ValueError, match="background_copies"):
+        _recipe_from_args(parse_args(["fit-openset", "--mix-background-copies", "-1"]))

@@ -20,7 +20,7 @@ import math
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -62,11 +62,15 @@ class MixOptions:
     tilt_db_per_octave: tuple[float, float] = (0.0, 0.0)
     """Range of a spectral tilt applied to the mixture (uniform, dB per octave around 1 kHz),
     as another microphone or room would colour it. (0, 0): none, the default."""
+    background_copies: int = 0
+    """Copies of every background clip made the same way (shifted, gained, over another
+    background clip) and trained on as background, so quieter and shifted sounds are not
+    only ever targets. 0: none, the default."""
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.copies < 0:
-            raise ValueError(f"MixOptions.copies must be 0 or more, got {self.copies}")
+        if self.copies < 0 or self.background_copies < 0:
+            raise ValueError(f"MixOptions.copies and background_copies must be 0 or more, got {self.copies}, {self.background_copies}")
         for name in ("snr_db", "gain_db", "speed", "tilt_db_per_octave"):
             low, high = getattr(self, name)
             if low > high:
@@ -130,6 +134,20 @@ def plan_mixes(
                 )
             )
     return plans
+
+
+BACKGROUND_MIX_SEED = 7919
+"""Added to MixOptions.seed for the background copies' plans, so they draw apart from the targets'."""
+
+
+def plan_background_mixes(
+    backgrounds: Sequence[str | os.PathLike[str]], *, options: MixOptions, library: AudioLibrary, params: Params = DEFAULT_PARAMS
+) -> list[MixPlan]:
+    """`options.background_copies` seeded plans per background clip, each over another background clip."""
+    if options.background_copies == 0 or not backgrounds:
+        return []
+    copies = replace(options, copies=options.background_copies, seed=options.seed + BACKGROUND_MIX_SEED)
+    return plan_mixes(backgrounds, backgrounds, options=copies, library=library, params=params)
 
 
 def _draw(rng: np.random.Generator, bounds: tuple[float, float], neutral: float, digits: int) -> float:
