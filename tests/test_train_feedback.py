@@ -19,7 +19,8 @@ from edge.detect import DetectorConfig  # noqa: E402
 from edge.params import DEFAULT_PARAMS  # noqa: E402
 from test_train_openset import LABELS, RandomEmbedder, toy_task  # noqa: E402, F401  (toy_task is a fixture)
 from train.feedback import false_alarm_clips, feedback_loop, with_extra_background  # noqa: E402
-from train.openset import EXTRA_CATEGORY, FALSE_ALARM_CATEGORY, StreamFactory, Task, folds_arg  # noqa: E402
+from train.openset import EXTRA_CATEGORY, FALSE_ALARM_CATEGORY, StreamFactory, Task  # noqa: E402
+from train.openset_cli import folds_arg  # noqa: E402
 from train.streams import AudioLibrary  # noqa: E402
 
 RATE = DEFAULT_PARAMS.sample_rate_hz

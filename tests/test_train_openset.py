@@ -439,7 +439,7 @@ def test_detect_events_vetoes_the_patches_yamnet_hears_as_music() -> None:
 def test_veto_flags_parse_names_scores_and_none() -> None:
     import argparse
 
-    from train.openset import veto_arg, veto_classes_arg
+    from train.openset_cli import veto_arg, veto_classes_arg
 
     assert veto_classes_arg("Speech, Music") == ("Speech", "Music") and veto_classes_arg("none") == ()
     assert veto_arg("Music=0.75,Speech=0.8") == {"Music": 0.75, "Speech": 0.8} and veto_arg("none") == {}
@@ -449,7 +449,8 @@ def test_veto_flags_parse_names_scores_and_none() -> None:
 
 
 def test_ablation_seed_reaches_every_variant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import train.openset as openset
+    import train.ablation as ablation
+    import train.openset_cli as openset_cli
     from train.cli import parse_args
 
     seen: dict[str, OpenSetRecipe] = {}
@@ -464,38 +465,39 @@ def test_ablation_seed_reaches_every_variant(tmp_path: Path, monkeypatch: pytest
         seen.update({name: variant.recipe for name, variant in variants.items()})
         return []
 
-    monkeypatch.setattr(openset, "_factory", lambda args: _Factory())
-    monkeypatch.setattr(openset, "_train_folds", lambda task: [1, 2, 3, 4])
-    monkeypatch.setattr(openset, "ablation", fake_ablation)
+    monkeypatch.setattr(openset_cli, "_factory", lambda args: _Factory())
+    monkeypatch.setattr(openset_cli, "_train_folds", lambda task: [1, 2, 3, 4])
+    monkeypatch.setattr(openset_cli, "ablation", fake_ablation)
     args = parse_args(["ablation", "--variants", "default,dropout", "--seed", "3", "--reports-dir", str(tmp_path), "-q"])
-    assert openset.ablation_main(args) == 0
+    assert openset_cli.ablation_main(args) == 0
     assert {name: recipe.seed for name, recipe in seen.items()} == {"default": 3, "dropout": 3}
     assert (seen["dropout"].dropout, seen["dropout"].epochs) == (0.5, 40)  # the rest of the variant is kept
-    assert openset.ABLATION["dropout"].recipe.seed == 0  # the table itself is not changed
+    assert ablation.ABLATION["dropout"].recipe.seed == 0  # the table itself is not changed
 
 
 def test_mix_speed_reaches_the_recipe_from_a_flag_or_a_recipe_file(tmp_path: Path) -> None:
     from train.cli import parse_args
-    from train.openset import DEFAULT_RECIPE, _recipe_from_args
+    from train.openset import DEFAULT_RECIPE
+    from train.openset_cli import recipe_from_args
 
-    assert _recipe_from_args(parse_args(["fit-openset"])).mix == DEFAULT_RECIPE.mix
-    typed = _recipe_from_args(parse_args(["fit-openset", "--mix-speed", "0.85", "1.15"]))
+    assert recipe_from_args(parse_args(["fit-openset"])).mix == DEFAULT_RECIPE.mix
+    typed = recipe_from_args(parse_args(["fit-openset", "--mix-speed", "0.85", "1.15"]))
     assert typed.mix is not None and typed.mix.speed == (0.85, 1.15) and typed.mix.copies == DEFAULT_RECIPE.mix.copies
     (tmp_path / "recipe.toml").write_text("[fit-openset]\nmix_speed = [0.9, 1.1]\n")
-    from_file = _recipe_from_args(parse_args(["--config", str(tmp_path / "recipe.toml"), "fit-openset"]))
+    from_file = recipe_from_args(parse_args(["--config", str(tmp_path / "recipe.toml"), "fit-openset"]))
     assert from_file.mix is not None and from_file.mix.speed == (0.9, 1.1)
     with pytest.raises(ValueError, match="--mix-speed"):
-        _recipe_from_args(parse_args(["fit-openset", "--mix-speed", "1.1", "0.9"]))
+        recipe_from_args(parse_args(["fit-openset", "--mix-speed", "1.1", "0.9"]))
 
 
 def test_mix_snr_reaches_the_recipe_and_refuses_a_reversed_range() -> None:
     from train.cli import parse_args
-    from train.openset import _recipe_from_args
+    from train.openset_cli import recipe_from_args
 
-    assert _recipe_from_args(parse_args(["fit-openset"])).mix.snr_db == (0.0, 20.0)
-    assert _recipe_from_args(parse_args(["fit-openset", "--mix-snr", "-5", "20"])).mix.snr_db == (-5.0, 20.0)
+    assert recipe_from_args(parse_args(["fit-openset"])).mix.snr_db == (0.0, 20.0)
+    assert recipe_from_args(parse_args(["fit-openset", "--mix-snr", "-5", "20"])).mix.snr_db == (-5.0, 20.0)
     with pytest.raises(ValueError, match="--mix-snr takes LOW HIGH in dB"):
-        _recipe_from_args(parse_args(["fit-openset", "--mix-snr", "20", "-5"]))
+        recipe_from_args(parse_args(["fit-openset", "--mix-snr", "20", "-5"]))
 
 
 def test_background_copies_add_only_background_patches_and_reach_the_recipe(toy_task: Task) -> None:
@@ -503,7 +505,7 @@ def test_background_copies_add_only_background_patches_and_reach_the_recipe(toy_
 
     from train.augment import MixOptions
     from train.cli import parse_args
-    from train.openset import _recipe_from_args
+    from train.openset_cli import recipe_from_args
 
     factory = StreamFactory(toy_task, RandomEmbedder(), cache_dir=None, library=AudioLibrary())
     clips = toy_task.select(folds=[1])
@@ -518,7 +520,7 @@ def test_background_copies_add_only_background_patches_and_reach_the_recipe(toy_
     assert count(copied, 0) == count(plain, 0)  # no new target patches
     # three copies of each noise clip, each a little longer for its shift: at least 3x the noise patches, all background
     assert count(copied, 1) - count(plain, 1) >= 3 * noise_patches
-    assert _recipe_from_args(parse_args(["fit-openset"])).mix.background_copies == 0
-    assert _recipe_from_args(parse_args(["fit-openset", "--mix-background-copies", "2"])).mix.background_copies == 2
+    assert recipe_from_args(parse_args(["fit-openset"])).mix.background_copies == 0
+    assert recipe_from_args(parse_args(["fit-openset", "--mix-background-copies", "2"])).mix.background_copies == 2
     with pytest.raises(ValueError, match="background_copies"):
-        _recipe_from_args(parse_args(["fit-openset", "--mix-background-copies", "-1"]))
+        recipe_from_args(parse_args(["fit-openset", "--mix-background-copies", "-1"]))

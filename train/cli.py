@@ -11,7 +11,7 @@ Parsing only; the work is in train.core. Examples:
     oido-train cv
     oido-train plot-clip data/audio/5-200334-A-18.wav
     oido-train --config scripts/recipe.toml fit-openset   # flags from a TOML recipe (train.recipe)
-    oido-train fit-openset | calibrate | evaluate-stream | loco | feedback | ablation   (train.openset, train.feedback)
+    oido-train fit-openset | calibrate | evaluate-stream | loco | feedback | ablation   (train.openset_cli)
 
 A user mistake (missing data, bad flag value, a model directory from another run) prints one
 line on stderr and exits with status 2; -v/--verbose adds the traceback.
@@ -234,10 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_config_flags(everything)
     everything.set_defaults(run=_run_all)
 
-    # Open-set training, threshold calibration and stream evaluation live in train.openset.
-    from train import openset
+    # Open-set training, threshold calibration and stream evaluation: parsed in train.openset_cli.
+    from train import openset_cli
 
-    openset.add_subcommands(commands, parents=[common])
+    openset_cli.add_subcommands(commands, parents=[common])
     return parser
 
 

@@ -15,13 +15,12 @@ threshold that keeps false events under a target rate on validation streams. Thi
 - `leave_one_class_out`: an honest proxy for never-heard sounds: the background class is
   trained without one category, and false events are counted on that category's clips.
 
-CLI entry points (wired into oido-train by train/cli.py): `evaluate_stream_main`,
-`calibrate_main`, `loco_main`; `add_subcommands(subparsers)` declares them.
+Its commands (fit-openset, calibrate, evaluate-stream, loco, feedback, ablation) are parsed in
+train.openset_cli; `oido-train ablation`'s variants are in train.ablation.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -37,14 +36,13 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from edge.detect import DetectorConfig, thresholds_text
+from edge.detect import DetectorConfig
 from edge.params import DEFAULT_PARAMS, Params
 from edge.pipeline import StreamingPipeline
 from train.augment import DEFAULT_AUGMENT_CACHE, MixOptions, embed_mixes, plan_background_mixes, plan_mixes
 from train.context import context_features
 from train.datasets import FALSE_ALARM_TAG
 from train.embeddings import patch_rms_dbfs
-from train.extra_background import LISTENING_SETS
 from train.yamnet import find_audioset_classes
 from train.streams import (
     DEFAULT_STREAM_CACHE,
@@ -1195,7 +1193,7 @@ class _KerasHead:
         return predict_probabilities(self.model, np.asarray(embeddings, np.float32))
 
 
-class _TfYamnet:
+class TfYamnet:
     """train YAMNet (train.core.LazyYamnet / YamnetTF) as both stream-cache embedder and pipeline PatchEmbedder."""
 
     def __init__(self, yamnet: Any) -> None:
@@ -1309,7 +1307,7 @@ def load_stream_model(
         background_label=head.background_label,
         params=head.params,
         detector=detector,
-        embedder=_TfYamnet(embedder),
+        embedder=TfYamnet(embedder),
         head=_KerasHead(head.model),
         kind="keras",
         tolerance=1e-4,  # TensorFlow sums in another order for one patch than for a batch
@@ -1420,11 +1418,11 @@ def evaluate_streams(
             plot_sweep(points, out / "sweep.png", chosen=dict(model.detector.thresholds), target_false_per_hour=target_false_per_hour,
                        title=f"Test fold stream ({spec.seconds / 60:.0f} min, {len(spec.targets)} targets): one threshold for all classes")  # fmt: skip
         results["streams"][name] = entry
-    _write_json(out / "results.json", results)
+    write_json(out / "results.json", results)
     return results
 
 
-def _write_json(path: Path, document: Any) -> Path:
+def write_json(path: Path, document: Any) -> Path:
     from train.streams import _write_text_atomic
 
     return _write_text_atomic(path, json.dumps(document, indent=1, default=_json_default) + "\n")
@@ -1459,7 +1457,7 @@ def format_stream_results(results: Mapping[str, Any]) -> str:
         for label, figures in entry["per_class"].items():
             lines.append(
                 f"  {label:14s} {figures['detected']:>4d}/{figures['targets']:<3d} {figures['detected_in_time']:>4d}/{figures['targets']:<3d} "
-                f"{_seconds(figures['latency_median_seconds']):>8s} {_seconds(figures['latency_max_seconds']):>8s} "
+                f"{seconds_text(figures['latency_median_seconds']):>8s} {seconds_text(figures['latency_max_seconds']):>8s} "
                 f"{figures['false_events']:>6d} {figures['false_per_hour']:>7.1f}"
             )
         if name == "others":
@@ -1470,7 +1468,8 @@ def format_stream_results(results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _seconds(value: float | None) -> str:
+def seconds_text(value: float | None) -> str:
+    """Seconds with two decimals, "-" for none."""
     return "-" if value is None else f"{value:.2f}"
 
 
@@ -1497,7 +1496,7 @@ def write_thresholds(
         "detector": detector_settings(detector),
         "calibration": {k: v for k, v in calibration.to_dict().items() if k != "sweep"},
     }
-    return _write_json(Path(model_dir) / THRESHOLDS_FILE, document)
+    return write_json(Path(model_dir) / THRESHOLDS_FILE, document)
 
 
 def save_openset_model(
@@ -1581,567 +1580,3 @@ def plot_calibration(calibration: Calibration, path: str | os.PathLike[str]) -> 
         points, path, chosen=calibration.thresholds, target_false_per_hour=calibration.target_false_per_hour,
         title=f"Validation streams ({calibration.validation_hours:.2f} h non-target, out of fold): thresholds per class",
     )  # fmt: skip
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-RECIPE_FLAGS: dict[str, str] = {
-    "epochs": "passes over the training patches",
-    "label_smoothing": "cross-entropy label smoothing",
-    "training_streams": "training streams per fold added to the training patches",
-    "ensemble": "heads averaged into the exported head",
-    "dropout": "dropout on the hidden layer while training",
-    "seed": "training seed",
-}
-
-
-def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
-    """Add fit-openset, calibrate, evaluate-stream and loco to oido-train's sub-parsers.
-
-    `parents`: oido-train's shared options (-v/-q, --data-dir, --model-dir, --reports-dir, --assets, --threads).
-    Each sub-parser sets `run` to its *_main(args) -> exit status.
-    """
-    from train.cli import names_arg, optional_float_arg  # oido-train's own argument types
-
-    def yamnet_flags(parser: argparse.ArgumentParser) -> None:
-        group = parser.add_argument_group("YAMNet")
-        group.add_argument("--yamnet-source", choices=("auto", "tflite", "hub"), default="auto",
-                           help="where train's YAMNet weights come from (default: auto)")  # fmt: skip
-        group.add_argument("--yamnet-weights", type=Path, default=None, metavar="FILE",
-                           help="the YAMNet weights file; overrides the search")  # fmt: skip
-
-    def calibration_flags(parser: argparse.ArgumentParser) -> None:
-        group = parser.add_argument_group("calibration")
-        group.add_argument("--target-false-per-hour", type=float, default=ExperimentOptions.target_false_per_hour,
-                           metavar="RATE", help="false events per hour of non-target sound to choose thresholds for (default: 2)")  # fmt: skip
-        group.add_argument("--validation-seeds", type=int, default=ExperimentOptions.validation_seeds, metavar="N",
-                           help="validation streams per training fold (default: 2)")  # fmt: skip
-        group.add_argument("--min-patches", type=int, default=DEFAULT_DETECTOR.min_patches, metavar="K",
-                           help=f"detector: K of N patches over threshold start an event (default: {DEFAULT_DETECTOR.min_patches})")  # fmt: skip
-        group.add_argument("--of-patches", type=int, default=DEFAULT_DETECTOR.of_patches, metavar="N",
-                           help=f"detector: the N of K-of-N (default: {DEFAULT_DETECTOR.of_patches})")  # fmt: skip
-        group.add_argument("--veto-classes", type=veto_classes_arg, default=ExperimentOptions.veto_classes, metavar="NAMES|none",
-                           help="YAMNet AudioSet classes (comma-separated) that keep the LEDs dark when YAMNet hears them "
-                                "more strongly than any training target; none for no veto (default: Speech,Music)")  # fmt: skip
-
-    def recipe_flags(parser: argparse.ArgumentParser) -> None:
-        group = parser.add_argument_group("open-set training recipe (defaults: the measured choice)")
-        for name, text in RECIPE_FLAGS.items():
-            default = getattr(DEFAULT_RECIPE, name)
-            group.add_argument("--" + name.replace("_", "-"), dest=name, type=type(default), default=default,
-                               help=f"{text} (default: {default})")  # fmt: skip
-        group.add_argument("--class-weight", choices=("none", "balanced"), default=DEFAULT_RECIPE.class_weight,
-                           help=f"class weighting (default: {DEFAULT_RECIPE.class_weight})")  # fmt: skip
-        group.add_argument("--quiet-below-peak-db", type=optional_float_arg, default=DEFAULT_RECIPE.quiet_below_peak_db, metavar="DB|none",
-                           help="target patches this far under the clip's loudest are background (default: "
-                                f"{DEFAULT_RECIPE.quiet_below_peak_db})")  # fmt: skip
-        group.add_argument("--mix-copies", type=int, default=DEFAULT_RECIPE.mix.copies if DEFAULT_RECIPE.mix else 0, metavar="N",
-                           help="augmented copies of each target clip over background (default: "
-                                f"{DEFAULT_RECIPE.mix.copies if DEFAULT_RECIPE.mix else 0})")  # fmt: skip
-        mix = DEFAULT_RECIPE.mix if DEFAULT_RECIPE.mix else MixOptions()
-        group.add_argument("--mix-speed", type=float, nargs=2, default=list(mix.speed), metavar=("LOW", "HIGH"),
-                           help="each augmented copy is played at a random speed in this range, 1 1 for none "
-                                f"(default: {mix.speed[0]:g} {mix.speed[1]:g})")  # fmt: skip
-        group.add_argument("--mix-snr", type=float, nargs=2, default=list(mix.snr_db), metavar=("LOW", "HIGH"),
-                           help="each augmented copy is mixed over background at a random SNR in this range, dB "
-                                f"(default: {mix.snr_db[0]:g} {mix.snr_db[1]:g})")  # fmt: skip
-        group.add_argument("--mix-background-copies", type=int, default=mix.background_copies, metavar="N",
-                           help="augmented copies of each background clip (shifted, gained, over another), trained on "
-                                f"as background (default: {mix.background_copies})")  # fmt: skip
-
-    fit = subparsers.add_parser("fit-openset", parents=list(parents),
-                                help="train the head for open-set use and calibrate its thresholds (head.json + thresholds.json)")  # fmt: skip
-    yamnet_flags(fit)
-    recipe_flags(fit)
-    calibration_flags(fit)
-    fit.set_defaults(run=fit_openset_main)
-
-    calibrate = subparsers.add_parser("calibrate", parents=list(parents),
-                                      help="choose per-class thresholds on out-of-fold validation streams for a false-alarm rate")  # fmt: skip
-    yamnet_flags(calibrate)
-    calibration_flags(calibrate)
-    calibrate.set_defaults(run=calibrate_main)
-
-    stream = subparsers.add_parser("evaluate-stream", parents=list(parents),
-                                   help="event-level evaluation: the test fold as long streams through the edge pipeline")  # fmt: skip
-    yamnet_flags(stream)
-    stream.add_argument("--seed", type=int, default=0, help="stream layout seed (default: 0)")
-    stream.add_argument("--snr-db", type=float, nargs="*", default=[10.0, 0.0], metavar="DB",
-                        help="also mix the targets over background at these SNRs (default: 10 0)")  # fmt: skip
-    stream.add_argument("--bed-categories", type=names_arg, default=list(DEFAULT_BED_CATEGORIES), metavar="A,B",
-                        help=f"background categories mixed under targets (default: {','.join(DEFAULT_BED_CATEGORIES)})")  # fmt: skip
-    stream.add_argument("--out", type=Path, default=None, metavar="DIR",
-                        help="where specs, WAVs, results.json and sweep.png go (default: <reports-dir>/openset/stream)")  # fmt: skip
-    stream.add_argument("--no-audio", action="store_true", help="do not write the streams as WAV files")
-    stream.add_argument("--veto", type=veto_arg, default=None, metavar="CLASS=SCORE,...|none",
-                        help="replace the model's AudioSet veto for this evaluation, e.g. none or Music=0.75,Speech=0.8 (default: the model's)")  # fmt: skip
-    stream.add_argument("--others", nargs="+", default=None, metavar="SET|DIR",
-                        help=f"also stream the test targets among everyday sounds no head trained on: {', '.join(LISTENING_SETS)} "
-                             "(Debian packages, downloaded once) or a folder of your own recordings; reports false events on them")  # fmt: skip
-    stream.add_argument("--no-check", action="store_true", help="skip running the full StreamingPipeline once to check the cache")
-    stream.set_defaults(run=evaluate_stream_main)
-
-    loco = subparsers.add_parser("loco", parents=list(parents),
-                                 help="leave-one-class-out: false events on a background category never trained on")  # fmt: skip
-    yamnet_flags(loco)
-    recipe_flags(loco)
-    calibration_flags(loco)
-    loco.add_argument("--categories", type=names_arg, default=None, metavar="A,B",
-                      help="background categories to leave out in turn (default: all)")  # fmt: skip
-    loco.add_argument("--context-patches", type=int, default=DEFAULT_RECIPE.context_patches, metavar="K",
-                      help="measure a head that also hears the mean embedding of the K patches before each one "
-                           "(train.context; measured and not kept, so fit-openset has no such flag) (default: 0)")  # fmt: skip
-    loco.set_defaults(run=loco_main)
-
-    from train.feedback import RETRAIN_AS
-
-    feedback = subparsers.add_parser("feedback", parents=list(parents),
-                                     help="leave-one-class-out, then retrain on the false alarms of a first day of listening "
-                                          "(what the event-saving loop buys; train.feedback)")  # fmt: skip
-    yamnet_flags(feedback)
-    recipe_flags(feedback)
-    calibration_flags(feedback)
-    feedback.add_argument("--categories", type=names_arg, default=None, metavar="A,B",
-                          help="background categories to leave out in turn (default: all)")  # fmt: skip
-    feedback.add_argument("--listen-folds", type=folds_arg, default=[1, 2], metavar="F,G",
-                          help="folds whose clips of the left-out category are the first day of listening; the "
-                               "others are measured (default: 1,2)")  # fmt: skip
-    feedback.add_argument("--retrain-as", choices=RETRAIN_AS, default=RETRAIN_AS[0],
-                          help="retrain on the heard clips as `prepare --false-alarms` adds them (trained on and in the "
-                               "validation streams; the default) or as `--extra-background` (trained on only)")  # fmt: skip
-    feedback.set_defaults(run=feedback_main)
-
-    ablate = subparsers.add_parser("ablation", parents=list(parents),
-                                   help="what each part of the open-set recipe changes (calibrated, event level)")  # fmt: skip
-    yamnet_flags(ablate)
-    calibration_flags(ablate)
-    ablate.add_argument("--variants", type=names_arg, default=[v for v in ABLATION if v != "ensemble"], metavar="A,B",
-                        help=f"variants to run (default: all but ensemble; from {','.join(ABLATION)})")  # fmt: skip
-    ablate.add_argument("--seed", type=int, default=DEFAULT_RECIPE.seed, metavar="S",
-                        help=f"training seed of every variant (default: {DEFAULT_RECIPE.seed})")  # fmt: skip
-    ablate.set_defaults(run=ablation_main)
-
-
-def _arg(args: argparse.Namespace, name: str, default: Any) -> Any:
-    value = getattr(args, name, None)
-    return default if value is None else value
-
-
-def _recipe_from_args(args: argparse.Namespace) -> OpenSetRecipe:
-    values = {name: getattr(args, name) for name in RECIPE_FLAGS}
-    mix = DEFAULT_RECIPE.mix if DEFAULT_RECIPE.mix is not None else MixOptions(copies=0)
-    return replace(
-        DEFAULT_RECIPE,
-        class_weight=args.class_weight,
-        quiet_below_peak_db=args.quiet_below_peak_db,
-        mix=replace(
-            mix, copies=args.mix_copies, speed=_mix_range(args.mix_speed, "--mix-speed", (0.5, 2.0)),
-            snr_db=_mix_range(args.mix_snr, "--mix-snr", (-30.0, 60.0), " in dB"), background_copies=args.mix_background_copies,
-        ) if args.mix_copies > 0 or args.mix_background_copies > 0 else None,  # fmt: skip
-        context_patches=getattr(args, "context_patches", DEFAULT_RECIPE.context_patches),
-        **values,
-    )
-
-
-def _mix_range(values: Sequence[float], flag: str, bounds: tuple[float, float], unit: str = "") -> tuple[float, float]:
-    """A LOW HIGH flag of the mix (--mix-speed, --mix-snr), checked against bounds."""
-    low, high = values
-    if not (bounds[0] <= low <= high <= bounds[1]):
-        raise ValueError(f"{flag} takes LOW HIGH{unit} with {bounds[0]:g} <= LOW <= HIGH <= {bounds[1]:g}, got {low:g} {high:g}")
-    return (float(low), float(high))
-
-
-def veto_arg(text: str) -> dict[str, float]:
-    """--veto: "Music=0.75,Speech=0.8" -> {"Music": 0.75, "Speech": 0.8}; "none" -> {}."""
-    if text.strip().lower() in ("", "none"):
-        return {}
-    veto = {}
-    for item in text.split(","):
-        name, equals, value = item.rpartition("=")
-        try:
-            veto[name.strip()] = float(value)
-        except ValueError:
-            equals = ""
-        if not equals or not name.strip():
-            raise argparse.ArgumentTypeError(f"{item!r}: write CLASS=SCORE, e.g. Music=0.75 (or none)")
-    return veto
-
-
-def veto_classes_arg(text: str) -> tuple[str, ...]:
-    """--veto-classes: "Speech,Music" -> ("Speech", "Music"); "none" or "" -> ()."""
-    if text.strip().lower() in ("", "none"):
-        return ()
-    return tuple(name.strip() for name in text.split(",") if name.strip())
-
-
-def _experiment_from_args(args: argparse.Namespace) -> ExperimentOptions:
-    detector = DEFAULT_DETECTOR.with_changes(min_patches=args.min_patches, of_patches=args.of_patches)
-    return ExperimentOptions(
-        validation_seeds=args.validation_seeds, target_false_per_hour=args.target_false_per_hour, detector=detector,
-        veto_classes=tuple(_arg(args, "veto_classes", ExperimentOptions.veto_classes)),
-    )  # fmt: skip
-
-
-def _factory(args: argparse.Namespace) -> StreamFactory:
-    from train.core import load_embedder
-
-    data_dir = Path(_arg(args, "data_dir", "data"))
-    assets = _arg(args, "assets", None)
-    embedder = _TfYamnet(load_embedder(source=args.yamnet_source, weights_path=args.yamnet_weights, assets_dir=assets))
-    library = AudioLibrary()
-    task = load_task(data_dir, embedder, cache_root=data_dir / "cache" / "embeddings", esc50_dir=getattr(args, "esc50", None),
-                     assets_dir=assets, library=library)  # fmt: skip
-    if task.background_label is None:
-        raise ValueError(
-            f"{data_dir / 'classes.json'} has no background class: open-set training needs one; "
-            "run oido-train prepare --background esc10 (or a folder of your own background recordings)"
-        )
-    audioset_classes = find_audioset_classes(getattr(embedder.yamnet, "weights_path", None), assets_dir=assets)
-    return StreamFactory(task, embedder, cache_dir=data_dir / "cache" / "streams", library=library, audioset_classes=audioset_classes)
-
-
-def _say(args: argparse.Namespace, text: str) -> None:
-    if not getattr(args, "quiet", False):
-        print(text, flush=True)
-
-
-def _train_folds(task: Task) -> list[int]:
-    return sorted({c.fold for c in task.clips if c.fold != task.test_fold})
-
-
-def fit_openset_main(args: argparse.Namespace) -> int:
-    """oido-train fit-openset: train the recipe's head, calibrate out of fold, save into --model-dir."""
-    factory = _factory(args)
-    task = factory.task
-    recipe, experiment = _recipe_from_args(args), _experiment_from_args(args)
-    data_dir = Path(_arg(args, "data_dir", "data"))
-    model = fit_openset(
-        factory, recipe, train_folds=_train_folds(task), experiment=experiment,
-        augment_cache=data_dir / "cache" / "augment", progress=lambda text: _say(args, f"  {text}"),
-    )  # fmt: skip
-    right, total = clip_accuracy(task, model.heads, folds=[task.test_fold])
-    model_dir = Path(_arg(args, "model_dir", "model"))
-    save_openset_model(model, model_dir, task=task, yamnet_weights_sha256=factory.embedder.weights_sha256,
-                       params=factory.params, evaluation={"test_clip_accuracy_targets": [right, total]})  # fmt: skip
-    reports = Path(_arg(args, "reports_dir", "reports")) / "openset"
-    plot_calibration(model.calibration, reports / "calibration.png")
-    _say(args, f"saved {model_dir / 'head.json'} (+ the .keras it names) and {THRESHOLDS_FILE}: thresholds "
-               + thresholds_text(model.calibration.thresholds))  # fmt: skip
-    _say(args, f"test fold {task.test_fold}: {right}/{total} target clips decided right; calibration plot {reports / 'calibration.png'}")
-    return 0
-
-
-def calibrate_main(args: argparse.Namespace) -> int:
-    """oido-train calibrate: new thresholds for --model-dir's head (trained by fit-openset) at a false-alarm rate."""
-    from train.head import read_head_metadata
-
-    model_dir = Path(_arg(args, "model_dir", "model"))
-    metadata = read_head_metadata(model_dir)
-    recorded = (metadata.get("openset") or {}).get("recipe")
-    if recorded is None:
-        raise ValueError(
-            f"{model_dir / 'head.json'} was not trained by oido-train fit-openset, so its validation heads cannot be "
-            "retrained the same way: run oido-train fit-openset"
-        )
-    recipe = OpenSetRecipe.from_dict(recorded)
-    factory = _factory(args)
-    experiment = _experiment_from_args(args)
-    data_dir = Path(_arg(args, "data_dir", "data"))
-    validation = oof_validation(
-        factory, recipe, train_folds=_train_folds(factory.task), experiment=experiment,
-        augment_cache=data_dir / "cache" / "augment", progress=lambda text: _say(args, f"  {text}"),
-    )  # fmt: skip
-    recorded_temperature = (metadata.get("openset") or {}).get("temperature", 1.0)
-    if not math.isclose(validation.temperature, recorded_temperature, rel_tol=1e-6):
-        raise ValueError(
-            f"{model_dir / 'head.json'}: its head was exported at temperature {recorded_temperature:.4g} but the "
-            f"validation heads now fit {validation.temperature:.4g} (data or code changed): run oido-train fit-openset"
-        )
-    base = experiment.detector.with_changes(background_label=factory.task.background_label)
-    calibration = calibrate_on_streams(validation.streams, labels=factory.task.labels, config=base,
-                                       target_false_per_hour=experiment.target_false_per_hour,
-                                       options=factory.options, params=factory.params)  # fmt: skip
-    veto = (metadata.get("detector") or {}).get("veto") or {}
-    detector = detector_with(calibration, base, factory.task.background_label).with_changes(veto=veto)
-    update_thresholds(model_dir, calibration, detector)
-    png = plot_calibration(calibration, Path(_arg(args, "reports_dir", "reports")) / "openset" / "calibration.png")
-    _say(args, f"thresholds for {experiment.target_false_per_hour:g} false events/hour written to {model_dir / 'head.json'} "
-               f"and {THRESHOLDS_FILE}: " + thresholds_text(calibration.thresholds))  # fmt: skip
-    _say(args, f"validation: {calibration.validation_hours:.2f} h of non-target sound, {calibration.validation_targets} targets; plot {png}")
-    _say(args, "run oido-convert again to copy them into model/manifest.json")
-    return 0
-
-
-def evaluate_stream_main(args: argparse.Namespace) -> int:
-    """oido-train evaluate-stream: event recall, latency and false events/hour on test-fold streams."""
-    model_dir = Path(_arg(args, "model_dir", "model"))
-    assets = _arg(args, "assets", None)
-    model = load_stream_model(model_dir, yamnet_source=args.yamnet_source, yamnet_weights=args.yamnet_weights, assets_dir=assets)
-    if args.veto is not None:
-        model = replace(model, detector=model.detector.with_changes(veto=args.veto))
-        model.detector.veto_indices(model.audioset_classes)  # a name YAMNet does not have fails here, not after the streams
-    data_dir = Path(_arg(args, "data_dir", "data"))
-    out = args.out if args.out is not None else Path(_arg(args, "reports_dir", "reports")) / "openset" / "stream"
-    others = []
-    for choice in args.others or ():
-        from train.extra_background import listening_clips
-
-        category = choice if choice in LISTENING_SETS else Path(choice).name
-        clips = listening_clips(choice, model.labels, params=model.params, progress=not getattr(args, "quiet", False))
-        others += [SourceClip(c.path, "nontarget", None, category) for c in clips]
-    results = evaluate_streams(
-        model, data_dir, out_dir=out, seed=args.seed, snr_db=args.snr_db, bed_categories=args.bed_categories,
-        cache_dir=data_dir / "cache" / "streams", esc50_dir=getattr(args, "esc50", None), assets_dir=assets,
-        check_pipeline=not args.no_check, write_audio=not args.no_audio, everyday=others,
-    )  # fmt: skip
-    _say(args, f"model: {model_dir} ({model.kind}); thresholds "
-               + thresholds_text(model.detector.thresholds)
-               + "; veto " + (", ".join(f"{k} {v:g}" for k, v in model.detector.veto.items()) or "none"))  # fmt: skip
-    _say(args, format_stream_results(results))
-    _say(args, f"written to {out}/ (results.json, sweep.png, *.spec.json{', *.wav: oido-edge replay ' + str(out / 'clean.wav') if not args.no_audio else ''})")
-    return 0
-
-
-def loco_main(args: argparse.Namespace) -> int:
-    """oido-train loco: leave each background category out in turn; false events/hour on it."""
-    factory = _factory(args)
-    task = factory.task
-    data_dir = Path(_arg(args, "data_dir", "data"))
-    summary = leave_one_class_out(
-        factory, _recipe_from_args(args), train_folds=_train_folds(task), test_fold=task.test_fold,
-        categories=args.categories, experiment=_experiment_from_args(args),
-        augment_cache=data_dir / "cache" / "augment", progress=lambda text: _say(args, f"  {text}"),
-    )  # fmt: skip
-    out = Path(_arg(args, "reports_dir", "reports")) / "openset" / "loco.json"
-    _write_json(out, summary)
-    _say(args, f"{'left out':16s} {'false':>5s} {'per h':>7s} {'targets in time':>16s}")
-    for category, figures in summary["splits"].items():
-        _say(args, f"{category:16s} {figures['false_events']:>5d} {figures['false_per_hour']:>7.1f} "
-                   f"{figures['detected_in_time']:>10d}/{figures['targets']}")  # fmt: skip
-    _say(args, f"mean {summary['mean_false_per_hour']:.1f}/h, worst {summary['worst_false_per_hour']:.1f}/h "
-               f"({summary['worst_category']}), fewest targets in time {summary['min_detected_in_time']}/{summary['targets']}; {out}")  # fmt: skip
-    return 0
-
-
-def folds_arg(text: str) -> list[int]:
-    """argparse type: "1,2" -> [1, 2]."""
-    try:
-        folds = sorted({int(part) for part in text.split(",") if part.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give fold numbers separated by commas, e.g. 1,2") from None
-    if not folds:
-        raise argparse.ArgumentTypeError(f"{text!r}: give at least one fold")
-    return folds
-
-
-def feedback_main(args: argparse.Namespace) -> int:
-    """oido-train feedback: false events/hour on a left-out category before and after retraining
-    on the false alarms heard in --listen-folds (train.feedback)."""
-    from train.feedback import feedback_loop, format_feedback
-
-    factory = _factory(args)
-    task = factory.task
-    data_dir = Path(_arg(args, "data_dir", "data"))
-    summary = feedback_loop(
-        factory, _recipe_from_args(args), train_folds=_train_folds(task), test_fold=task.test_fold,
-        categories=args.categories, listen_folds=args.listen_folds, retrain_as=args.retrain_as,
-        experiment=_experiment_from_args(args),
-        augment_cache=data_dir / "cache" / "augment", embeddings_cache=data_dir / "cache" / "embeddings",
-        work_dir=data_dir / "cache" / "feedback", progress=lambda text: _say(args, f"  {text}"),
-    )  # fmt: skip
-    out = Path(_arg(args, "reports_dir", "reports")) / "openset" / "feedback.json"
-    _write_json(out, summary)
-    _say(args, format_feedback(summary))
-    _say(args, f"written to {out}; the false-alarm clips are in {data_dir / 'cache' / 'feedback'}/")
-    return 0
-
-
-# --------------------------------------------------------------------------- ablation
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One row of the ablation: a recipe, and whether the background class is trained at all."""
-
-    description: str
-    recipe: OpenSetRecipe
-    background: bool = True
-
-
-ABLATION: dict[str, Variant] = {
-    "no-other": Variant("4-class softmax, no background class", OpenSetRecipe(class_weight="none", mix=None, training_streams=0), background=False),
-    "other": Variant("+ 'other' class (9 ESC-10 classes)", OpenSetRecipe(class_weight="none", mix=None, training_streams=0)),
-    "balanced": Variant("+ balanced class weights", OpenSetRecipe(mix=None, training_streams=0)),
-    "mix": Variant("+ 2 mixed copies of each target", replace(DEFAULT_RECIPE, training_streams=0)),
-    "default": Variant("+ 2 training streams per fold (the default)", DEFAULT_RECIPE),
-    "quiet": Variant("default + quiet target patches as background", replace(DEFAULT_RECIPE, quiet_below_peak_db=20.0)),
-    "smooth": Variant("default + label smoothing 0.1", replace(DEFAULT_RECIPE, label_smoothing=0.1)),
-    "subclasses": Variant("default + one output per background category", replace(DEFAULT_RECIPE, background_subclasses=True)),
-    "no-temperature": Variant("default without temperature scaling", replace(DEFAULT_RECIPE, temperature_scaling=False)),
-    "ensemble": Variant("default + 3 heads averaged", replace(DEFAULT_RECIPE, ensemble=3)),
-    "epochs": Variant("default, 40 epochs", replace(DEFAULT_RECIPE, epochs=40)),
-    "dropout": Variant("default, 40 epochs + dropout 0.5", replace(DEFAULT_RECIPE, epochs=40, dropout=0.5)),
-    "context": Variant("default + the mean of the 3 patches before each one", replace(DEFAULT_RECIPE, context_patches=3)),
-    "onset": Variant("default, stream patches with 0.2 s of a target labelled target (not 0.4 s)",
-                     replace(DEFAULT_RECIPE, min_target_overlap_seconds=0.2)),
-    "streams4": Variant("default with 4 training streams per fold (not 2)", replace(DEFAULT_RECIPE, training_streams=4)),
-    "epochs10": Variant("default, 10 epochs", replace(DEFAULT_RECIPE, epochs=10)),
-    "speed": Variant("default, mixed copies played at 0.9-1.1x speed", replace(DEFAULT_RECIPE, mix=replace(MixOptions(), speed=(0.9, 1.1)))),
-    "speed20": Variant("default, mixed copies played at 0.8-1.2x speed", replace(DEFAULT_RECIPE, mix=replace(MixOptions(), speed=(0.8, 1.2)))),
-    "gain30": Variant("default, mixed copies at -30 to 0 dB gain (not -12 to 0)", replace(DEFAULT_RECIPE, mix=replace(MixOptions(), gain_db=(-30.0, 0.0)))),
-    "snr-5": Variant("default, mixed copies at -5 to 20 dB SNR (not 0 to 20)", replace(DEFAULT_RECIPE, mix=replace(MixOptions(), snr_db=(-5.0, 20.0)))),
-    "tilt": Variant("default, mixed copies tilted by -3 to +3 dB per octave", replace(DEFAULT_RECIPE, mix=replace(MixOptions(), tilt_db_per_octave=(-3.0, 3.0)))),
-    "bg-copies": Variant("default + 2 mixed copies of each background clip, as background",
-                         replace(DEFAULT_RECIPE, mix=replace(MixOptions(), background_copies=2))),
-}
-"""Variants measured by `oido-train ablation`: the first five build the default up, the rest change one thing in it
-(dropout: with the 40 epochs of `epochs`)."""
-ABLATION_SNR_DB = 10.0
-"""SNR of the ablation's targets-over-background stream."""
-
-
-def ablation(
-    factory: StreamFactory,
-    variants: Mapping[str, Variant],
-    *,
-    train_folds: Sequence[int],
-    test_fold: int,
-    detectors: Sequence[tuple[int, int]] = ((1, 1), (2, 3)),
-    experiment: ExperimentOptions = ExperimentOptions(),
-    augment_cache: str | os.PathLike[str] | None = DEFAULT_AUGMENT_CACHE,
-    progress: ProgressFn | None = None,
-) -> list[dict[str, Any]]:
-    """For each variant and k-of-n detector: calibrate out of fold, score the test-fold stream.
-
-    One row per (variant, detector): validation and test recall in time, false events, thresholds,
-    latency, and the test clip accuracy of the targets.
-    """
-    task = factory.task
-    test_spec = factory.fold_stream([test_fold], seed=experiment.test_seed)
-    test_patches = factory.patches(test_spec)
-    mixed_spec = factory.mixed(test_spec, snr_db=ABLATION_SNR_DB, bed_folds=[test_fold], bed_categories=DEFAULT_BED_CATEGORIES, seed=experiment.test_seed)
-    mixed_patches = factory.patches(mixed_spec)
-    rows = []
-    for name, variant in variants.items():
-        if progress:
-            progress(f"variant {name}: {variant.description}")
-        checked = oof_validation(
-            factory, variant.recipe, train_folds=train_folds, background=variant.background,
-            experiment=experiment, augment_cache=augment_cache,
-        )  # fmt: skip
-        validation = checked.streams
-        clips = task.select(folds=train_folds, background=variant.background)
-        heads = train_heads(factory, clips, variant.recipe, augment_cache=augment_cache)
-        heads.temperature = checked.temperature
-        test = ScoredStream(test_spec, heads.predict(test_patches.embeddings), test_patches)
-        mixed = ScoredStream(mixed_spec, heads.predict(mixed_patches.embeddings), mixed_patches)
-        right, total = clip_accuracy(task, heads, folds=[test_fold])
-        for k, n in detectors:
-            base = experiment.detector.with_changes(min_patches=k, of_patches=n, background_label=task.background_label)
-            calibration = calibrate_on_streams(
-                validation, labels=task.labels, config=base, target_false_per_hour=experiment.target_false_per_hour,
-                options=factory.options, params=factory.params,
-            )  # fmt: skip
-            config = detector_with(calibration, base, task.background_label)
-            valid = merge_scores([score(s, labels=task.labels, config=config, options=factory.options) for s in validation])
-            tested = score(test, labels=task.labels, config=config, options=factory.options)
-            v, t = valid.summary()["overall"], tested.summary()["overall"]
-            m = score(mixed, labels=task.labels, config=config, options=factory.options).summary()["overall"]
-            rows.append({
-                "variant": name, "description": variant.description, "detector": f"{k}-of-{n}",
-                "validation_in_time": [v["detected_in_time"], v["targets"]], "validation_false": v["false_events"],
-                "validation_hours": round(valid.nontarget_seconds / 3600, 3),
-                "test_in_time": [t["detected_in_time"], t["targets"]], "test_detected": t["detected"],
-                "test_false": t["false_events"], "test_false_per_hour": t["false_per_hour"],
-                "test_latency_median": t["latency_median_seconds"], "test_latency_max": t["latency_max_seconds"],
-                "test_clip_accuracy": [right, total], "thresholds": calibration.thresholds,
-                "snr_db": ABLATION_SNR_DB, "mixed_in_time": [m["detected_in_time"], m["targets"]],
-                "temperature": round(checked.temperature, 3),
-            })  # fmt: skip
-    return rows
-
-
-def format_ablation(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Markdown table of ablation rows."""
-    lines = [
-        "| variant | detector | validation: in time / false | test: in time (1.5 s) | test false events (/h) | latency median / max | over background 10 dB: in time | test clip accuracy |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        vi, vt = row["validation_in_time"]
-        ti, tt = row["test_in_time"]
-        ca, ct = row["test_clip_accuracy"]
-        lines.append(
-            f"| {row['description']} | {row['detector']} | {vi}/{vt} / {row['validation_false']} | {ti}/{tt} | "
-            f"{row['test_false']} ({row['test_false_per_hour']:.0f}) | {_seconds(row['test_latency_median'])} / "
-            f"{_seconds(row['test_latency_max'])} s | {row['mixed_in_time'][0]}/{row['mixed_in_time'][1]} | {ca}/{ct} |"
-        )
-    return "\n".join(lines)
-
-
-def ablation_main(args: argparse.Namespace) -> int:
-    """oido-train ablation: the ablation table (markdown) into <reports-dir>/openset/ablation.md + .json."""
-    unknown = sorted(set(args.variants) - set(ABLATION))
-    if unknown:
-        raise ValueError(f"unknown variant(s) {unknown}; choose from {list(ABLATION)}")
-    factory = _factory(args)
-    task = factory.task
-    data_dir = Path(_arg(args, "data_dir", "data"))
-    detectors = sorted({(1, 1), (args.min_patches, args.of_patches)})
-    rows = ablation(
-        factory, {name: replace(ABLATION[name], recipe=replace(ABLATION[name].recipe, seed=args.seed)) for name in args.variants},
-        train_folds=_train_folds(task), test_fold=task.test_fold,
-        detectors=detectors, experiment=_experiment_from_args(args), augment_cache=data_dir / "cache" / "augment",
-        progress=lambda text: _say(args, f"  {text}"),
-    )  # fmt: skip
-    out = Path(_arg(args, "reports_dir", "reports")) / "openset"
-    _write_json(out / "ablation.json", rows)
-    table = format_ablation(rows)
-    from train.streams import _write_text_atomic
-
-    _write_text_atomic(out / "ablation.md", table + "\n")
-    _say(args, table)
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Stand-alone parser (python -m train.openset COMMAND) with oido-train's shared options."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    common.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
-    common.add_argument("--data-dir", type=Path, default=Path("data"), metavar="DIR", help="prepared data (default: data)")
-    common.add_argument("--model-dir", type=Path, default=Path("model"), metavar="DIR", help="model folder (default: model)")
-    common.add_argument("--reports-dir", type=Path, default=Path("reports"), metavar="DIR", help="figures (default: reports)")
-    common.add_argument("--assets", type=Path, default=None, metavar="DIR",
-                        help="the folder holding esc50/ and yamnet/ (default: $OIDO_ASSETS, else ../shared/assets)")  # fmt: skip
-    common.add_argument("--threads", type=int, default=0, metavar="N", help="TensorFlow CPU threads (default: 0 = its choice)")
-    parser = argparse.ArgumentParser(prog="python -m train.openset", description="Oído open-set training and event-level evaluation.")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.required = True
-    add_subcommands(commands, parents=[common])
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command stand-alone (oido-train wires the same functions as its sub-commands)."""
-    import sys
-
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)  # fmt: skip
-    if args.threads:
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    try:
-        return int(args.run(args))
-    except ValueError as error:  # the project's user errors (and AssetError's message) name the fix
-        logger.debug("details", exc_info=True)
-        print(f"{build_parser().prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
