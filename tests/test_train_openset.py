@@ -68,6 +68,21 @@ def test_among_equally_good_thresholds_the_highest_is_kept() -> None:
     assert choose_thresholds(curves, hours=1.0, target_false_per_hour=0.5) == {"a": 0.7}
 
 
+def test_threshold_position_moves_a_threshold_within_its_plateau_in_logit_space() -> None:
+    # 0.5 .. 0.9 give the same figures (0 missed, 0 false): logit -0.0 .. 2.197
+    curves = {"a": rows((0.3, 0, 2), (0.5, 0, 0), (0.7, 0, 0), (0.9, 0, 0), (0.95, 3, 0))}
+    chosen = {p: choose_thresholds(curves, hours=1.0, target_false_per_hour=0.5, position=p)["a"] for p in (1.0, 0.5, 0.0)}
+    assert chosen[1.0] == 0.9 and chosen[0.0] == 0.5
+    assert chosen[0.5] == pytest.approx(1.0 / (1.0 + math.exp(-math.log(9.0) / 2.0)))  # 0.75: the logit midpoint
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        choose_thresholds(curves, hours=1.0, target_false_per_hour=0.5, position=1.5)
+    from train.cli import parse_args
+    from train.openset_cli import _experiment_from_args
+
+    assert _experiment_from_args(parse_args(["fit-openset"])).threshold_position == 1.0
+    assert _experiment_from_args(parse_args(["loco", "--threshold-position", "0.5"])).threshold_position == 0.5
+
+
 def test_a_class_that_cannot_meet_the_budget_gets_its_highest_threshold() -> None:
     curves = {"a": rows((0.5, 0, 4), (0.9, 1, 2))}
     assert choose_thresholds(curves, hours=1.0, target_false_per_hour=1.0) == {"a": 0.9}

@@ -114,7 +114,7 @@ def ablation(
             base = experiment.detector.with_changes(min_patches=k, of_patches=n, background_label=task.background_label)
             calibration = calibrate_on_streams(
                 validation, labels=task.labels, config=base, target_false_per_hour=experiment.target_false_per_hour,
-                options=factory.options, params=factory.params,
+                options=factory.options, params=factory.params, position=experiment.threshold_position,
             )  # fmt: skip
             config = detector_with(calibration, base, task.background_label)
             valid = merge_scores([score(s, labels=task.labels, config=config, options=factory.options) for s in validation])

@@ -801,14 +801,17 @@ def _per_label_curves(
 
 
 def choose_thresholds(
-    curves: Mapping[str, Sequence[tuple[float, int, int, int]]], *, hours: float, target_false_per_hour: float
+    curves: Mapping[str, Sequence[tuple[float, int, int, int]]], *, hours: float, target_false_per_hour: float,
+    position: float = 1.0,
 ) -> dict[str, float]:
     """Per-class thresholds: fewest validation misses with total false events within budget.
 
     The budget (target rate x validation hours, at least the events a zero-false choice
     allows) is shared between classes; among thresholds of equal misses the higher one is
     kept (same recall on validation, fewer false events to expect). Solved exactly by dynamic
-    programming over classes.
+    programming over classes. Then each threshold moves to `position` (in logit space) within
+    its plateau, the run of grid thresholds around it with the same misses and false events:
+    1 keeps the highest, 0.5 takes the middle, 0 the lowest (see plateau_threshold).
     """
     budget = int(math.floor(target_false_per_hour * hours + 1e-9))
     # best[b] = (total missed, -sum of thresholds, choices) using at most b false events
@@ -830,7 +833,27 @@ def choose_thresholds(
                 candidate = (prev[0] + next(r[1] for r in rows if r[0] == threshold), prev[1] - threshold, {**prev[2], label: threshold})
             nxt[b] = candidate
         best = nxt
-    return dict(best[budget][2])
+    return {label: plateau_threshold(curves[label], threshold, position) for label, threshold in best[budget][2].items()}
+
+
+def plateau_threshold(rows: Sequence[tuple[float, int, int, int]], threshold: float, position: float) -> float:
+    """The threshold at `position` (0 lowest .. 1 highest, in logit space) of the run of `rows`
+    (threshold, missed, targets, false events; increasing thresholds) around `threshold` whose
+    misses and false events equal its own: validation cannot tell these apart, and one away
+    from the run's top leaves a margin for targets a little quieter or noisier than any validated."""
+    if not 0.0 <= position <= 1.0:
+        raise ValueError(f"the threshold position within its plateau must be in [0, 1], got {position}")
+    index = next(i for i, row in enumerate(rows) if row[0] == threshold)
+    figures = (rows[index][1], rows[index][3])
+    low = high = index
+    while low > 0 and (rows[low - 1][1], rows[low - 1][3]) == figures:
+        low -= 1
+    while high < len(rows) - 1 and (rows[high + 1][1], rows[high + 1][3]) == figures:
+        high += 1
+    if position == 1.0 or low == high:
+        return threshold
+    logit_low, logit_high = (math.log(rows[i][0] / (1.0 - rows[i][0])) for i in (low, high))
+    return round(1.0 / (1.0 + math.exp(-(logit_low + position * (logit_high - logit_low)))), 7)
 
 
 def calibrate_on_streams(
@@ -842,13 +865,15 @@ def calibrate_on_streams(
     grid: Sequence[float] = CALIBRATION_GRID,
     options: StreamOptions = DEFAULT_STREAM_OPTIONS,
     params: Params = DEFAULT_PARAMS,
+    position: float = 1.0,
 ) -> Calibration:
     """Choose per-class thresholds on scored validation streams (see choose_thresholds)."""
     curves, hours = _per_label_curves(streams, labels=labels, config=config, grid=grid, options=options, params=params)
-    chosen = choose_thresholds(curves, hours=hours, target_false_per_hour=target_false_per_hour)
+    chosen = choose_thresholds(curves, hours=hours, target_false_per_hour=target_false_per_hour, position=position)
     expected = {}
     for label, rows in curves.items():
-        row = next(r for r in rows if r[0] == chosen[label])
+        # a threshold inside a plateau has the figures of the grid threshold just under it
+        row = max((r for r in rows if r[0] <= chosen[label]), key=lambda r: r[0])
         expected[label] = {"missed": row[1], "targets": row[2], "false_events": row[3]}
     return Calibration(
         thresholds=chosen,
@@ -947,6 +972,9 @@ class ExperimentOptions:
     veto_classes: tuple[str, ...] = ("Speech", "Music")
     """YAMNet AudioSet classes the detector may veto (choose_veto keeps those no training target
     reaches); () for none."""
+    threshold_position: float = 1.0
+    """Where each threshold sits within the run of grid thresholds that give the same validation
+    figures, in logit space: 1 the highest (the default), 0.5 the middle, 0 the lowest."""
 
 
 @dataclass
@@ -1040,7 +1068,7 @@ def fit_openset(
     base = experiment.detector.with_changes(background_label=task.background_label)
     calibration = calibrate_on_streams(
         validation.streams, labels=task.labels, config=base, target_false_per_hour=experiment.target_false_per_hour,
-        options=factory.options, params=factory.params,
+        options=factory.options, params=factory.params, position=experiment.threshold_position,
     )  # fmt: skip
     if progress:
         progress("final heads on all training folds")

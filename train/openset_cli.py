@@ -78,6 +78,9 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
         group = parser.add_argument_group("calibration")
         group.add_argument("--target-false-per-hour", type=float, default=ExperimentOptions.target_false_per_hour,
                            metavar="RATE", help="false events per hour of non-target sound to choose thresholds for (default: 2)")  # fmt: skip
+        group.add_argument("--threshold-position", type=float, default=ExperimentOptions.threshold_position, metavar="P",
+                           help="where each threshold sits among the grid thresholds that give the same validation figures, "
+                                "in logit space: 1 the highest, 0.5 the middle, 0 the lowest (default: 1)")  # fmt: skip
         group.add_argument("--validation-seeds", type=int, default=ExperimentOptions.validation_seeds, metavar="N",
                            help="validation streams per training fold (default: 2)")  # fmt: skip
         group.add_argument("--min-patches", type=int, default=DEFAULT_DETECTOR.min_patches, metavar="K",
@@ -243,6 +246,7 @@ def _experiment_from_args(args: argparse.Namespace) -> ExperimentOptions:
     return ExperimentOptions(
         validation_seeds=args.validation_seeds, target_false_per_hour=args.target_false_per_hour, detector=detector,
         veto_classes=tuple(_arg(args, "veto_classes", ExperimentOptions.veto_classes)),
+        threshold_position=_arg(args, "threshold_position", ExperimentOptions.threshold_position),
     )  # fmt: skip
 
 
@@ -324,7 +328,8 @@ def calibrate_main(args: argparse.Namespace) -> int:
     base = experiment.detector.with_changes(background_label=factory.task.background_label)
     calibration = calibrate_on_streams(validation.streams, labels=factory.task.labels, config=base,
                                        target_false_per_hour=experiment.target_false_per_hour,
-                                       options=factory.options, params=factory.params)  # fmt: skip
+                                       options=factory.options, params=factory.params,
+                                       position=experiment.threshold_position)  # fmt: skip
     veto = (metadata.get("detector") or {}).get("veto") or {}
     detector = detector_with(calibration, base, factory.task.background_label).with_changes(veto=veto)
     update_thresholds(model_dir, calibration, detector)
