@@ -7,10 +7,11 @@ threshold that keeps false events under a target rate on validation streams. Thi
 - `OpenSetRecipe` and `train_heads`: the head trainer (train.head.fit_head) fed with patches
   whose labels follow the sound (near-silent patches of a target clip are background), plus
   mixed/shifted augmented copies of the target clips (train.augment);
-- `calibrate`: out-of-fold predictions on validation STREAMS of the training folds (train on
-  three folds, stream the fourth), a threshold sweep per class, and the lowest thresholds whose
-  false events stay within the budget (default 2 per hour);
-- `evaluate_stream`: the test fold as a stream through the edge detector (event recall,
+- `oof_validation` and `calibrate_on_streams`: out-of-fold predictions on validation STREAMS of
+  the training folds (train on three folds, stream the fourth), a threshold sweep per class,
+  and the thresholds that miss the fewest targets with false events within the budget
+  (default 2 per hour; `choose_thresholds`);
+- `evaluate_streams`: the test fold as a stream through the edge detector (event recall,
   latency, false events per hour, sweep plot);
 - `leave_one_class_out`: an honest proxy for never-heard sounds: the background class is
   trained without one category, and false events are counted on that category's clips.
