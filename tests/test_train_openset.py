@@ -539,3 +539,45 @@ def test_background_copies_add_only_background_patches_and_reach_the_recipe(toy_
     assert recipe_from_args(parse_args(["fit-openset", "--mix-background-copies", "2"])).mix.background_copies == 2
     with pytest.raises(ValueError, match="background_copies"):
         recipe_from_args(parse_args(["fit-openset", "--mix-background-copies", "-1"]))
+
+
+def test_rank_auc_counts_pairs_in_order_and_ties_as_half() -> None:
+    from train.openset import rank_auc
+
+    assert rank_auc([3.0, 4.0], [1.0, 2.0]) == 1.0
+    assert rank_auc([1.0], [2.0]) == 0.0
+    assert rank_auc([1.0, 3.0], [1.0, 2.0]) == pytest.approx(0.625)  # pairs: tie, below, above, above
+    with pytest.raises(ValueError, match="at least one"):
+        rank_auc([], [1.0])
+
+
+def test_separability_tells_a_look_alike_from_a_distinct_never_trained_sound(toy_task: Task) -> None:
+    pytest.importorskip("tensorflow")
+    from dataclasses import replace
+
+    from train.openset import separability
+
+    rng = np.random.default_rng(2)
+    direction = np.zeros(EMBEDDING, np.float32)
+    direction[:8] = 3.0
+
+    def with_embeddings(sign_of: dict[str, float]) -> Task:
+        clips = []
+        for clip in toy_task.clips:
+            noise = rng.standard_normal(clip.embeddings.shape).astype(np.float32)
+            # the beeps' silent patches are trained on as background: they sit with it
+            sign = np.where(DEFAULT_PARAMS.audible(clip.level_db), sign_of[clip.category], -1.0).astype(np.float32)
+            clips.append(replace(clip, embeddings=noise + sign[:, None] * direction))
+        return replace(toy_task, clips=tuple(clips))
+
+    recipe = OpenSetRecipe(mix=None, training_streams=0, epochs=5, temperature_scaling=False)
+    figures = {}
+    for name, hum in (("look-alike", 1.0), ("distinct", -1.0)):
+        task = with_embeddings({"beep": 1.0, "hiss": -1.0, "hum": hum})
+        factory = StreamFactory(task, RandomEmbedder(), cache_dir=None, library=AudioLibrary())
+        figures[name] = separability(factory, recipe, train_folds=[1, 2], left_out="hum", target="beep", augment_cache=None)
+    assert figures["distinct"]["target_clips"] == 4 and figures["distinct"]["left_out_clips"] == 2
+    assert figures["distinct"]["log-odds"]["auc"] == 1.0
+    assert figures["look-alike"]["log-odds"]["auc"] < 0.9
+    with pytest.raises(ValueError, match="not a background category"):
+        separability(factory, recipe, train_folds=[1, 2], left_out="dog", target="beep", augment_cache=None)

@@ -1207,6 +1207,76 @@ def leave_one_class_out(
     }
 
 
+SEPARABILITY_SCORES = ("log-odds", "logit", "logit minus other")
+"""Patch scores compared by `separability`: the log-odds of the class against every other output
+(ranks patches as the softmax probability does at any temperature, without saturating at 1.0),
+the class's own logit (max-logit, an out-of-distribution score), and its logit minus the
+background's."""
+
+
+def rank_auc(positives: Sequence[float], negatives: Sequence[float]) -> float:
+    """Chance that a random positive scores above a random negative (ties count half): 1 separates
+    them perfectly, 0.5 not at all."""
+    pos, neg = np.asarray(positives, np.float64), np.asarray(negatives, np.float64)
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError("rank_auc needs at least one positive and one negative score")
+    above = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(above / (len(pos) * len(neg)))
+
+
+def separability(
+    factory: StreamFactory,
+    recipe: OpenSetRecipe = DEFAULT_RECIPE,
+    *,
+    train_folds: Sequence[int],
+    left_out: str,
+    target: str,
+    augment_cache: str | os.PathLike[str] | None = DEFAULT_AUGMENT_CACHE,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """How well any score of the head tells `target` clips from a background category it never
+    trained on, out of fold: heads trained without fold f and without `left_out` score the
+    `target` clips of fold f and the `left_out` clips of fold f. A clip's score is its highest
+    audible patch's (an event starts on one patch). No threshold on a score whose AUC is near 0.5
+    can keep the left-out sound dark and still hear the target.
+
+    Returns {score name: {"auc", "left_out_over": {"75%", "50%"}: left-out clips at or over the
+    threshold that keeps that share of target clips}, "target_clips", "left_out_clips"}.
+    """
+    task = factory.task
+    if left_out not in task.categories:
+        raise ValueError(f"{left_out!r} is not a background category of this data set; choose from {task.categories}")
+    if target not in task.labels or task.labels.index(target) == task.background_index:
+        raise ValueError(f"{target!r} is not a target label of this data set; choose from {task.target_labels}")
+    label, other = task.labels.index(target), task.background_index
+    scores: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in SEPARABILITY_SCORES}
+    for fold in train_folds:
+        if progress:
+            progress(f"heads without fold {fold} and without {left_out}")
+        clips = task.select(folds=[f for f in train_folds if f != fold], exclude_categories=[left_out])
+        heads = train_heads(factory, clips, recipe, augment_cache=augment_cache)
+        output = int(np.flatnonzero(heads.merge[:, label])[0])
+        for clip in task.select(folds=[fold]):
+            side = 0 if clip.label == label else 1 if clip.category == left_out else None
+            audible = factory.params.audible(clip.level_db)
+            if side is None or not audible.any():
+                continue
+            logits = heads.logits(clip.embeddings)[:, audible].astype(np.float64)  # [heads, p, outputs]
+            own = logits[..., output]
+            rest = np.logaddexp.reduce(np.delete(logits, output, axis=-1), axis=-1)
+            background = np.logaddexp.reduce(logits[..., heads.merge[:, other] > 0], axis=-1)
+            for name, values in zip(SEPARABILITY_SCORES, (own - rest, own, own - background)):
+                scores[name][side].append(float(np.max(values.mean(axis=0))))
+    result: dict[str, Any] = {}
+    for name, (targets, others) in scores.items():
+        result[name] = {
+            "auc": round(rank_auc(targets, others), 3),
+            "left_out_over": {f"{share:.0%}": int(np.sum(np.asarray(others) >= np.quantile(targets, 1.0 - share))) for share in (0.75, 0.5)},
+        }
+    result["target_clips"], result["left_out_clips"] = len(scores["logit"][0]), len(scores["logit"][1])
+    return result
+
+
 # --------------------------------------------------------------------------- models to evaluate
 
 

@@ -1,4 +1,4 @@
-"""The open-set commands of oido-train: fit-openset, calibrate, evaluate-stream, loco, feedback, ablation.
+"""The open-set commands of oido-train: fit-openset, calibrate, evaluate-stream, loco, separability, feedback, ablation.
 
 Parsing only; the work is in train.openset (train.feedback, train.ablation). oido-train
 (train/cli.py) adds these sub-commands with `add_subcommands`; `python -m train.openset_cli
@@ -23,6 +23,7 @@ from train.openset import (
     DEFAULT_BED_CATEGORIES,
     DEFAULT_DETECTOR,
     DEFAULT_RECIPE,
+    SEPARABILITY_SCORES,
     THRESHOLDS_FILE,
     ExperimentOptions,
     OpenSetRecipe,
@@ -41,6 +42,7 @@ from train.openset import (
     oof_validation,
     plot_calibration,
     save_openset_model,
+    separability,
     update_thresholds,
     write_json,
 )
@@ -60,7 +62,7 @@ RECIPE_FLAGS: dict[str, str] = {
 
 
 def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
-    """Add fit-openset, calibrate, evaluate-stream, loco, feedback and ablation to oido-train's sub-parsers.
+    """Add fit-openset, calibrate, evaluate-stream, loco, separability, feedback and ablation to oido-train's sub-parsers.
 
     `parents`: oido-train's shared options (-v/-q, --data-dir, --model-dir, --reports-dir, --assets, --threads).
     Each sub-parser sets `run` to its *_main(args) -> exit status.
@@ -159,6 +161,16 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
                       help="measure a head that also hears the mean embedding of the K patches before each one "
                            "(train.context; measured and not kept, so fit-openset has no such flag) (default: 0)")  # fmt: skip
     loco.set_defaults(run=loco_main)
+
+    apart = subparsers.add_parser("separability", parents=list(parents),
+                                  help="how well any score of the head tells a target from a sound it never trained on (AUC, out of fold)")  # fmt: skip
+    yamnet_flags(apart)
+    recipe_flags(apart)
+    apart.add_argument("--left-out", default="clock_tick", metavar="CATEGORY",
+                       help="background category the heads never train on (default: clock_tick, the one that fires most)")  # fmt: skip
+    apart.add_argument("--target", default="water_drops", metavar="LABEL",
+                       help="target label it is taken for (default: water_drops)")  # fmt: skip
+    apart.set_defaults(run=separability_main)
 
     from train.feedback import RETRAIN_AS
 
@@ -389,6 +401,26 @@ def loco_main(args: argparse.Namespace) -> int:
                    f"{figures['detected_in_time']:>10d}/{figures['targets']}")  # fmt: skip
     _say(args, f"mean {summary['mean_false_per_hour']:.1f}/h, worst {summary['worst_false_per_hour']:.1f}/h "
                f"({summary['worst_category']}), fewest targets in time {summary['min_detected_in_time']}/{summary['targets']}; {out}")  # fmt: skip
+    return 0
+
+
+def separability_main(args: argparse.Namespace) -> int:
+    """oido-train separability: AUC of each patch score between a target's clips and a never-trained category's."""
+    factory = _factory(args)
+    data_dir = Path(_arg(args, "data_dir", "data"))
+    result = separability(
+        factory, recipe_from_args(args), train_folds=_train_folds(factory.task), left_out=args.left_out, target=args.target,
+        augment_cache=data_dir / "cache" / "augment", progress=lambda text: _say(args, f"  {text}"),
+    )  # fmt: skip
+    out = Path(_arg(args, "reports_dir", "reports")) / "openset" / f"separability-{args.left_out}-{args.target}.json"
+    write_json(out, result)
+    _say(args, f"{args.target} ({result['target_clips']} clips) against never-trained {args.left_out} "
+               f"({result['left_out_clips']} clips), out of fold; a clip scores its highest audible patch")  # fmt: skip
+    _say(args, f"{'score':18s} {'AUC':>5s}   {args.left_out} clips over the threshold that keeps 75% / 50% of {args.target}")
+    for name in SEPARABILITY_SCORES:
+        over = result[name]["left_out_over"]
+        _say(args, f"{name:18s} {result[name]['auc']:5.3f}   {over['75%']} / {over['50%']}")
+    _say(args, f"written to {out}")
     return 0
 
 
