@@ -123,7 +123,7 @@ def _add_prepare_flags(parser: argparse.ArgumentParser) -> None:
                             "else the user cache, else downloaded)")  # fmt: skip
 
 
-def _add_yamnet_flags(parser: argparse.ArgumentParser) -> None:
+def add_yamnet_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("YAMNet")
     group.add_argument("--yamnet-source", choices=("auto", "tflite", "hub"), default="auto",
                        help="where the YAMNet weights come from (default: auto = the weights file if found, else TF Hub)")  # fmt: skip
@@ -203,34 +203,34 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.set_defaults(run=_run_prepare)
 
     embed = commands.add_parser("embed", parents=[common], help="compute (or reuse) YAMNet embeddings of every clip")
-    _add_yamnet_flags(embed)
+    add_yamnet_flags(embed)
     embed.set_defaults(run=_run_embed)
 
     fit = commands.add_parser("fit", parents=[common], help="train the head on folds 1-4, save model/head.json + head-<sha>.keras")
-    _add_yamnet_flags(fit)
+    add_yamnet_flags(fit)
     _add_train_config_flags(fit)
     fit.set_defaults(run=_run_fit)
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="clip accuracy on the test fold, as the edge decides")
-    _add_yamnet_flags(evaluate)
+    add_yamnet_flags(evaluate)
     evaluate.set_defaults(run=_run_evaluate)
 
     cv = commands.add_parser("cv", parents=[common], help="5-fold cross-validation by ESC-50 fold")
     cv.add_argument("--repeats", type=int, default=1, metavar="N",
                     help="run the whole cross-validation N times, seeds SEED..SEED+N-1, and report the mean (default: 1)")  # fmt: skip
-    _add_yamnet_flags(cv)
+    add_yamnet_flags(cv)
     _add_train_config_flags(cv)
     cv.set_defaults(run=_run_cv)
 
     plot = commands.add_parser("plot-clip", parents=[common], help="waveform, log-mel and patch probabilities of a clip (PNG)")
     plot.add_argument("file", type=Path, metavar="FILE", help="an audio file (any rate; resampled to 16 kHz)")
     plot.add_argument("--out", type=Path, default=None, metavar="PNG", help="output (default: <reports-dir>/<FILE stem>.png)")
-    _add_yamnet_flags(plot)
+    add_yamnet_flags(plot)
     plot.set_defaults(run=_run_plot_clip)
 
     everything = commands.add_parser("all", parents=[common], help="prepare + embed + fit + evaluate (the main job)")
     _add_prepare_flags(everything)
-    _add_yamnet_flags(everything)
+    add_yamnet_flags(everything)
     _add_train_config_flags(everything)
     everything.set_defaults(run=_run_all)
 

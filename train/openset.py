@@ -16,8 +16,9 @@ threshold that keeps false events under a target rate on validation streams. Thi
 - `leave_one_class_out`: an honest proxy for never-heard sounds: the background class is
   trained without one category, and false events are counted on that category's clips.
 
-Its commands (fit-openset, calibrate, evaluate-stream, loco, feedback, ablation) are parsed in
-train.openset_cli; `oido-train ablation`'s variants are in train.ablation.
+Also `separability`: how well any score of the head tells a target from a never-trained sound.
+Its commands (fit-openset, calibrate, evaluate-stream, loco, separability, feedback, ablation) are
+parsed in train.openset_cli; `oido-train ablation`'s variants are in train.ablation.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from train.streams import (
     check_against_pipeline,
     detect_events,
     embed_stream,
+    logit,
     plot_sweep,
     render_stream,
     run_pipeline,
@@ -853,7 +855,7 @@ def plateau_threshold(rows: Sequence[tuple[float, int, int, int]], threshold: fl
         high += 1
     if position == 1.0 or low == high:
         return threshold
-    logit_low, logit_high = (math.log(rows[i][0] / (1.0 - rows[i][0])) for i in (low, high))
+    logit_low, logit_high = logit(rows[low][0]), logit(rows[high][0])
     return round(1.0 / (1.0 + math.exp(-(logit_low + position * (logit_high - logit_low)))), 7)
 
 

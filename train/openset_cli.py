@@ -67,14 +67,7 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
     `parents`: oido-train's shared options (-v/-q, --data-dir, --model-dir, --reports-dir, --assets, --threads).
     Each sub-parser sets `run` to its *_main(args) -> exit status.
     """
-    from train.cli import names_arg, optional_float_arg  # oido-train's own argument types
-
-    def yamnet_flags(parser: argparse.ArgumentParser) -> None:
-        group = parser.add_argument_group("YAMNet")
-        group.add_argument("--yamnet-source", choices=("auto", "tflite", "hub"), default="auto",
-                           help="where train's YAMNet weights come from (default: auto)")  # fmt: skip
-        group.add_argument("--yamnet-weights", type=Path, default=None, metavar="FILE",
-                           help="the YAMNet weights file; overrides the search")  # fmt: skip
+    from train.cli import add_yamnet_flags, names_arg, optional_float_arg  # oido-train's own flags and types
 
     def calibration_flags(parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("calibration")
@@ -120,20 +113,20 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
 
     fit = subparsers.add_parser("fit-openset", parents=list(parents),
                                 help="train the head for open-set use and calibrate its thresholds (head.json + thresholds.json)")  # fmt: skip
-    yamnet_flags(fit)
+    add_yamnet_flags(fit)
     recipe_flags(fit)
     calibration_flags(fit)
     fit.set_defaults(run=fit_openset_main)
 
     calibrate = subparsers.add_parser("calibrate", parents=list(parents),
                                       help="choose per-class thresholds on out-of-fold validation streams for a false-alarm rate")  # fmt: skip
-    yamnet_flags(calibrate)
+    add_yamnet_flags(calibrate)
     calibration_flags(calibrate)
     calibrate.set_defaults(run=calibrate_main)
 
     stream = subparsers.add_parser("evaluate-stream", parents=list(parents),
                                    help="event-level evaluation: the test fold as long streams through the edge pipeline")  # fmt: skip
-    yamnet_flags(stream)
+    add_yamnet_flags(stream)
     stream.add_argument("--seed", type=int, default=0, help="stream layout seed (default: 0)")
     stream.add_argument("--snr-db", type=float, nargs="*", default=[10.0, 0.0], metavar="DB",
                         help="also mix the targets over background at these SNRs (default: 10 0)")  # fmt: skip
@@ -152,7 +145,7 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
 
     loco = subparsers.add_parser("loco", parents=list(parents),
                                  help="leave-one-class-out: false events on a background category never trained on")  # fmt: skip
-    yamnet_flags(loco)
+    add_yamnet_flags(loco)
     recipe_flags(loco)
     calibration_flags(loco)
     loco.add_argument("--categories", type=names_arg, default=None, metavar="A,B",
@@ -164,7 +157,7 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
 
     apart = subparsers.add_parser("separability", parents=list(parents),
                                   help="how well any score of the head tells a target from a sound it never trained on (AUC, out of fold)")  # fmt: skip
-    yamnet_flags(apart)
+    add_yamnet_flags(apart)
     recipe_flags(apart)
     apart.add_argument("--left-out", default="clock_tick", metavar="CATEGORY",
                        help="background category the heads never train on (default: clock_tick, the one that fires most)")  # fmt: skip
@@ -177,7 +170,7 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
     feedback = subparsers.add_parser("feedback", parents=list(parents),
                                      help="leave-one-class-out, then retrain on the false alarms of a first day of listening "
                                           "(what the event-saving loop buys; train.feedback)")  # fmt: skip
-    yamnet_flags(feedback)
+    add_yamnet_flags(feedback)
     recipe_flags(feedback)
     calibration_flags(feedback)
     feedback.add_argument("--categories", type=names_arg, default=None, metavar="A,B",
@@ -192,7 +185,7 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
 
     ablate = subparsers.add_parser("ablation", parents=list(parents),
                                    help="what each part of the open-set recipe changes (calibrated, event level)")  # fmt: skip
-    yamnet_flags(ablate)
+    add_yamnet_flags(ablate)
     calibration_flags(ablate)
     ablate.add_argument("--variants", type=names_arg, default=[v for v in ABLATION if v != "ensemble"], metavar="A,B",
                         help=f"variants to run (default: all but ensemble; from {','.join(ABLATION)})")  # fmt: skip

@@ -895,7 +895,8 @@ SWEEP_MARKS = (0.3, 0.5, 0.7, 0.9, 0.97, 0.99, 0.997, 0.999, 0.9999)
 """Thresholds written next to the all-classes curve of a sweep plot (when the sweep has them)."""
 
 
-def _logit(p: float) -> float:
+def logit(p: float) -> float:
+    """log(p / (1 - p)), with p kept within [1e-9, 1 - 1e-9]."""
     p = min(max(p, 1e-9), 1 - 1e-9)
     return math.log(p / (1 - p))
 
@@ -931,8 +932,8 @@ def plot_sweep(
                       color=axis.lines[-1].get_color(), markeredgecolor="black")  # fmt: skip
     labelled: set[int] = set()
     for mark in SWEEP_MARKS:  # a few readable thresholds along the all-classes curve
-        index = min(range(len(points)), key=lambda i: abs(_logit(points[i].threshold) - _logit(mark))) if points else None
-        if index is None or index in labelled or abs(_logit(points[index].threshold) - _logit(mark)) > 0.3:
+        index = min(range(len(points)), key=lambda i: abs(logit(points[i].threshold) - logit(mark))) if points else None
+        if index is None or index in labelled or abs(logit(points[index].threshold) - logit(mark)) > 0.3:
             continue
         labelled.add(index)
         p = points[index]
