@@ -28,6 +28,8 @@ from train.openset import (  # noqa: E402
     _LabelSpace,
     choose_thresholds,
     clip_category,
+    hindsight,
+    hindsight_text,
     detector_from_metadata,
     detector_settings,
     label_stream_patches,
@@ -36,7 +38,7 @@ from train.openset import (  # noqa: E402
     write_thresholds,
 )
 from train.embeddings import patch_rms_dbfs  # noqa: E402
-from train.streams import AudioLibrary  # noqa: E402
+from train.streams import AudioLibrary, SweepPoint  # noqa: E402
 
 RATE = DEFAULT_PARAMS.sample_rate_hz
 HOP = DEFAULT_PARAMS.hop_samples
@@ -86,6 +88,51 @@ def test_threshold_position_moves_a_threshold_within_its_plateau_in_logit_space(
 def test_a_class_that_cannot_meet_the_budget_gets_its_highest_threshold() -> None:
     curves = {"a": rows((0.5, 0, 4), (0.9, 1, 2))}
     assert choose_thresholds(curves, hours=1.0, target_false_per_hour=1.0) == {"a": 0.9}
+
+
+def _point(threshold: float, missed: dict[str, int], false: dict[str, int]) -> SweepPoint:
+    return SweepPoint(threshold, missed, {label: 4 for label in missed}, false, nontarget_seconds=360.0)
+
+
+def test_hindsight_finds_the_most_targets_any_thresholds_give_within_each_false_event_budget() -> None:
+    points = [
+        _point(0.5, {"a": 0, "b": 0}, {"a": 2, "b": 1}),
+        _point(0.7, {"a": 1, "b": 2}, {"a": 1, "b": 0}),
+        _point(0.95, {"a": 3, "b": 4}, {"a": 0, "b": 0}),
+    ]
+    figures = hindsight(points[::-1], budgets=(0, 1, 2))  # the sweep's order does not matter
+    by_budget = {row["max_false_events"]: row for row in figures["budgets"]}
+    # no false event: a at 0.95 (3 missed), b at 0.7 (2 missed)
+    assert by_budget[0]["detected_in_time"] == 3 and by_budget[0]["false_events"] == 0
+    assert by_budget[0]["thresholds"] == {"a": 0.95, "b": 0.7}
+    # one: b's single false event at 0.5 buys 2 targets; a's at 0.7 only 2 as well, and ties keep the higher thresholds
+    assert by_budget[1]["detected_in_time"] == 5 and by_budget[1]["thresholds"] == {"a": 0.95, "b": 0.5}
+    # two: a at 0.7 and b at 0.5 (1 missed) beat a at 0.5 and b at 0.7 (2 missed)
+    assert by_budget[2]["detected_in_time"] == 7 and by_budget[2]["false_events"] == 2
+    assert figures["targets"] == 8 and figures["any_false"] == 8
+    assert hindsight_text(figures).endswith("<= 0 false: 3/8; <= 1 false: 5/8; <= 2 false: 7/8; any false events: 8/8")
+    # a false event even at the highest threshold: no thresholds keep a budget of none
+    stubborn = hindsight([_point(0.5, {"a": 0}, {"a": 3}), _point(0.9, {"a": 1}, {"a": 1})], budgets=(0, 1))
+    assert [row["detected_in_time"] for row in stubborn["budgets"]] == [None, 3]
+    assert "<= 0 false: out of reach; <= 1 false: 3/4" in hindsight_text(stubborn)
+    with pytest.raises(ValueError, match="at least one point"):
+        hindsight([])
+
+
+def test_hindsight_of_the_main_job_stream_respects_its_budgets() -> None:
+    results = Path(__file__).resolve().parents[1] / "reports" / "openset" / "stream" / "results.json"
+    if not results.exists():
+        pytest.skip("no main-job stream results (bash scripts/run_default.sh makes them)")
+    streams = json.loads(results.read_text())["streams"]
+    if "hindsight" not in streams["clean"]:
+        pytest.skip(f"{results} predates hindsight: rerun oido-train evaluate-stream")
+    for name, entry in streams.items():
+        figures = entry["hindsight"]
+        reachable = [row for row in figures["budgets"] if row["detected_in_time"] is not None]
+        in_time = [row["detected_in_time"] for row in reachable]
+        assert in_time == sorted(in_time), name  # more budget never finds fewer
+        assert all(row["false_events"] <= row["max_false_events"] for row in reachable), name
+        assert max(in_time, default=0) <= figures["any_false"] <= figures["targets"] == entry["overall"]["targets"], name
 
 
 def test_calibration_grid_is_increasing_probabilities() -> None:

@@ -12,7 +12,7 @@ threshold that keeps false events under a target rate on validation streams. Thi
   and the thresholds that miss the fewest targets with false events within the budget
   (default 2 per hour; `choose_thresholds`);
 - `evaluate_streams`: the test fold as a stream through the edge detector (event recall,
-  latency, false events per hour, sweep plot);
+  latency, false events per hour, sweep plot, and `hindsight`: the most any thresholds could do);
 - `leave_one_class_out`: an honest proxy for never-heard sounds: the background class is
   trained without one category, and false events are counted on that category's clips.
 
@@ -859,6 +859,55 @@ def plateau_threshold(rows: Sequence[tuple[float, int, int, int]], threshold: fl
     return round(1.0 / (1.0 + math.exp(-(logit_low + position * (logit_high - logit_low)))), 7)
 
 
+HINDSIGHT_GRID = tuple(round(1.0 / (1.0 + math.exp(-z)), 9) for z in np.arange(-1.0, 16.01, 0.05))
+"""Onset thresholds `hindsight` tries: logit steps of 0.05, 0.27 .. 0.9999999 (341 thresholds)."""
+HINDSIGHT_BUDGETS = (0, 1, 2)
+"""False-event budgets (events in the whole stream) `hindsight` reports."""
+
+
+def hindsight(points: Sequence[SweepPoint], *, budgets: Sequence[int] = HINDSIGHT_BUDGETS) -> dict[str, Any]:
+    """The most targets in time that ANY per-class thresholds (among the points' thresholds) give
+    on the very stream the points were swept on, within each budget of false events in all.
+
+    Thresholds chosen on the test stream itself are not a figure a user gets (calibration never
+    sees it); they are a ceiling. What the shipped thresholds miss under it, calibration could
+    still win; what the ceiling misses needs a better head, whatever the thresholds.
+
+    Returns {"targets", "any_false": in time with each class at its best threshold whatever the
+    false events, "budgets": [{"max_false_events", "detected_in_time" (None when no thresholds
+    keep within the budget), "false_events", "thresholds"}]}.
+    """
+    if not points:
+        raise ValueError("hindsight needs a threshold sweep with at least one point")
+    ordered = sorted(points, key=lambda p: p.threshold)
+    curves = {label: [(p.threshold, p.missed[label], p.targets[label], p.false_events[label]) for p in ordered] for label in ordered[0].missed}
+    targets = sum(ordered[0].targets.values())
+    rows = []
+    for budget in budgets:
+        chosen = choose_thresholds(curves, hours=1.0, target_false_per_hour=float(budget))
+        figures = [next(r for r in curves[label] if r[0] == threshold) for label, threshold in chosen.items()]
+        false = sum(r[3] for r in figures)
+        rows.append({
+            "max_false_events": int(budget),
+            # None: even the highest thresholds give more false events than the budget
+            "detected_in_time": targets - sum(r[1] for r in figures) if false <= budget else None,
+            "false_events": false,
+            "thresholds": {label: round(threshold, 7) for label, threshold in chosen.items()},
+        })  # fmt: skip
+    any_false = targets - sum(min(r[1] for r in rows_) for rows_ in curves.values())
+    return {"targets": targets, "any_false": any_false, "budgets": rows}
+
+
+def hindsight_text(figures: Mapping[str, Any]) -> str:
+    """One line: in-time targets per false-event budget with thresholds chosen on the stream."""
+    parts = [
+        f"<= {b['max_false_events']} false: " + (f"{b['detected_in_time']}/{figures['targets']}" if b["detected_in_time"] is not None else "out of reach")
+        for b in figures["budgets"]
+    ]
+    parts.append(f"any false events: {figures['any_false']}/{figures['targets']}")
+    return "in time with thresholds chosen in hindsight on this stream (a ceiling): " + "; ".join(parts)
+
+
 def calibrate_on_streams(
     streams: Sequence[ScoredStream],
     *,
@@ -1443,8 +1492,8 @@ def evaluate_streams(
     "others" of the test targets interleaved among them.
 
     Writes into out_dir: <name>.spec.json (replayable; <name>.wav with write_audio),
-    <name>.patches.npz (per-patch start sample, probabilities, level), results.json (figures and
-    every event), sweep.png (clean stream). Returns the results.
+    <name>.patches.npz (per-patch start sample, probabilities, level), results.json (figures,
+    every event, and each stream's `hindsight` ceiling), sweep.png (clean stream). Returns the results.
     """
     from train.datasets import load_dataset
 
@@ -1518,6 +1567,9 @@ def evaluate_streams(
             entry["sweep"] = [p.to_dict() for p in points]
             plot_sweep(points, out / "sweep.png", chosen=dict(model.detector.thresholds), target_false_per_hour=target_false_per_hour,
                        title=f"Test fold stream ({spec.seconds / 60:.0f} min, {len(spec.targets)} targets): one threshold for all classes")  # fmt: skip
+        fine = sweep_thresholds([(spec, probabilities, patches)], labels=model.labels, config=model.detector, thresholds=HINDSIGHT_GRID,
+                                options=options, params=model.params, audioset_classes=model.audioset_classes)  # fmt: skip
+        entry["hindsight"] = hindsight(fine)
         results["streams"][name] = entry
     write_json(out / "results.json", results)
     return results
@@ -1561,6 +1613,8 @@ def format_stream_results(results: Mapping[str, Any]) -> str:
                 f"{seconds_text(figures['latency_median_seconds']):>8s} {seconds_text(figures['latency_max_seconds']):>8s} "
                 f"{figures['false_events']:>6d} {figures['false_per_hour']:>7.1f}"
             )
+        if "hindsight" in entry:
+            lines.append("  " + hindsight_text(entry["hindsight"]))
         if name == "others":
             during = Counter(str(event.get("during")) for event in entry["false_events"])
             lines.append("  false events during: " + (", ".join(f"{k} {v}" for k, v in sorted(during.items())) or "none"))
