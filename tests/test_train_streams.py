@@ -320,6 +320,11 @@ def test_sweep_plot_is_written(clips, tmp_path: Path) -> None:
     ]
     png = plot_sweep(points, tmp_path / "sweep.png", chosen={"beep": 0.7}, target_false_per_hour=2.0)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = plot_sweep(points, tmp_path / "again.png", chosen={"beep": 0.7}, target_false_per_hour=2.0)
+    assert again.read_bytes() == png.read_bytes()  # the same figures draw the same image
+    ceiling = plot_sweep(points, tmp_path / "ceiling.png", chosen={"beep": 0.7}, target_false_per_hour=2.0,
+                         ceiling=[(0.0, 2), (1.0, 1), (4.0, 0)], shipped=(1.0, 1))  # fmt: skip
+    assert ceiling.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and ceiling.read_bytes() != png.read_bytes()
 
 
 def test_stream_options_reject_impossible_gaps() -> None:

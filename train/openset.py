@@ -863,6 +863,8 @@ HINDSIGHT_GRID = tuple(round(1.0 / (1.0 + math.exp(-z)), 9) for z in np.arange(-
 """Onset thresholds `hindsight` tries: logit steps of 0.05, 0.27 .. 0.9999999 (341 thresholds)."""
 HINDSIGHT_BUDGETS = (0, 1, 2)
 """False-event budgets (events in the whole stream) `hindsight` reports."""
+HINDSIGHT_PLOT_EVENTS = 20
+"""sweep.png draws the hindsight ceiling for budgets of 0 .. this many false events."""
 
 
 def hindsight(points: Sequence[SweepPoint], *, budgets: Sequence[int] = HINDSIGHT_BUDGETS) -> dict[str, Any]:
@@ -1212,7 +1214,8 @@ def leave_one_class_out(
     """For each background category X: train (and calibrate) without X, stream X's clips of every
     fold with the test fold's targets, count false events on X and target recall.
 
-    Returns {"splits": {X: figures}, "mean_false_per_hour", "worst_false_per_hour", "worst_category",
+    Returns {"splits": {X: figures, with `hindsight`: the most targets in time any thresholds find
+    on X's stream}, "mean_false_per_hour", "worst_false_per_hour", "worst_category",
     "min_detected_in_time", "targets"}.
     """
     task = factory.task
@@ -1234,10 +1237,14 @@ def leave_one_class_out(
         spec = factory.fold_stream(all_folds, seed=experiment.test_seed, only_categories=[category], target_folds=[test_fold])
         patches = factory.patches(spec)
         summary = score_model(factory, model, spec, patches)
+        fine = sweep_thresholds([(spec, model.heads.predict(patches.embeddings), patches)], labels=task.labels, config=model.detector,
+                                thresholds=HINDSIGHT_GRID, options=factory.options, params=factory.params,
+                                audioset_classes=factory.audioset_classes)  # fmt: skip
         splits[category] = {
             **summary["overall"],
             "nontarget_seconds": summary["nontarget_seconds"],
             "false_events_list": summary["false_events"],
+            "hindsight": hindsight(fine),
             "thresholds": model.calibration.thresholds,
             "seconds": round(time.perf_counter() - started, 1),
         }
@@ -1560,16 +1567,23 @@ def evaluate_streams(
             labels=np.array(model.labels), rms_dbfs=patches.rms_dbfs,
         )  # fmt: skip
         entry = {"seconds": round(spec.seconds, 1), **scored.summary(), "events": [asdict(d) for d in detections]}
+        fine = sweep_thresholds([(spec, probabilities, patches)], labels=model.labels, config=model.detector, thresholds=HINDSIGHT_GRID,
+                                options=options, params=model.params, audioset_classes=model.audioset_classes)  # fmt: skip
+        entry["hindsight"] = hindsight(fine)
         if name == "clean":
             points = sweep_thresholds([(spec, probabilities, patches)], labels=model.labels, config=model.detector,
                                       thresholds=thresholds, options=options, params=model.params,
                                       audioset_classes=model.audioset_classes)  # fmt: skip
             entry["sweep"] = [p.to_dict() for p in points]
+            hours = scored.nontarget_seconds / 3600.0
+            ceiling = [
+                (row["false_events"] / hours, entry["hindsight"]["targets"] - row["detected_in_time"])
+                for row in hindsight(fine, budgets=range(HINDSIGHT_PLOT_EVENTS + 1))["budgets"] if row["detected_in_time"] is not None
+            ] if hours > 0 else []  # fmt: skip
+            overall = entry["overall"]
             plot_sweep(points, out / "sweep.png", chosen=dict(model.detector.thresholds), target_false_per_hour=target_false_per_hour,
+                       ceiling=ceiling, shipped=(overall["false_per_hour"], overall["targets"] - overall["detected_in_time"]),
                        title=f"Test fold stream ({spec.seconds / 60:.0f} min, {len(spec.targets)} targets): one threshold for all classes")  # fmt: skip
-        fine = sweep_thresholds([(spec, probabilities, patches)], labels=model.labels, config=model.detector, thresholds=HINDSIGHT_GRID,
-                                options=options, params=model.params, audioset_classes=model.audioset_classes)  # fmt: skip
-        entry["hindsight"] = hindsight(fine)
         results["streams"][name] = entry
     write_json(out / "results.json", results)
     return results

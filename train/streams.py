@@ -908,10 +908,15 @@ def plot_sweep(
     chosen: Mapping[str, float] | None = None,
     title: str = "",
     target_false_per_hour: float | None = None,
+    ceiling: Sequence[tuple[float, int]] = (),
+    shipped: tuple[float, int] | None = None,
 ) -> Path:
     """PNG: false events per hour (x) vs missed events (y), one curve per label plus all labels.
 
     Each point is one onset threshold; `chosen` thresholds are marked. Lower-left is better.
+    `ceiling`: (false events per hour, missed) of per-class thresholds chosen on these very
+    points (train.openset.hindsight), drawn as a dashed line; `shipped`: the detector's own
+    (false events per hour, missed), a black star.
     """
     import matplotlib
 
@@ -930,6 +935,12 @@ def plot_sweep(
             nearest = min(points, key=lambda p: abs(p.threshold - chosen[label]))
             axis.plot([max(nearest.false_per_hour(label), floor)], [nearest.missed[label]], marker="*", markersize=13,
                       color=axis.lines[-1].get_color(), markeredgecolor="black")  # fmt: skip
+    if ceiling:
+        axis.plot([max(x, floor) for x, _ in ceiling], [y for _, y in ceiling], color="black", linestyle="--", linewidth=1.2,
+                  drawstyle="steps-post", label="best per-class thresholds, in hindsight")  # fmt: skip
+    if shipped is not None:
+        axis.plot([max(shipped[0], floor)], [shipped[1]], marker="*", markersize=16, color="black", linestyle="none",
+                  label="shipped thresholds, all classes")  # fmt: skip
     labelled: set[int] = set()
     for mark in SWEEP_MARKS:  # a few readable thresholds along the all-classes curve
         index = min(range(len(points)), key=lambda i: abs(logit(points[i].threshold) - logit(mark))) if points else None
