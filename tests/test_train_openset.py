@@ -90,6 +90,17 @@ def test_a_class_that_cannot_meet_the_budget_gets_its_highest_threshold() -> Non
     assert choose_thresholds(curves, hours=1.0, target_false_per_hour=1.0) == {"a": 0.9}
 
 
+def test_a_false_event_no_threshold_avoids_still_counts_against_the_budget() -> None:
+    # a fires once even at its highest threshold; b could spend one false event to miss 2 fewer
+    curves = {"a": rows((0.5, 0, 3), (0.9, 1, 1)), "b": rows((0.5, 0, 1), (0.9, 2, 0))}
+    # a budget of one: a's unavoidable event uses it, so b must stay at no false event
+    assert choose_thresholds(curves, hours=1.0, target_false_per_hour=1.0) == {"a": 0.9, "b": 0.9}
+    # a budget of two leaves b its event
+    assert choose_thresholds(curves, hours=2.0, target_false_per_hour=1.0) == {"a": 0.9, "b": 0.5}
+    # none: out of reach, the fewest false events
+    assert choose_thresholds(curves, hours=0.5, target_false_per_hour=1.0) == {"a": 0.9, "b": 0.9}
+
+
 def _point(threshold: float, missed: dict[str, int], false: dict[str, int]) -> SweepPoint:
     return SweepPoint(threshold, missed, {label: 4 for label in missed}, false, nontarget_seconds=360.0)
 

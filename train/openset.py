@@ -817,26 +817,21 @@ def choose_thresholds(
     1 keeps the highest, 0.5 takes the middle, 0 the lowest (see plateau_threshold).
     """
     budget = int(math.floor(target_false_per_hour * hours + 1e-9))
-    # best[b] = (total missed, -sum of thresholds, choices) using at most b false events
-    best: dict[int, tuple[int, float, dict[str, float]]] = {b: (0, 0.0, {}) for b in range(budget + 1)}
+    # exact[f] = (total missed, -sum of thresholds, choices) using exactly f false events in all
+    exact: dict[int, tuple[int, float, dict[str, float]]] = {0: (0, 0.0, {})}
     for label, rows in curves.items():
         nxt: dict[int, tuple[int, float, dict[str, float]]] = {}
-        for b in range(budget + 1):
-            candidate = None
+        for used, (missed_so_far, negative_sum, choices) in exact.items():
             for threshold, missed, _, false in rows:
-                if false > b:
-                    continue
-                prev = best[b - false]
-                value = (prev[0] + missed, prev[1] - threshold, {**prev[2], label: threshold})
-                if candidate is None or (value[0], value[1]) < (candidate[0], candidate[1]):
-                    candidate = value
-            if candidate is None:  # even the highest threshold exceeds the budget
-                threshold = max(r[0] for r in rows)
-                prev = best[b]
-                candidate = (prev[0] + next(r[1] for r in rows if r[0] == threshold), prev[1] - threshold, {**prev[2], label: threshold})
-            nxt[b] = candidate
-        best = nxt
-    return {label: plateau_threshold(curves[label], threshold, position) for label, threshold in best[budget][2].items()}
+                value = (missed_so_far + missed, negative_sum - threshold, {**choices, label: threshold})
+                total = used + false
+                if total not in nxt or (value[0], value[1]) < (nxt[total][0], nxt[total][1]):
+                    nxt[total] = value
+        exact = nxt
+    within = [f for f in exact if f <= budget]
+    # When even the highest thresholds overshoot the budget, the fewest false events win.
+    best = min((exact[f] for f in within), key=lambda v: (v[0], v[1])) if within else exact[min(exact)]
+    return {label: plateau_threshold(curves[label], threshold, position) for label, threshold in best[2].items()}
 
 
 def plateau_threshold(rows: Sequence[tuple[float, int, int, int]], threshold: float, position: float) -> float:
