@@ -363,6 +363,26 @@ def test_dropout_trains_differently_and_leaves_the_tutorial_head(toy_task: Task)
     np.testing.assert_array_equal(predict_probabilities(model, embeddings), predict_probabilities(model, embeddings))
 
 
+def test_weight_decay_shrinks_the_head_and_reaches_the_recipe_from_a_flag(toy_task: Task) -> None:
+    from train.cli import parse_args
+    from train.openset_cli import recipe_from_args
+
+    assert recipe_from_args(parse_args(["fit-openset", "--weight-decay", "0.05"])).weight_decay == 0.05
+    assert recipe_from_args(parse_args(["loco"])).weight_decay == 0.0
+    with pytest.raises(ValueError, match="weight_decay"):
+        OpenSetRecipe(weight_decay=-0.1)
+    pytest.importorskip("tensorflow")
+    from train.openset import train_heads
+
+    factory = StreamFactory(toy_task, RandomEmbedder(), cache_dir=None, library=AudioLibrary())
+    clips = toy_task.select(folds=[1])
+    norms = {}
+    for decay in (0.0, 0.5):
+        heads = train_heads(factory, clips, OpenSetRecipe(mix=None, epochs=3, weight_decay=decay), augment_cache=None)
+        norms[decay] = float(np.linalg.norm(heads.models[0].get_layer("hidden").get_weights()[0]))
+    assert norms[0.5] < norms[0.0]
+
+
 def test_a_context_head_trains_on_each_patch_with_the_patches_before_it(toy_task: Task) -> None:
     pytest.importorskip("tensorflow")
     from train.context import context_features

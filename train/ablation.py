@@ -65,6 +65,7 @@ ABLATION: dict[str, Variant] = {
     "gain30": Variant("default, mixed copies at -30 to 0 dB gain (not -12 to 0)", replace(DEFAULT_RECIPE, mix=replace(MixOptions(), gain_db=(-30.0, 0.0)))),
     "snr-5": Variant("default, mixed copies at -5 to 20 dB SNR (not 0 to 20)", replace(DEFAULT_RECIPE, mix=replace(MixOptions(), snr_db=(-5.0, 20.0)))),
     "tilt": Variant("default, mixed copies tilted by -3 to +3 dB per octave", replace(DEFAULT_RECIPE, mix=replace(MixOptions(), tilt_db_per_octave=(-3.0, 3.0)))),
+    "weight-decay": Variant("default + AdamW weight decay 0.05", replace(DEFAULT_RECIPE, weight_decay=0.05)),
     "bg-copies": Variant("default + 2 mixed copies of each background clip, as background",
                          replace(DEFAULT_RECIPE, mix=replace(MixOptions(), background_copies=2))),
 }

@@ -309,6 +309,8 @@ class OpenSetRecipe:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.context_patches < 0:
             raise ValueError(f"context_patches must be >= 0, got {self.context_patches}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)

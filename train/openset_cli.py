@@ -57,6 +57,7 @@ RECIPE_FLAGS: dict[str, str] = {
     "training_streams": "training streams per fold added to the training patches",
     "ensemble": "heads averaged into the exported head",
     "dropout": "dropout on the hidden layer while training",
+    "weight_decay": "AdamW decoupled weight decay (0: Adam, the tutorial's optimiser)",
     "seed": "training seed",
 }
 
