@@ -383,6 +383,26 @@ def test_weight_decay_shrinks_the_head_and_reaches_the_recipe_from_a_flag(toy_ta
     assert norms[0.5] < norms[0.0]
 
 
+def test_noisy_validation_streams_mix_the_targets_over_background_never_the_left_out_category(toy_task: Task) -> None:
+    from train.cli import parse_args
+    from train.openset import ExperimentOptions, oof_validation
+    from train.openset_cli import _experiment_from_args
+
+    assert _experiment_from_args(parse_args(["calibrate", "--validation-snr-db", "0", "10"])).validation_snr_db == (0.0, 10.0)
+    assert _experiment_from_args(parse_args(["fit-openset"])).validation_snr_db == ()
+    pytest.importorskip("tensorflow")
+    factory = StreamFactory(toy_task, RandomEmbedder(), cache_dir=None, library=AudioLibrary())
+    recipe = OpenSetRecipe(mix=None, epochs=1, training_streams=0, temperature_scaling=False)
+    clean = oof_validation(factory, recipe, train_folds=[1, 2], experiment=ExperimentOptions(validation_seeds=1))
+    noisy = oof_validation(factory, recipe, train_folds=[1, 2], exclude_categories=["hum"],
+                           experiment=ExperimentOptions(validation_seeds=1, validation_snr_db=(0.0,)))  # fmt: skip
+    assert len(clean.streams) == 2 and len(noisy.streams) == 4  # each fold's stream, then the same over background
+    for plain, mixed in zip(noisy.streams[::2], noisy.streams[1::2]):
+        beds = [c for c in mixed.spec.clips if c.role == "bed"]
+        assert beds and {c.category for c in beds} == {"hiss"}  # the toy task has no ESC-10 beds; hum is left out
+        assert [t.file for t in mixed.spec.targets] == [t.file for t in plain.spec.targets]
+
+
 def test_a_context_head_trains_on_each_patch_with_the_patches_before_it(toy_task: Task) -> None:
     pytest.importorskip("tensorflow")
     from train.context import context_features

@@ -1026,6 +1026,10 @@ class ExperimentOptions:
     threshold_position: float = 1.0
     """Where each threshold sits within the run of grid thresholds that give the same validation
     figures, in logit space: 1 the highest (the default), 0.5 the middle, 0 the lowest."""
+    validation_snr_db: tuple[float, ...] = ()
+    """Each validation stream also with its targets mixed over background clips of its fold
+    (DEFAULT_BED_CATEGORIES, or every background category when the task has none of those) at
+    these SNRs, so thresholds are chosen for targets in noise too."""
 
 
 @dataclass
@@ -1074,12 +1078,20 @@ def oof_validation(
         temperature = fit_temperature(pairs)
         logger.info("temperature %.3g (fitted on %d held-out patches)", temperature, sum(len(p[2]) for p in pairs))
     scored = []
+    # the ESC-10 beds the test streams use when the task has them, else every background category
+    beds = [c for c in DEFAULT_BED_CATEGORIES if c in task.categories] or list(task.categories)
+    beds = [c for c in beds if c not in exclude_categories]
     for fold, heads in folds:
         heads.temperature = temperature
         for seed in range(experiment.validation_seeds):
             spec = factory.fold_stream([fold], seed=VALIDATION_STREAM_SEED + 1000 * fold + seed, validation=True)
-            patches = factory.patches(spec)
-            scored.append(ScoredStream(spec, heads.predict(patches.embeddings), patches, tuple(exclude_categories)))
+            specs = [spec] + [
+                factory.mixed(spec, snr_db=snr, bed_folds=[fold], bed_categories=beds, seed=VALIDATION_STREAM_SEED + 1000 * fold + seed)
+                for snr in experiment.validation_snr_db
+            ]  # fmt: skip
+            for stream in specs:
+                patches = factory.patches(stream)
+                scored.append(ScoredStream(stream, heads.predict(patches.embeddings), patches, tuple(exclude_categories)))
     return Validation(scored, temperature)
 
 
