@@ -48,7 +48,7 @@ EXIT_USAGE = 2
 # --- argument parsing ---
 
 
-def _threshold_arg(text: str) -> tuple[Optional[str], float]:
+def threshold_arg(text: str) -> tuple[Optional[str], float]:
     """`0.6` (every label) or `crying_baby=0.7`."""
     if "=" in text:
         label, value = text.split("=", 1)
@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="TOML configuration (default: /etc/oido/oido.toml if it exists)")
         sub.add_argument("--model-dir", type=Path,
                          help="exported model: manifest.json, yamnet.tflite, head.tflite (default: ./model)")
-        sub.add_argument("--threshold", type=_threshold_arg, action="append", default=[], metavar="[LABEL=]P",
+        sub.add_argument("--threshold", type=threshold_arg, action="append", default=[], metavar="[LABEL=]P",
                          help="onset threshold: P for every label, replacing the model's per-label thresholds "
                               "from its manifest.json (labels without one use the manifest's default_threshold, "
                               f"{DetectorConfig.default_threshold:g} if it has none); LABEL=P for one label "

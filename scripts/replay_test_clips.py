@@ -25,10 +25,11 @@ from typing import Iterable, Mapping, Optional, Sequence
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge.config import BCM_PINS, load_config  # noqa: E402
+from edge.cli import load_edge_config, threshold_arg  # noqa: E402
+from edge.config import BCM_PINS  # noqa: E402
 from edge.errors import ConfigError, OidoError  # noqa: E402
 from edge.leds import LedBank, pin_history  # noqa: E402
-from edge.listen import replay_source  # noqa: E402
+from edge.listen import detector_config_for, pipeline_for_rate, replay_source  # noqa: E402
 from edge.manifest import MANIFEST_NAME  # noqa: E402
 from edge.pipeline import load_pipeline  # noqa: E402
 from edge.sources import FileSource  # noqa: E402
@@ -86,6 +87,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="prepared data (default: data)")
     parser.add_argument("--config", type=Path, default=REPO / "scripts" / "oido.toml",
                         help="edge config whose [leds.pins] stand in (default: scripts/oido.toml)")
+    parser.add_argument("--threshold", type=threshold_arg, action="append", default=[], metavar="[LABEL=]P",
+                        help="onset threshold over the model's and the config's, as oido-edge replay takes it "
+                             "(crying_baby=0.7; repeatable)")  # fmt: skip
     parser.add_argument("--report", type=Path, help="JSON report (default: <model-dir>/replay_report.json)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -102,8 +106,10 @@ def replay_test_clips(args: argparse.Namespace) -> int:
     _require(args.data_dir / TEST_JSON, flag="--data-dir", fix="prepare the data with oido-train prepare")
     from gpiozero.pins.mock import MockFactory
 
-    config = load_config(args.config)
+    config = load_edge_config(args)
     pipeline = load_pipeline(args.model_dir)
+    # the config's [detection] and --threshold over the model's thresholds, as on the Pi
+    pipeline = pipeline_for_rate(pipeline, pipeline.input_rate_hz, detector_config=detector_config_for(pipeline.detector.config, config))
     background = pipeline.detector.config.background_label
     status_pins = [config.leds.status_pin] if config.leds.status_pin is not None else []
     pins = pins_for_labels(config.leds.pins, pipeline.labels, background_label=background, reserved=status_pins)
@@ -151,7 +157,8 @@ def replay_test_clips(args: argparse.Namespace) -> int:
         f"other sounds: {totals['other_clips_dark']}/{totals['other_clips']} left every LED dark"
     )
     report = args.report or args.model_dir / "replay_report.json"
-    report.write_text(json.dumps({"totals": totals, "clips": rows}, indent=2, default=float))
+    thresholds = dict(pipeline.detector.config.thresholds)
+    report.write_text(json.dumps({"totals": totals, "thresholds": thresholds, "clips": rows}, indent=2, default=float))
     return 0
 
 

@@ -91,3 +91,10 @@ def test_a_model_of_your_own_classes_lights_its_own_led_with_the_example_config(
     assert clips["quiet.wav"]["lit"] == [] and clips["quiet.wav"]["ok"]
     assert "BAD" not in out
     assert "no pin for beep, speech; mock pins beep=4, speech=5 stand in" in err
+
+    # --threshold reaches the pipeline's detector, over the model's thresholds, as on the Pi
+    manifest = json.loads((tiny_model_dir / "manifest.json").read_text())
+    assert json.loads(report.read_text())["thresholds"] == (manifest.get("thresholds") or {})
+    status = script.main(["--model-dir", str(tiny_model_dir), "--data-dir", str(tmp_path / "data"), "--report", str(report),
+                          "--threshold", "speech=0.999"])  # fmt: skip
+    assert status == 0 and json.loads(report.read_text())["thresholds"]["speech"] == 0.999

@@ -549,6 +549,21 @@ def test_detect_events_vetoes_the_patches_yamnet_hears_as_music() -> None:
     assert [d.start_seconds for d in unvetoed] == [0.0]
 
 
+def test_evaluate_stream_threshold_flag_parses_one_label_and_refuses_a_bad_probability() -> None:
+    import argparse
+
+    from train.cli import parse_args
+
+    assert parse_args(["evaluate-stream", "--threshold", "water_drops=0.9", "--threshold", "crying_baby=1"]).threshold == [
+        ("water_drops", 0.9), ("crying_baby", 1.0)]  # fmt: skip
+    assert parse_args(["evaluate-stream"]).threshold == []
+    from train.openset_cli import label_threshold_arg
+
+    for bad in ("water_drops", "water_drops=1.5", "=0.5", "water_drops=x", "water_drops=0"):
+        with pytest.raises(argparse.ArgumentTypeError, match="LABEL=P"):
+            label_threshold_arg(bad)
+
+
 def test_veto_flags_parse_names_scores_and_none() -> None:
     import argparse
 

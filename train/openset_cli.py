@@ -141,6 +141,9 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
     stream.add_argument("--no-audio", action="store_true", help="do not write the streams as WAV files")
     stream.add_argument("--veto", type=veto_arg, default=None, metavar="CLASS=SCORE,...|none",
                         help="replace the model's AudioSet veto for this evaluation, e.g. none or Music=0.75,Speech=0.8 (default: the model's)")  # fmt: skip
+    stream.add_argument("--threshold", type=label_threshold_arg, action="append", default=[], metavar="LABEL=P",
+                        help="replace one class's threshold for this evaluation, as [detection.thresholds] does on the Pi "
+                             "(water_drops=0.9; repeatable)")  # fmt: skip
     stream.add_argument("--others", nargs="+", default=None, metavar="SET|DIR",
                         help=f"also stream the test targets among everyday sounds no head trained on: {', '.join(LISTENING_SETS)} "
                              "(Debian packages, downloaded once) or a folder of your own recordings; reports false events on them")  # fmt: skip
@@ -225,6 +228,18 @@ def _mix_range(values: Sequence[float], flag: str, bounds: tuple[float, float], 
     if not (bounds[0] <= low <= high <= bounds[1]):
         raise ValueError(f"{flag} takes LOW HIGH{unit} with {bounds[0]:g} <= LOW <= HIGH <= {bounds[1]:g}, got {low:g} {high:g}")
     return (float(low), float(high))
+
+
+def label_threshold_arg(text: str) -> tuple[str, float]:
+    """--threshold: "water_drops=0.9" -> ("water_drops", 0.9)."""
+    label, equals, value = text.partition("=")
+    try:
+        threshold = float(value)
+    except ValueError:
+        equals = ""
+    if not equals or not label.strip() or not 0.0 < threshold <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: write LABEL=P with P in (0, 1], e.g. water_drops=0.9")
+    return label.strip(), threshold
 
 
 def veto_arg(text: str) -> dict[str, float]:
@@ -356,6 +371,11 @@ def evaluate_stream_main(args: argparse.Namespace) -> int:
     model_dir = Path(_arg(args, "model_dir", "model"))
     assets = _arg(args, "assets", None)
     model = load_stream_model(model_dir, yamnet_source=args.yamnet_source, yamnet_weights=args.yamnet_weights, assets_dir=assets)
+    if args.threshold:
+        unknown = [label for label, _ in args.threshold if label not in model.labels]
+        if unknown:
+            raise ValueError(f"--threshold: {unknown} are not labels of {model_dir} ({', '.join(model.labels)})")
+        model = replace(model, detector=model.detector.with_changes(thresholds={**model.detector.thresholds, **dict(args.threshold)}))
     if args.veto is not None:
         model = replace(model, detector=model.detector.with_changes(veto=args.veto))
         model.detector.veto_indices(model.audioset_classes)  # a name YAMNet does not have fails here, not after the streams
