@@ -150,13 +150,17 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
     stream.add_argument("--no-check", action="store_true", help="skip running the full StreamingPipeline once to check the cache")
     stream.set_defaults(run=evaluate_stream_main)
 
-    loco = subparsers.add_parser("loco", parents=list(parents),
-                                 help="leave-one-class-out: false events on a background category never trained on")  # fmt: skip
-    add_yamnet_flags(loco)
-    recipe_flags(loco)
-    calibration_flags(loco)
-    loco.add_argument("--categories", type=names_arg, default=None, metavar="A,B",
-                      help="background categories to leave out in turn (default: all)")  # fmt: skip
+    def leave_out_parser(name: str, text: str) -> argparse.ArgumentParser:
+        """A command that leaves background categories out in turn (loco, feedback)."""
+        parser = subparsers.add_parser(name, parents=list(parents), help=text)
+        add_yamnet_flags(parser)
+        recipe_flags(parser)
+        calibration_flags(parser)
+        parser.add_argument("--categories", type=names_arg, default=None, metavar="A,B",
+                            help="background categories to leave out in turn (default: all)")  # fmt: skip
+        return parser
+
+    loco = leave_out_parser("loco", "leave-one-class-out: false events on a background category never trained on")
     loco.add_argument("--context-patches", type=int, default=DEFAULT_RECIPE.context_patches, metavar="K",
                       help="measure a head that also hears the mean embedding of the K patches before each one "
                            "(train.context; measured and not kept, so fit-openset has no such flag) (default: 0)")  # fmt: skip
@@ -174,14 +178,8 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
 
     from train.feedback import RETRAIN_AS
 
-    feedback = subparsers.add_parser("feedback", parents=list(parents),
-                                     help="leave-one-class-out, then retrain on the false alarms of a first day of listening "
-                                          "(what the event-saving loop buys; train.feedback)")  # fmt: skip
-    add_yamnet_flags(feedback)
-    recipe_flags(feedback)
-    calibration_flags(feedback)
-    feedback.add_argument("--categories", type=names_arg, default=None, metavar="A,B",
-                          help="background categories to leave out in turn (default: all)")  # fmt: skip
+    feedback = leave_out_parser("feedback", "leave-one-class-out, then retrain on the false alarms of a first day of listening "
+                                            "(what the event-saving loop buys; train.feedback)")  # fmt: skip
     feedback.add_argument("--listen-folds", type=folds_arg, default=[1, 2], metavar="F,G",
                           help="folds whose clips of the left-out category are the first day of listening; the "
                                "others are measured (default: 1,2)")  # fmt: skip
@@ -231,15 +229,13 @@ def _mix_range(values: Sequence[float], flag: str, bounds: tuple[float, float], 
 
 
 def label_threshold_arg(text: str) -> tuple[str, float]:
-    """--threshold: "water_drops=0.9" -> ("water_drops", 0.9)."""
-    label, equals, value = text.partition("=")
-    try:
-        threshold = float(value)
-    except ValueError:
-        equals = ""
-    if not equals or not label.strip() or not 0.0 < threshold <= 1.0:
+    """--threshold: "water_drops=0.9" -> ("water_drops", 0.9); oido-edge's parser, one label only."""
+    from edge.cli import threshold_arg
+
+    label, threshold = threshold_arg(text)
+    if not label or not 0.0 < threshold <= 1.0:
         raise argparse.ArgumentTypeError(f"{text!r}: write LABEL=P with P in (0, 1], e.g. water_drops=0.9")
-    return label.strip(), threshold
+    return label, threshold
 
 
 def veto_arg(text: str) -> dict[str, float]:
