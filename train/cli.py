@@ -11,7 +11,7 @@ Parsing only; the work is in train.core. Examples:
     oido-train cv
     oido-train plot-clip data/audio/5-200334-A-18.wav
     oido-train --config scripts/recipe.toml fit-openset   # flags from a TOML recipe (train.recipe)
-    oido-train fit-openset | calibrate | evaluate-stream | loco | separability | feedback | ablation   (train.openset_cli)
+    oido-train fit-openset | calibrate | evaluate-stream | loco | separability | readouts | feedback | ablation   (train.openset_cli)
 
 A user mistake (missing data, bad flag value, a model directory from another run) prints one
 line on stderr and exits with status 2; -v/--verbose adds the traceback.

@@ -1,4 +1,4 @@
-"""The open-set commands of oido-train: fit-openset, calibrate, evaluate-stream, loco, separability, feedback, ablation.
+"""The open-set commands of oido-train: fit-openset, calibrate, evaluate-stream, loco, separability, readouts, feedback, ablation.
 
 Parsing only; the work is in train.openset (train.feedback, train.ablation). oido-train
 (train/cli.py) adds these sub-commands with `add_subcommands`; `python -m train.openset_cli
@@ -46,6 +46,7 @@ from train.openset import (
     update_thresholds,
     write_json,
 )
+from train.readouts import READOUTS
 from train.streams import AudioLibrary, SourceClip
 from train.yamnet import find_audioset_classes
 
@@ -63,7 +64,7 @@ RECIPE_FLAGS: dict[str, str] = {
 
 
 def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
-    """Add fit-openset, calibrate, evaluate-stream, loco, separability, feedback and ablation to oido-train's sub-parsers.
+    """Add fit-openset, calibrate, evaluate-stream, loco, separability, readouts, feedback and ablation to oido-train's sub-parsers.
 
     `parents`: oido-train's shared options (-v/-q, --data-dir, --model-dir, --reports-dir, --assets, --threads).
     Each sub-parser sets `run` to its *_main(args) -> exit status.
@@ -175,6 +176,18 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
     apart.add_argument("--target", default="water_drops", metavar="LABEL",
                        help="target label it is taken for (default: water_drops)")  # fmt: skip
     apart.set_defaults(run=separability_main)
+
+    readouts = subparsers.add_parser("readouts", parents=list(parents),
+                                     help="would a head reading more of YAMNet than its embedding keep a never-heard sound dark? (AUC, out of fold)")  # fmt: skip
+    add_yamnet_flags(readouts)
+    readouts.add_argument("--readouts", type=names_arg, default=list(READOUTS), metavar="A,B",
+                          help=f"read-outs to compare (default: all of {', '.join(READOUTS)})")  # fmt: skip
+    readouts.add_argument("--left-out", type=names_arg, default=["clock_tick"], metavar="A,B",
+                          help="background categories the heads never train on, each in turn (default: clock_tick)")  # fmt: skip
+    readouts.add_argument("--target", default="water_drops", metavar="LABEL",
+                          help="target label to report on its own as well (default: water_drops)")  # fmt: skip
+    readouts.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S", help="training seeds (default: 0)")
+    readouts.set_defaults(run=readouts_main)
 
     from train.feedback import RETRAIN_AS
 
@@ -436,6 +449,34 @@ def separability_main(args: argparse.Namespace) -> int:
     for name in SEPARABILITY_SCORES:
         over = result[name]["left_out_over"]
         _say(args, f"{name:18s} {result[name]['auc']:5.3f}   {over['75%']} / {over['50%']}")
+    _say(args, f"written to {out}")
+    return 0
+
+
+def readouts_main(args: argparse.Namespace) -> int:
+    """oido-train readouts: separability of never-heard sounds from the targets, per read-out of YAMNet."""
+    from train.readouts import clip_readouts, compare_readouts
+
+    unknown = [name for name in args.readouts if name not in READOUTS]
+    if unknown:
+        raise ValueError(f"unknown read-out {', '.join(unknown)}; choose from {', '.join(READOUTS)}")
+    factory = _factory(args)
+    yamnet = factory.embedder.yamnet
+    patch_model = getattr(getattr(yamnet, "model", yamnet), "patch_model", None)  # train.core.LazyYamnet or YamnetTF
+    _say(args, f"reading out {len(factory.task.clips)} clips through YAMNet ({', '.join(args.readouts)})")
+    features = clip_readouts(factory.task, patch_model, names=args.readouts, library=factory.library, params=factory.params,
+                             progress=lambda text: _say(args, f"  {text}"))  # fmt: skip
+    result = compare_readouts(
+        factory.task, features, readouts=args.readouts, left_out=args.left_out, train_folds=_train_folds(factory.task),
+        seeds=args.seeds, target=args.target, params=factory.params, progress=lambda text: _say(args, f"  {text}"),
+    )  # fmt: skip
+    out = write_json(Path(_arg(args, "reports_dir", "reports")) / "openset" / "readouts.json", result)
+    _say(args, f"out of fold over folds {result['train_folds']}, seeds {result['seeds']}; a clip scores its highest audible patch")
+    _say(args, f"{'read-out':14s} {'left out':16s} {'AUC':>6s} {'AUC ' + args.target:>18s}   left-out clips over the 75% threshold, per seed")
+    for name, rows in result["readouts"].items():
+        for category, row in rows.items():
+            over = ", ".join(str(run["left_out_over_75%"]) for run in row["seeds"])
+            _say(args, f"{name:14s} {category:16s} {row['mean_auc']:6.3f} {row['mean_target_auc']:18.3f}   {over} of {row['seeds'][0]['left_out_clips']}")
     _say(args, f"written to {out}")
     return 0
 
