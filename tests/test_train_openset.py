@@ -390,10 +390,11 @@ def test_noisy_validation_streams_mix_the_targets_over_background_never_the_left
 
     assert _experiment_from_args(parse_args(["calibrate", "--validation-snr-db", "0", "10"])).validation_snr_db == (0.0, 10.0)
     assert _experiment_from_args(parse_args(["fit-openset"])).validation_snr_db == ()
+    assert _experiment_from_args(parse_args(["fit-openset", "--validation-snr-db", "none"])).validation_snr_db == ()
     pytest.importorskip("tensorflow")
     factory = StreamFactory(toy_task, RandomEmbedder(), cache_dir=None, library=AudioLibrary())
     recipe = OpenSetRecipe(mix=None, epochs=1, training_streams=0, temperature_scaling=False)
-    clean = oof_validation(factory, recipe, train_folds=[1, 2], experiment=ExperimentOptions(validation_seeds=1))
+    clean = oof_validation(factory, recipe, train_folds=[1, 2], experiment=ExperimentOptions(validation_seeds=1, validation_snr_db=()))
     noisy = oof_validation(factory, recipe, train_folds=[1, 2], exclude_categories=["hum"],
                            experiment=ExperimentOptions(validation_seeds=1, validation_snr_db=(0.0,)))  # fmt: skip
     assert len(clean.streams) == 2 and len(noisy.streams) == 4  # each fold's stream, then the same over background

@@ -80,9 +80,10 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
                                 "in logit space: 1 the highest, 0.5 the middle, 0 the lowest (default: 1)")  # fmt: skip
         group.add_argument("--validation-seeds", type=int, default=ExperimentOptions.validation_seeds, metavar="N",
                            help="validation streams per training fold (default: 2)")  # fmt: skip
-        group.add_argument("--validation-snr-db", type=float, nargs="+", default=list(ExperimentOptions.validation_snr_db), metavar="DB",
-                           help="also calibrate on each validation stream with its targets mixed over background clips at these "
-                                "SNRs, for a noisy home (default: clean streams only)")  # fmt: skip
+        group.add_argument("--validation-snr-db", type=optional_float_arg, nargs="+", default=list(ExperimentOptions.validation_snr_db),
+                           metavar="DB", help="also calibrate on each validation stream with its targets mixed over background clips "
+                                              "at these SNRs, for a noisy home; none: the clean streams only (default: "
+                                              f"{' '.join(f'{db:g}' for db in ExperimentOptions.validation_snr_db) or 'none'})")  # fmt: skip
         group.add_argument("--min-patches", type=int, default=DEFAULT_DETECTOR.min_patches, metavar="K",
                            help=f"detector: K of N patches over threshold start an event (default: {DEFAULT_DETECTOR.min_patches})")  # fmt: skip
         group.add_argument("--of-patches", type=int, default=DEFAULT_DETECTOR.of_patches, metavar="N",
@@ -280,7 +281,7 @@ def _experiment_from_args(args: argparse.Namespace) -> ExperimentOptions:
         validation_seeds=args.validation_seeds, target_false_per_hour=args.target_false_per_hour, detector=detector,
         veto_classes=tuple(_arg(args, "veto_classes", ExperimentOptions.veto_classes)),
         threshold_position=_arg(args, "threshold_position", ExperimentOptions.threshold_position),
-        validation_snr_db=tuple(_arg(args, "validation_snr_db", ExperimentOptions.validation_snr_db)),
+        validation_snr_db=tuple(db for db in _arg(args, "validation_snr_db", ExperimentOptions.validation_snr_db) if db is not None),
     )  # fmt: skip
 
 
