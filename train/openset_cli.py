@@ -456,14 +456,12 @@ def separability_main(args: argparse.Namespace) -> int:
 
 def readouts_main(args: argparse.Namespace) -> int:
     """oido-train readouts: separability of never-heard sounds from the targets, per read-out of YAMNet."""
-    from train.readouts import clip_readouts, compare_readouts
+    from train.readouts import check_readouts, clip_readouts, compare_readouts
 
-    unknown = [name for name in args.readouts if name not in READOUTS]
-    if unknown:
-        raise ValueError(f"unknown read-out {', '.join(unknown)}; choose from {', '.join(READOUTS)}")
+    check_readouts(args.readouts)  # before the clips load
     factory = _factory(args)
     yamnet = factory.embedder.yamnet
-    patch_model = getattr(getattr(yamnet, "model", yamnet), "patch_model", None)  # train.core.LazyYamnet or YamnetTF
+    patch_model = getattr(yamnet, "model", yamnet).patch_model  # train.core.LazyYamnet or YamnetTF
     _say(args, f"reading out {len(factory.task.clips)} clips through YAMNet ({', '.join(args.readouts)})")
     features = clip_readouts(factory.task, patch_model, names=args.readouts, library=factory.library, params=factory.params,
                              progress=lambda text: _say(args, f"  {text}"))  # fmt: skip

@@ -48,6 +48,13 @@ EMBEDDING_TOLERANCE = 1e-3
 ProgressFn = Callable[[str], None]
 
 
+def check_readouts(names: Sequence[str]) -> None:
+    """Raise ValueError naming the choices when a name is not in READOUTS."""
+    unknown = [name for name in names if name not in READOUTS]
+    if unknown:
+        raise ValueError(f"unknown read-out {', '.join(unknown)}; choose from {', '.join(READOUTS)}")
+
+
 def readout_model(patch_model: Any) -> Any:
     """A Keras model of YAMNet's patch model that also returns the feature maps the read-outs use.
 
@@ -107,9 +114,7 @@ def clip_readouts(
     """
     from edge.framing import waveform_to_patches
 
-    unknown = [name for name in names if name not in READOUTS]
-    if unknown:
-        raise ValueError(f"unknown read-out {', '.join(unknown)}; choose from {', '.join(READOUTS)}")
+    check_readouts(names)
     model = readout_model(patch_model)
     library = library or AudioLibrary(params=params)
     result = []
