@@ -24,12 +24,14 @@ from types import FrameType
 from typing import Any, Callable, Iterator, NoReturn, Optional, Sequence
 
 from edge.config import (
+    DEFAULT_CONFIG_PATH,
     MAX_BLOCK_SECONDS,
     AudioConfig,
     EdgeConfig,
     check_labels,
     find_default_config,
     load_config,
+    locator_for,
     parse_assignment,
 )
 from edge.detect import DetectorConfig
@@ -126,9 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="exported model: manifest.json, yamnet.tflite, head.tflite (default: ./model)")
         sub.add_argument("--threshold", type=threshold_arg, action="append", default=[], metavar="[LABEL=]P",
                          help="onset threshold: P for every label, replacing the model's per-label thresholds "
-                              "from its manifest.json (labels without one use the manifest's default_threshold, "
-                              f"{DetectorConfig.default_threshold:g} if it has none); LABEL=P for one label "
-                              "(crying_baby=0.7), applied after P; repeatable")
+                              "from its manifest.json and the config's [detection] threshold and "
+                              "[detection.thresholds]; LABEL=P for one label (crying_baby=0.7), applied after P; "
+                              "repeatable. Each label's threshold is the first of: this flag, the config file, the "
+                              "manifest (labels without one there use its default_threshold, "
+                              f"{DetectorConfig.default_threshold:g} if it has none)")
         sub.add_argument("--threads", type=_positive_int, help="TF-Lite interpreter threads (default 1)")
         sub.add_argument("--block-seconds", type=_block_seconds_arg,
                          help=f"audio per block (default {AudioConfig.block_seconds})")
@@ -262,7 +266,8 @@ def _load_base_pipeline(config: EdgeConfig) -> Any:
     from edge.pipeline import load_pipeline
 
     pipeline = load_pipeline(config.model_dir, num_threads=config.num_threads)
-    check_labels(config, pipeline.labels, model_dir=config.model_dir)
+    check_labels(config, pipeline.labels, model_dir=config.model_dir,
+                 audioset_classes=pipeline.detector.audioset_classes)
     detector_config = detector_config_for(pipeline.detector.config, config)
     log.info("model %s: labels %s, thresholds %s (default %s), veto %s", config.model_dir, list(pipeline.labels),
              thresholds_text(detector_config.thresholds) or "none", threshold_text(detector_config.default_threshold),
@@ -364,7 +369,7 @@ def _check_listen(config: EdgeConfig) -> int:
     import numpy as np
 
     from edge.detect import thresholds_text
-    from edge.sources import resolve_input_device
+    from edge.sources import import_sounddevice, resolve_input_device
 
     base = _load_base_pipeline(config)  # the config's labels, thresholds and veto against the model
     noise = np.random.default_rng(0).uniform(-0.01, 0.01, base.params.patch_samples).astype(np.float32)
@@ -373,8 +378,11 @@ def _check_listen(config: EdgeConfig) -> int:
     print(f"model: {config.model_dir}: labels {', '.join(base.labels)}; thresholds "
           f"{thresholds_text(base.detector.config.thresholds) or 'none'}; {ran} patch(es) of test noise "
           f"ran in {1000 * (time.perf_counter() - started):.0f} ms")
-    device = resolve_input_device(config.audio.device)
+    sd = import_sounddevice()
+    device = resolve_input_device(config.audio.device, sd=sd)
     rate_hz = config.audio.rate_hz or device.default_rate_hz
+    _check_capture(sd, device, rate_hz, config)
+    _check_pipeline_at(base, rate_hz, config)
     resampled = "" if rate_hz == base.params.sample_rate_hz else f", resampled to {base.params.sample_rate_hz} Hz"
     print(f"input: {device.index} '{device.name}' ({device.hostapi}) at {rate_hz} Hz{resampled}")
     pins = ", ".join(f"{label} GPIO{pin}" for label, pin in config.leds.pins.items()) or "none"
@@ -382,16 +390,140 @@ def _check_listen(config: EdgeConfig) -> int:
     print(f"LEDs: {pins}; status {status} (`oido-edge leds` lights them in turn)")
     target = config.event_log_target()
     if target != "-":
-        # A folder that does not exist yet is made at start (by listen, or by the unit's StateDirectory=).
-        log_path = Path(target)
-        writable = log_path if log_path.exists() else log_path.parent
-        if writable.exists() and not os.access(writable, os.W_OK):
-            raise ConfigError(f"the event log {target} cannot be written: {writable} is not writable by this user")
-    saving = (f"{config.events.save_dir} (at most {config.events.budget_mb:g} MB, {config.events.keep} clips, "
-              f"{config.events.keep_days:g} days)") if config.events.save_dir is not None else "off"
+        problem = _as_service_user(config, f"the event log {target}", lambda: _unwritable(Path(target), folder=False))
+        if problem:
+            raise ConfigError(f"the event log {target} cannot be written: {problem}")
+    save_dir = config.events.save_dir
+    if save_dir is not None:
+        setting = _setting(config, "events", "save_dir", save_dir)
+        problem = _as_service_user(config, f"{setting}: the folder", lambda: _unwritable(save_dir, folder=True))
+        if problem:
+            raise ConfigError(f"{setting}: event audio cannot be saved there: {problem}; give a folder this user "
+                              f"can write")
+    saving = (f"{save_dir} (at most {config.events.budget_mb:g} MB, {config.events.keep} clips, "
+              f"{config.events.keep_days:g} days)") if save_dir is not None else "off"
     print(f"event log: {target}; event audio: {saving}")
     print("check passed" + (f": `systemctl restart oido-edge` applies {config.path}" if config.path else ""))
     return EXIT_OK
+
+
+SERVICE_USER = "oido"
+"""The user the service runs as (scripts/oido-edge.service, scripts/install_pi.sh)."""
+
+SERVICE_COMMAND = "/opt/oido/venv/bin/oido-edge"
+"""Where scripts/install_pi.sh installs oido-edge (sudo's PATH lacks the venv)."""
+
+
+def _setting(config: EdgeConfig, table: str, key: str, value: Any) -> str:
+    """Where a setting came from, to start a message: "command line: --rate 96001" for a flag, else
+    "/etc/oido/oido.toml:18: [audio] rate_hz = 48000" (the file and line, where known)."""
+    flag = config.flags.get((table, key))
+    if flag:
+        return f"command line: {flag}"
+    shown = f'"{value}"' if isinstance(value, (str, Path)) else value
+    return f"{locator_for(config)(table, key)}: [{table}] {key} = {shown}"
+
+
+def _check_capture(sd: Any, device: Any, rate_hz: int, config: EdgeConfig) -> None:
+    """What listen's MicrophoneSource.open asks PortAudio: can `device` capture [audio] channels at
+    `rate_hz` (Hz), float32? Raises ConfigError naming [audio] rate_hz (or channels) and the rates it takes."""
+    channels = config.audio.channels
+
+    def refusal(rate: int, channel_count: int) -> Optional[str]:
+        try:
+            sd.check_input_settings(device=device.index, samplerate=rate, channels=channel_count, dtype="float32")
+        except Exception as error:  # noqa: BLE001 - PortAudio's refusal types vary by version
+            return str(error) or type(error).__name__
+        return None
+
+    why = refusal(rate_hz, channels)
+    if why is None:
+        return
+    name = f"audio input {device.index} '{device.name}'"
+    if channels != 1 and refusal(rate_hz, 1) is None:
+        raise ConfigError(
+            f"{_setting(config, 'audio', 'channels', channels)}: {name} cannot capture {channels} channels at "
+            f"{rate_hz} Hz ({why}); set channels = 1 (the model hears mono: more channels are only averaged)"
+        )
+    from edge.sources import PROBE_RATES_HZ
+
+    tried = sorted({*PROBE_RATES_HZ, device.default_rate_hz})
+    supported = [rate for rate in tried if refusal(rate, channels) is None]
+    offer = (f"it takes {', '.join(map(str, supported))} Hz" if supported else
+             f"it takes none of {', '.join(map(str, tried))} Hz (see `oido-edge devices`)")
+    pick = "that rate" if len(supported) == 1 else "one of them"
+    if config.audio.rate_hz is None:
+        where = f"{config.path}: [audio] rate_hz is not set" if config.path else "no --rate given"
+        raise ConfigError(f"{where}, and {name} refuses its own default rate {rate_hz} Hz ({why}); {offer}: "
+                          f"set [audio] rate_hz (or --rate) to {pick}")
+    raise ConfigError(
+        f"{_setting(config, 'audio', 'rate_hz', rate_hz)}: {name} cannot capture {channels} channel(s) at "
+        f"{rate_hz} Hz ({why}); {offer}: use {pick}, or leave the rate out for the device's default "
+        f"({device.default_rate_hz} Hz)"
+    )
+
+
+def _check_pipeline_at(base: Any, rate_hz: int, config: EdgeConfig) -> None:
+    """Build the pipeline listen builds for audio at `rate_hz` (Hz) and push a patch of noise through it:
+    a rate the resampler cannot convert is a ConfigError naming [audio] rate_hz, not a traceback at start."""
+    import numpy as np
+
+    from edge.listen import pipeline_for_rate
+
+    try:
+        pipeline = pipeline_for_rate(base, rate_hz)
+        samples = -(-base.params.patch_samples * rate_hz // base.params.sample_rate_hz)
+        pipeline.push(np.random.default_rng(0).uniform(-0.01, 0.01, samples).astype(np.float32))
+        pipeline.flush()
+    except OidoError:
+        raise
+    except ValueError as error:  # the resampler refuses the ratio (e.g. 96001 Hz needs too long a filter)
+        raise ConfigError(
+            f"{_setting(config, 'audio', 'rate_hz', rate_hz)}: audio at {rate_hz} Hz cannot be resampled to "
+            f"the model's {base.params.sample_rate_hz} Hz ({error}); capture at a standard rate such as "
+            f"48000 or 44100 Hz"
+        ) from None
+
+
+def _unwritable(path: Path, *, folder: bool) -> Optional[str]:
+    """Why listen could not write `path` (the event log, or with `folder` the event audio folder), or None.
+
+    A missing folder is made at start (by listen, or by the unit's StateDirectory=), so only what
+    exists is checked: the path itself, else its parent, else that the nearest existing ancestor is
+    a folder (nothing can be made under a file). PermissionError when a folder cannot be looked into.
+    """
+    if path.exists():
+        if path.is_dir() != folder:
+            return f"{path} is {'not a folder' if folder else 'a folder'}"
+        target = path
+    else:
+        ancestor = path.parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            return f"{ancestor} is a file, not a folder"
+        if ancestor != path.parent:
+            return None
+        target = ancestor
+    if not os.access(target, os.W_OK | (os.X_OK if target.is_dir() else 0)):
+        return f"{target} is not writable by this user"
+    return None
+
+
+def _as_service_user(config: EdgeConfig, what: str, check: Callable[[], Optional[str]]) -> Optional[str]:
+    """`check()`, with a folder this user may not even look into (/var/lib/oido is the service user's,
+    mode 0750) turned into a ConfigError saying to run the check as the service user."""
+    try:
+        return check()
+    except PermissionError as error:
+        command = sys.argv[0] if Path(sys.argv[0]).name == "oido-edge" and Path(sys.argv[0]).is_absolute() else (
+            SERVICE_COMMAND)
+        config_flag = f" --config {config.path}" if config.path and config.path != DEFAULT_CONFIG_PATH else ""
+        raise ConfigError(
+            f"{what} cannot be checked: permission denied on {error.filename or 'a folder on its way'} (the "
+            f"service's folders are its own); run the check as the service user: "
+            f"sudo -u {SERVICE_USER} {command} listen --check{config_flag}"
+        ) from None
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -18,8 +18,9 @@ import re
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
+from edge.detect import unknown_audioset_class
 from edge.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -123,6 +124,9 @@ class EdgeConfig:
     events: EventConfig = field(default_factory=EventConfig)
     path: Optional[Path] = None
     """The TOML file this came from (for error messages); None = built-in defaults."""
+    flags: Mapping[tuple[str, str], str] = field(default_factory=dict, compare=False)
+    """(table, key) -> the command-line flag that set it, e.g. ("leds.pins", "kettle") -> "--pin kettle=5":
+    a mistake in it is then blamed on the command line, not on the file."""
 
     def resolved_state_dir(self, environ: Optional[Mapping[str, str]] = None) -> Path:
         """The state directory: configured, else systemd's $STATE_DIRECTORY, else XDG state home."""
@@ -157,6 +161,9 @@ class EdgeConfig:
     ) -> "EdgeConfig":
         """A copy with command-line values (None = keep the file's) replacing the file's.
 
+        Precedence is flag over file over the model's manifest: a flag's `threshold` (every label)
+        drops the file's [detection.thresholds] as well as its [detection] threshold; the flag's own
+        per-label `thresholds` then apply on top.
         Raises ConfigError if the result is invalid (e.g. a flag's pin clashes with the file's).
         """
         audio = replace(
@@ -164,11 +171,27 @@ class EdgeConfig:
             device=self.audio.device if device is None else device,
             rate_hz=self.audio.rate_hz if rate_hz is None else rate_hz,
         )
+        file_thresholds = self.detection.thresholds if threshold is None else {}
         detection = replace(
             self.detection,
             threshold=self.detection.threshold if threshold is None else threshold,
-            thresholds={**self.detection.thresholds, **(thresholds or {})},
+            thresholds={**file_thresholds, **(thresholds or {})},
         )
+        flags = dict(self.flags)
+        if device is not None:
+            flags[("audio", "device")] = f"--device {device}"
+        if rate_hz is not None:
+            flags[("audio", "rate_hz")] = f"--rate {rate_hz}"
+        if threshold is not None:
+            flags[("detection", "threshold")] = f"--threshold {threshold:g}"
+        for label, value in (thresholds or {}).items():
+            flags[("detection.thresholds", label)] = f"--threshold {label}={value:g}"
+        for label, pin in (pins or {}).items():
+            flags[("leds.pins", label)] = f"--pin {label}={pin}"
+        if event_log is not None:
+            flags[("events", "log")] = f"--event-log {event_log}"
+        if save_dir is not None:
+            flags[("events", "save_dir")] = f"--save-events {save_dir}"
         leds = replace(
             self.leds,
             status_pin=self.leds.status_pin if status_pin is None else status_pin,
@@ -187,6 +210,7 @@ class EdgeConfig:
             detection=detection,
             leds=leds,
             events=events,
+            flags=flags,
         )
         validate(config, where="command line")
         return config
@@ -397,22 +421,56 @@ def validate(config: EdgeConfig, *, where: str, locate: Optional["TomlLocator"] 
         )
 
 
-def check_labels(config: EdgeConfig, labels: Iterable[str], *, model_dir: Optional[Path] = None) -> None:
-    """Check that every label named in the pin map and thresholds is one the model outputs.
+def check_labels(
+    config: EdgeConfig,
+    labels: Iterable[str],
+    *,
+    model_dir: Optional[Path] = None,
+    audioset_classes: Optional[Sequence[str]] = None,
+) -> None:
+    """Check that every label named in the pin map and thresholds is one the model outputs, and
+    every [detection.veto] name one of YAMNet's `audioset_classes` (the manifest's; None = not checked).
 
-    Raises ConfigError naming the config file, the line and the model's labels.
+    Raises ConfigError naming the config file and the line (or the flag, for a name given on the
+    command line) and the model's labels or the closest AudioSet class names.
     """
     known = list(labels)
-    where = str(config.path) if config.path is not None else "command line"
-    at = TomlLocator(config.path.read_text(encoding="utf-8") if config.path and config.path.exists() else "", where)
+    at = locator_for(config)
     model = f" of the model in {model_dir}" if model_dir is not None else " of the model"
     for table, names in (("leds.pins", config.leds.pins), ("detection.thresholds", config.detection.thresholds)):
         for label in names:
             if label not in known:
+                flag = config.flags.get((table, label))
+                where = f"command line: {flag}:" if flag else f"{at(table, label)}: [{table}]"
                 raise ConfigError(
-                    f"{at(table, label)}: [{table}] names class '{label}', which is not one of the labels"
+                    f"{where} names class '{label}', which is not one of the labels"
                     f"{model}: {known}; fix the spelling or remove that entry"
                 )
+    if audioset_classes is None:
+        return
+    for name, score in config.detection.veto.items():
+        # A misspelt name is refused even with 0 (off): the veto it meant to turn off would stay on.
+        if not audioset_classes:
+            if score > 0:
+                raise ConfigError(
+                    f"{at('detection.veto', name)}: [detection.veto] names AudioSet class '{name}' but the model's "
+                    f"manifest lacks YAMNet's class names: re-export the model with oido-convert, or drop the entry"
+                )
+            continue
+        why = unknown_audioset_class(name, audioset_classes)
+        if why is not None:
+            raise ConfigError(f"{at('detection.veto', name)}: [detection.veto] {why}")
+
+
+def locator_for(config: EdgeConfig) -> "TomlLocator":
+    """Points messages about `config` at `file:line` of its file ("command line" without a file)."""
+    if config.path is None:
+        return TomlLocator("", "command line")
+    try:
+        text = config.path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):  # moved or made unreadable since it was loaded: the name alone
+        text = ""
+    return TomlLocator(text, str(config.path))
 
 
 def find_default_config() -> Optional[Path]:

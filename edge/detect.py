@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
+import numbers
 from collections import deque
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
@@ -83,30 +85,40 @@ class DetectorConfig:
     sustain an event). Training chooses it above every training target patch's score."""
 
     def __post_init__(self) -> None:
+        # A manifest is JSON edited by hand: NaN, 3.0 or true must be refused here, naming the
+        # setting, not crash the Detector later (or, for a NaN hold, keep an event open for ever).
+        for name in ("thresholds", "veto"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise ConfigError(f"{name} is {getattr(self, name)!r}; use an object of name -> probability")
         thresholds = dict(self.thresholds)
         for label, value in thresholds.items():
-            if not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
+            if not _is_probability(value):
                 raise ConfigError(
                     f"detector threshold for {label!r} is {value!r}; use a probability in (0, 1]"
                 )
         object.__setattr__(self, "thresholds", MappingProxyType({k: float(v) for k, v in thresholds.items()}))
         veto = dict(self.veto)
         for name, value in veto.items():
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 < float(value) <= 1.0:
+            if not _is_probability(value):
                 raise ConfigError(f"veto score for AudioSet class {name!r} is {value!r}; use a score in (0, 1]")
         object.__setattr__(self, "veto", MappingProxyType({str(k): float(v) for k, v in veto.items()}))
-        if not 0.0 < self.default_threshold <= 1.0:
+        if not _is_probability(self.default_threshold):
             raise ConfigError(
-                f"default_threshold is {self.default_threshold}; use a probability in (0, 1]"
+                f"default_threshold is {self.default_threshold!r}; use a probability in (0, 1]"
             )
-        if self.release_threshold is not None and not 0.0 < self.release_threshold <= 1.0:
+        if self.release_threshold is not None and not _is_probability(self.release_threshold):
             raise ConfigError(
-                f"release_threshold is {self.release_threshold}; use a probability in (0, 1] or null"
+                f"release_threshold is {self.release_threshold!r}; use a probability in (0, 1] or null"
             )
-        if not 0.0 < self.release_fraction <= 1.0:
-            raise ConfigError(f"release_fraction is {self.release_fraction}; use a value in (0, 1]")
-        if self.hold_seconds < 0:
-            raise ConfigError(f"hold_seconds is {self.hold_seconds}; use 0 or more seconds")
+        if not _is_probability(self.release_fraction):
+            raise ConfigError(f"release_fraction is {self.release_fraction!r}; use a value in (0, 1]")
+        if not (_is_number(self.hold_seconds) and math.isfinite(self.hold_seconds) and self.hold_seconds >= 0):
+            raise ConfigError(f"hold_seconds is {self.hold_seconds!r}; use a finite number of seconds >= 0, e.g. 1.0")
+        for name in ("min_patches", "of_patches"):
+            count = getattr(self, name)
+            if not isinstance(count, numbers.Integral) or isinstance(count, bool):
+                raise ConfigError(f"{name} is {count!r}; use a whole number of patches (e.g. 2, not 2.0 or true)")
+            object.__setattr__(self, name, int(count))
         if self.of_patches < 1 or not 1 <= self.min_patches <= self.of_patches:
             raise ConfigError(
                 f"min_patches={self.min_patches}, of_patches={self.of_patches}: need "
@@ -179,12 +191,21 @@ class DetectorConfig:
         index = {name: number for number, name in enumerate(audioset_classes)}
         resolved = []
         for name, score in self.veto.items():
-            if name not in index:
-                close = difflib.get_close_matches(name, list(index), n=3)
-                hint = f"; did you mean {close}?" if close else ""
-                raise ConfigError(f"veto: {name!r} is not one of YAMNet's {len(index)} AudioSet classes{hint}")
+            why = unknown_audioset_class(name, audioset_classes)
+            if why is not None:
+                raise ConfigError(f"veto: {why}")
             resolved.append((index[name], score))
         return tuple(resolved)
+
+
+def unknown_audioset_class(name: str, audioset_classes: Sequence[str]) -> Optional[str]:
+    """None when `name` is one of YAMNet's class names (`audioset_classes`, score order), else why
+    not, with the closest names: "'Musci' is not one of YAMNet's 521 AudioSet classes; did you mean [...]?"."""
+    if name in audioset_classes:
+        return None
+    close = difflib.get_close_matches(name, list(audioset_classes), n=3)
+    hint = f"; did you mean {close}?" if close else ""
+    return f"{name!r} is not one of YAMNet's {len(audioset_classes)} AudioSet classes{hint}"
 
 
 def threshold_text(value: float, digits: int = 4) -> str:
@@ -202,22 +223,51 @@ def thresholds_text(thresholds: Mapping[str, float]) -> str:
     return ", ".join(f"{label} {threshold_text(value)}" for label, value in thresholds.items())
 
 
+def _is_number(value: Any) -> bool:
+    """A real number, not a bool (JSON's true is a Python int)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_probability(value: Any) -> bool:
+    """A number in (0, 1] (NaN and infinity are not)."""
+    return _is_number(value) and 0.0 < float(value) <= 1.0
+
+
 class _LabelState:
-    """Onset history and the active event of one label."""
+    """Onset history and the active event of one label.
+
+    An event's peak and mean cover its onset patch .. its last sustaining patch. They are kept
+    as running values over the patches up to the last sustaining one, plus `pending`: the scores
+    since then, folded in (in order, so the sum is the same float as summing the whole list) when
+    another patch sustains the event and dropped when it ends. `pending` spans at most the hold
+    time, so the state stays the same size however long an event lasts.
+    """
 
     def __init__(self, of_patches: int) -> None:
         self.recent: Deque[Tuple[int, float, bool]] = deque(maxlen=of_patches)  # (start, prob, positive)
         self.active = False
         self.start_sample = 0
-        self.scores: List[float] = []  # probabilities from the onset patch on
         self.last_sustain_start = 0
-        self.sustained_count = 0  # len(scores) up to and including the last sustaining patch
+        self.peak_score = 0.0  # highest probability, onset patch .. last sustaining patch
+        self.score_sum = 0.0  # sum of those probabilities, added in patch order
+        self.score_count = 0  # how many patches that is
+        self.pending: List[float] = []  # probabilities of the patches since the last sustaining one
 
     def clear(self) -> None:
         self.recent.clear()
         self.active = False
-        self.scores = []
-        self.sustained_count = 0
+        self.peak_score = 0.0
+        self.score_sum = 0.0
+        self.score_count = 0
+        self.pending = []
+
+    def sustain(self, scores: Sequence[float]) -> None:
+        """Count the pending patches and `scores` (ending with a sustaining patch) into the event."""
+        for score in (*self.pending, *scores):
+            self.peak_score = score if self.score_count == 0 else max(self.peak_score, score)
+            self.score_sum += score
+            self.score_count += 1
+        self.pending = []
 
 
 class Detector:
@@ -288,20 +338,20 @@ class Detector:
             positive = score >= onset
             state.recent.append((patch.start_sample, score, positive))
             if state.active:
-                state.scores.append(score)
                 if score >= release:
                     state.last_sustain_start = patch.start_sample
-                    state.sustained_count = len(state.scores)
+                    state.sustain([score])
                 elif patch.start_sample - state.last_sustain_start > self._hold_samples:
                     ended.append(self._finish(label, state, end_sample=None))
+                else:
+                    state.pending.append(score)
             elif sum(1 for _, _, p in state.recent if p) >= self.config.min_patches:
                 first = next(i for i, (_, _, p) in enumerate(state.recent) if p)
                 onset_patches = list(state.recent)[first:]
                 state.active = True
                 state.start_sample = onset_patches[0][0]
-                state.scores = [s for _, s, _ in onset_patches]
                 state.last_sustain_start = patch.start_sample
-                state.sustained_count = len(state.scores)
+                state.sustain([s for _, s, _ in onset_patches])
                 event = self._event(label, state, end_seconds=None)
                 logger.debug("event started: %s", event)
                 started.append(event)
@@ -330,13 +380,12 @@ class Detector:
 
     # --- helpers ---
     def _event(self, label: str, state: _LabelState, *, end_seconds: Optional[float]) -> Event:
-        scores = state.scores[: state.sustained_count] or state.scores
         return Event(
             label=label,
             start_seconds=state.start_sample / self.params.sample_rate_hz,
             end_seconds=end_seconds,
-            peak_score=max(scores),
-            mean_score=sum(scores) / len(scores),
+            peak_score=state.peak_score,
+            mean_score=state.score_sum / state.score_count,
         )
 
     def _finish(self, label: str, state: _LabelState, *, end_sample: Optional[int]) -> Event:

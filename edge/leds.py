@@ -118,17 +118,26 @@ class LedBank:
             self._status.blink(on_time=half_period_seconds, off_time=half_period_seconds, background=True)
 
     def close(self) -> None:
-        """All LEDs off and their pins released; safe to call twice."""
+        """All LEDs off and their pins released; safe to call twice.
+
+        A pin that fails (e.g. lgpio lost its chip handle) is logged and the others are still
+        turned off and released; the first failure is raised once every LED has been tried.
+        """
         if getattr(self, "_closed", False):
             return
         self._closed = True
-        devices = list(self._leds.values()) + ([self._status] if self._status is not None else [])
-        for led in devices:
-            try:
-                led.off()
-            finally:
-                led.close()
         self._status_mode = "off"
+        devices = [*self._leds.items(), *([("status", self._status)] if self._status is not None else [])]
+        first_error: Optional[Exception] = None
+        for name, led in devices:
+            for step, call in (("off", led.off), ("close", led.close)):
+                try:
+                    call()
+                except Exception as error:  # noqa: BLE001 - one bad pin must not leave the others lit
+                    log.warning("LED %s: %s() failed: %s: %s", name, step, type(error).__name__, error)
+                    first_error = first_error or error
+        if first_error is not None:
+            raise first_error
 
     def __enter__(self) -> "LedBank":
         return self

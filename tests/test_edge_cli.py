@@ -84,6 +84,7 @@ def test_threshold_help_says_the_models_thresholds_are_per_label_from_its_manife
     assert "(0.6)" not in threshold_help  # the models' thresholds are per label (e.g. 0.98-0.9998)
     assert "per-label thresholds from its manifest.json" in threshold_help
     assert f"{DetectorConfig.default_threshold:g} if it has none" in threshold_help
+    assert "the first of: this flag, the config file, the manifest" in threshold_help
 
 
 def test_bad_config_exits_2_with_the_file_and_line_and_no_traceback(tmp_path, capsys):
@@ -109,6 +110,14 @@ def test_threshold_flags_override_the_config(tmp_path):
     config = cli.load_edge_config(args)
     assert config.detection.threshold == 0.6 and config.detection.thresholds == {"clock_alarm": 0.8}
     assert config.leds.pins["crying_baby"] == 5 and config.audio.device == 3
+
+
+def test_a_threshold_flag_for_every_label_drops_the_files_per_class_thresholds(tmp_path):
+    config = check_config(tmp_path, "[detection.thresholds]", "crying_baby = 0.6")
+    args = cli.build_parser().parse_args(["listen", "--config", str(config), "--threshold", "0.7",
+                                          "--threshold", "clock_alarm=0.8"])
+    loaded = cli.load_edge_config(args)
+    assert loaded.detection.threshold == 0.7 and loaded.detection.thresholds == {"clock_alarm": 0.8}
 
 
 def test_replay_of_a_missing_file_names_it_before_loading_any_model(tmp_path, capsys):
@@ -203,19 +212,142 @@ def test_listen_check_stops_at_a_pin_the_model_lacks_or_an_unwritable_event_log(
     assert f"{config}:4: [leds.pins] names class 'kettle'" in err
 
     import edge.sources
-    from edge.sources import InputDevice
 
-    device = InputDevice(index=3, name="USB mic", hostapi="ALSA", channels=1, default_rate_hz=44100, supported_rates_hz={})
-    monkeypatch.setattr(edge.sources, "resolve_input_device", lambda spec, **_: device)
+    monkeypatch.setattr(edge.sources, "import_sounddevice", lambda: PickyMicrophone(name="USB mic"))
     config.write_text(f'state_dir = "{tmp_path / "state"}"\n[leds.pins]\nbeep = 17\n', encoding="utf-8")
     assert cli.main(["listen", "--check", "--config", str(config), "--model-dir", str(tiny_model_dir)]) == cli.EXIT_OK
-    assert "input: 3 'USB mic' (ALSA) at 44100 Hz, resampled to 16000 Hz" in capsys.readouterr().out
+    assert "input: 0 'USB mic' (ALSA) at 44100 Hz, resampled to 16000 Hz" in capsys.readouterr().out
     monkeypatch.setattr(cli.os, "access", lambda path, mode: False)  # as the service's user would find it
     assert cli.main(["listen", "--check", "--config", str(config), "--model-dir", str(tiny_model_dir)]) == cli.EXIT_OK
     capsys.readouterr()  # no state folder yet: listen (or systemd) makes it at start
     (tmp_path / "state").mkdir()
     assert cli.main(["listen", "--check", "--config", str(config), "--model-dir", str(tiny_model_dir)]) == cli.EXIT_USAGE
     assert (f"the event log {tmp_path / 'state' / 'events.jsonl'} cannot be written: {tmp_path / 'state'} is not writable"
+            in capsys.readouterr().err)
+
+
+class PickyMicrophone:
+    """sounddevice with one USB microphone (index 0) that captures `rates_hz` only (None: any rate),
+    with at most `channels` channels, as sd.check_input_settings reports it."""
+
+    def __init__(self, *, name: str = "USB PnP Sound Device", rates_hz=(44100,), channels: int = 1,
+                 default_rate_hz: int = 44100) -> None:
+        self.name, self.rates_hz, self.channels, self.default_rate_hz = name, rates_hz, channels, default_rate_hz
+        self.default = SimpleNamespace(device=[0, 0])
+        self.asked: list[dict] = []
+
+    def query_devices(self):
+        return [{"name": self.name, "max_input_channels": self.channels, "hostapi": 0,
+                 "default_samplerate": float(self.default_rate_hz)}]
+
+    def query_hostapis(self):
+        return [{"name": "ALSA"}]
+
+    def check_input_settings(self, **kwargs):
+        self.asked.append(kwargs)
+        if self.rates_hz is not None and kwargs["samplerate"] not in self.rates_hz:
+            raise RuntimeError("Invalid sample rate [PaErrorCode -9997]")
+        if kwargs["channels"] > self.channels:
+            raise RuntimeError("Invalid number of channels [PaErrorCode -9998]")
+
+
+def check_config(tmp_path: Path, *lines: str) -> Path:
+    """A config for `listen --check` with the fake models: state under tmp_path, then `lines`."""
+    path = tmp_path / "oido.toml"
+    path.write_text("\n".join([f'state_dir = "{tmp_path / "state"}"', *lines, ""]), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def usb_mic_at_44100(monkeypatch) -> PickyMicrophone:
+    import edge.sources
+
+    microphone = PickyMicrophone()
+    monkeypatch.setattr(edge.sources, "import_sounddevice", lambda: microphone)
+    return microphone
+
+
+def test_listen_check_refuses_a_rate_the_microphone_does_not_take_naming_the_setting_and_its_rates(
+    tmp_path, fake_models, usb_mic_at_44100, capsys
+):
+    config = check_config(tmp_path, "[audio]", "rate_hz = 48000", "channels = 1")
+    assert cli.main(["listen", "--check", "--config", str(config)]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{config}:3: [audio] rate_hz = 48000: audio input 0 'USB PnP Sound Device' cannot capture 1 channel(s) " \
+           "at 48000 Hz (Invalid sample rate [PaErrorCode -9997]); it takes 44100 Hz" in err
+    assert {"device": 0, "samplerate": 48000, "channels": 1, "dtype": "float32"} in usb_mic_at_44100.asked
+    assert "check passed" not in capsys.readouterr().out
+
+    assert cli.main(["listen", "--check", "--config", str(config), "--rate", "16000"]) == cli.EXIT_USAGE
+    assert "command line: --rate 16000: audio input 0" in capsys.readouterr().err
+
+    assert cli.main(["listen", "--check", "--config", str(config), "--rate", "44100"]) == cli.EXIT_OK
+    assert "check passed" in capsys.readouterr().out
+
+
+def test_listen_check_refuses_more_channels_than_the_microphone_has(tmp_path, fake_models, usb_mic_at_44100, capsys):
+    config = check_config(tmp_path, "[audio]", "channels = 2")
+    assert cli.main(["listen", "--check", "--config", str(config)]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{config}:3: [audio] channels = 2: audio input 0 'USB PnP Sound Device' cannot capture 2 channels" in err
+    assert "set channels = 1" in err
+
+
+def test_listen_check_refuses_a_rate_the_resampler_cannot_convert_without_a_traceback(
+    tmp_path, fake_models, monkeypatch, capsys
+):
+    import edge.sources
+
+    monkeypatch.setattr(edge.sources, "import_sounddevice", lambda: PickyMicrophone(rates_hz=None))
+    config = check_config(tmp_path, "[audio]", "rate_hz = 96001")
+    assert cli.main(["listen", "--check", "--config", str(config)]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{config}:3: [audio] rate_hz = 96001: audio at 96001 Hz cannot be resampled to the model's 16000 Hz" in err
+    assert "Traceback" not in err
+    assert cli.main(["listen", "--check", "--config", str(config), "--rate", "44101"]) == cli.EXIT_OK  # odd but workable
+
+
+def test_listen_check_refuses_an_event_audio_folder_that_cannot_be_made_or_written(
+    tmp_path, fake_models, usb_mic_at_44100, monkeypatch, capsys
+):
+    (tmp_path / "afile").write_text("")
+    config = check_config(tmp_path, "[events]", f'save_dir = "{tmp_path / "afile" / "events"}"')
+    assert cli.main(["listen", "--check", "--config", str(config)]) == cli.EXIT_USAGE
+    assert (f'{config}:3: [events] save_dir = "{tmp_path / "afile" / "events"}": event audio cannot be saved there: '
+            f"{tmp_path / 'afile'} is a file, not a folder" in capsys.readouterr().err)
+
+    (tmp_path / "clips").mkdir()
+    assert cli.main(["listen", "--check", "--config", str(config), "--save-events", str(tmp_path / "clips")]) == 0
+    assert f"event audio: {tmp_path / 'clips'} (at most" in capsys.readouterr().out
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: path != tmp_path / "clips")  # the service user's view
+    assert cli.main(["listen", "--check", "--config", str(config), "--save-events", str(tmp_path / "clips")]) == 2
+    assert (f"command line: --save-events {tmp_path / 'clips'}: event audio cannot be saved there: "
+            f"{tmp_path / 'clips'} is not writable by this user" in capsys.readouterr().err)
+
+
+def test_listen_check_by_another_user_than_the_services_says_to_run_it_as_the_service_user(
+    tmp_path, fake_models, usb_mic_at_44100, monkeypatch, capsys
+):
+    config = check_config(tmp_path)
+    state = tmp_path / "state"
+    real_exists = Path.exists
+
+    def no_way_in(self, *args, **kwargs):  # /var/lib/oido is the service user's, mode 0750 (root sees all)
+        if self.parent == state:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_exists(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "exists", no_way_in)
+    assert cli.main(["listen", "--check", "--config", str(config)]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"the event log {state / 'events.jsonl'} cannot be checked" in err and "Traceback" not in err
+    assert f"run the check as the service user: sudo -u oido /opt/oido/venv/bin/oido-edge listen --check --config {config}" in err
+
+
+def test_listen_check_names_the_line_of_a_misspelt_veto_class(tmp_path, usb_mic_at_44100, capsys):
+    config = check_config(tmp_path, f'model_dir = "{shipped_model_dir()}"', "[detection.veto]", "Musci = 0.75")
+    assert cli.main(["listen", "--check", "--config", str(config)]) == cli.EXIT_USAGE
+    assert (f"{config}:4: [detection.veto] 'Musci' is not one of YAMNet's 521 AudioSet classes; did you mean ['Music'"
             in capsys.readouterr().err)
 
 

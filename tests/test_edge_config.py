@@ -143,6 +143,51 @@ def test_threshold_for_a_class_not_in_the_model_is_reported(tmp_path):
         check_labels(config, LABELS)
 
 
+def test_a_flag_naming_a_class_the_model_lacks_is_blamed_on_the_command_line_not_the_file(tmp_path):
+    config = load_config(write(tmp_path, "[leds.pins]\ncrying_baby = 17\n"))
+    with pytest.raises(ConfigError) as error:
+        check_labels(config.with_overrides(pins={"kettle": 5}), LABELS)
+    assert str(error.value).startswith("command line: --pin kettle=5: names class 'kettle', which is not one of")
+    with pytest.raises(ConfigError) as error:
+        check_labels(config.with_overrides(thresholds={"kettle": 0.5}), LABELS)
+    assert str(error.value).startswith("command line: --threshold kettle=0.5: names class 'kettle'")
+    in_file = load_config(write(tmp_path, "[leds.pins]\nkettle = 17\n")).with_overrides(pins={"crying_baby": 5})
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(tmp_path / 'oido.toml'))}:2: \[leds.pins\] names class 'kettle'"):
+        check_labels(in_file, LABELS)
+
+
+AUDIOSET = tuple(f"class {i}" for i in range(519)) + ("Speech", "Music")
+
+
+@pytest.mark.parametrize("score", ["0.75", "0"])  # 0 (off) too: the veto it meant to turn off would stay on
+def test_a_misspelt_veto_class_names_the_file_and_line_and_the_closest_classes(tmp_path, score):
+    path = write(tmp_path, f"[detection]\nthreshold = 0.5\n\n[detection.veto]\nSpeech = 0.8\nMusci = {score}\n")
+    config = load_config(path)
+    with pytest.raises(ConfigError) as error:
+        check_labels(config, LABELS, audioset_classes=AUDIOSET)
+    assert str(error.value) == (
+        f"{path}:6: [detection.veto] 'Musci' is not one of YAMNet's 521 AudioSet classes; did you mean ['Music']?"
+    )
+    check_labels(config, LABELS)  # without YAMNet's class names the veto is not checked here
+
+
+def test_a_flag_threshold_for_every_label_beats_the_files_per_class_thresholds(tmp_path):
+    from edge.detect import DetectorConfig
+    from edge.listen import detector_config_for
+
+    config = load_config(write(tmp_path, "[detection.thresholds]\ncrying_baby = 0.6\nwater_drops = 0.65\n"))
+    model = DetectorConfig(thresholds={"crying_baby": 0.99, "clock_alarm": 0.98}, background_label="other")
+    everywhere = config.with_overrides(threshold=0.7)
+    assert everywhere.detection.threshold == 0.7 and everywhere.detection.thresholds == {}
+    assert {label: detector_config_for(model, everywhere).threshold_for(label) for label in LABELS[:4]} == {
+        "crying_baby": 0.7, "clock_alarm": 0.7, "toilet_flush": 0.7, "water_drops": 0.7}
+    one_more = config.with_overrides(threshold=0.7, thresholds={"clock_alarm": 0.8})
+    assert dict(detector_config_for(model, one_more).thresholds) == {"clock_alarm": 0.8}
+    only_one = config.with_overrides(thresholds={"clock_alarm": 0.8})  # no flag for every label: the file's stay
+    assert dict(detector_config_for(model, only_one).thresholds) == {"crying_baby": 0.6, "clock_alarm": 0.8,
+                                                                     "water_drops": 0.65}
+
+
 def test_relative_paths_are_relative_to_the_file(tmp_path):
     config = load_config(write(tmp_path, "model_dir = 'model'\n[events]\nsave_dir = 'clips'\nlog = '-'\n"))
     assert config.model_dir == tmp_path / "model"

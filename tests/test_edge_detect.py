@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-
+from collections import deque
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -175,19 +175,77 @@ def test_peak_and_mean_cover_the_event_patches() -> None:
     assert ended[0].mean_score == pytest.approx(np.mean([0.6, 0.8, 1.0, 0.7]))
 
 
+def _patches_of(event: Event, track: Sequence[float]) -> List[float]:
+    """The event's scores by definition: its onset patch .. its last sustaining patch, as the
+    detector reads them (float32 probabilities)."""
+    first = round(event.start_seconds * DEFAULT_PARAMS.sample_rate_hz) // DEFAULT_PARAMS.hop_samples
+    assert event.end_seconds is not None
+    last_start = round(event.end_seconds * DEFAULT_PARAMS.sample_rate_hz) - DEFAULT_PARAMS.patch_samples
+    last = last_start // DEFAULT_PARAMS.hop_samples
+    return [float(np.float32(score)) for score in track[first : last + 1]]
+
+
+@pytest.mark.parametrize("changes", [{}, {"min_patches": 1, "of_patches": 1, "hold_seconds": 3.0}])
+def test_peak_and_mean_equal_those_of_the_event_patches_on_a_random_track(changes: dict) -> None:
+    rng = np.random.default_rng(7)
+    track: List[float] = []
+    while len(track) < 3000:  # loud and quiet stretches, so events have dips held over and gaps that end them
+        low, high = (0.3, 1.0) if rng.random() < 0.5 else (0.0, 0.3)
+        track += list(rng.uniform(low, high, int(rng.integers(1, 25))))
+    _, ended = run(detector(**changes), track, close=False)
+    assert len(ended) > 20
+    for event in ended:
+        scores = _patches_of(event, track)
+        assert event.peak_score == max(scores)  # exactly: the same floats, summed in the same order
+        assert event.mean_score == sum(scores) / len(scores)
+
+
+def test_a_day_long_event_keeps_the_detector_state_the_same_size() -> None:
+    d = detector(min_patches=1, of_patches=1, hold_seconds=1.0)
+    state = d._states["clock_alarm"]
+    held_patches = int(1.0 * DEFAULT_PARAMS.sample_rate_hz // DEFAULT_PARAMS.hop_samples) + 1
+    largest = 0
+    track = [0.9, 0.8, 0.1, 0.1, 0.95, 0.2] * 30000  # 180,000 patches (a day) of one event with short dips
+    for i, score in enumerate(track):
+        started, ended = d.update(patch(i, score))
+        assert ended == [] and (i == 0) == bool(started)
+        largest = max(largest, sum(len(v) for v in vars(state).values() if isinstance(v, (list, deque))))
+    assert largest <= held_patches + d.config.of_patches
+    (event,) = d.close()
+    assert event.peak_score == pytest.approx(0.95) and event.mean_score == pytest.approx(np.mean(track[:-1]))
+
+
 @pytest.mark.parametrize(
-    "changes",
+    "changes, setting",
     [
-        {"thresholds": {"clock_alarm": 1.5}},
-        {"default_threshold": 0.0},
-        {"min_patches": 4, "of_patches": 3},
-        {"hold_seconds": -1.0},
-        {"release_threshold": 2.0},
+        ({"thresholds": {"clock_alarm": 1.5}}, "clock_alarm"),
+        ({"thresholds": {"clock_alarm": True}}, "clock_alarm"),
+        ({"default_threshold": 0.0}, "default_threshold"),
+        ({"default_threshold": float("nan")}, "default_threshold"),
+        ({"min_patches": 4, "of_patches": 3}, "min_patches"),
+        ({"min_patches": 2.0}, "min_patches"),
+        ({"min_patches": True}, "min_patches"),
+        ({"of_patches": 3.0}, "of_patches"),
+        ({"hold_seconds": -1.0}, "hold_seconds"),
+        ({"hold_seconds": float("nan")}, "hold_seconds"),
+        ({"hold_seconds": float("inf")}, "hold_seconds"),
+        ({"hold_seconds": "1"}, "hold_seconds"),
+        ({"release_threshold": 2.0}, "release_threshold"),
+        ({"release_threshold": float("nan")}, "release_threshold"),
+        ({"release_fraction": float("inf")}, "release_fraction"),
+        ({"veto": {"Music": float("nan")}}, "Music"),
     ],
 )
-def test_invalid_settings_raise_config_error(changes: dict) -> None:
-    with pytest.raises(ConfigError):
+def test_invalid_settings_raise_config_error_naming_the_setting(changes: dict, setting: str) -> None:
+    with pytest.raises(ConfigError, match=setting):
         DetectorConfig(**changes)
+    with pytest.raises(ConfigError, match=f"manifest.json.*{setting}"):
+        DetectorConfig.from_dict(changes, source="model/manifest.json")
+
+
+def test_whole_number_patch_counts_of_any_integer_type_are_plain_ints() -> None:
+    config = DetectorConfig(min_patches=np.int64(2), of_patches=np.int64(3))
+    assert type(config.min_patches) is int and type(config.of_patches) is int
 
 
 def test_thresholds_for_unknown_labels_are_refused() -> None:

@@ -90,6 +90,28 @@ def test_all_off_and_close_turn_every_led_off_and_free_the_pins(factory):
     LED(22, pin_factory=factory).close()  # the pin was released
 
 
+def test_a_pin_that_fails_on_close_leaves_no_other_led_lit_or_held(factory, monkeypatch, caplog):
+    bank = LedBank(PINS, status_pin=STATUS_PIN, pin_factory=factory)
+    for label in PINS:
+        bank.on(label)
+    bank.status_alive()
+
+    def lost_chip_handle(state: bool) -> None:
+        raise OSError("lgpio: bad handle")
+
+    monkeypatch.setattr(factory.pin(PINS["crying_baby"]), "_set_state", lost_chip_handle)
+    with caplog.at_level(logging.WARNING, logger="edge.leds"), pytest.raises(OSError, match="bad handle"):
+        bank.close()
+    for label, pin in PINS.items():
+        if label != "crying_baby":
+            assert states(factory, pin)[-1] is False, label
+            LED(pin, pin_factory=factory).close()  # released
+    assert not factory.pin(STATUS_PIN).state and bank.status_mode == "off"
+    LED(STATUS_PIN, pin_factory=factory).close()
+    assert "LED crying_baby: off() failed: OSError: lgpio: bad handle" in caplog.text
+    bank.close()  # the second close has nothing left to do and raises nothing
+
+
 def test_status_led_blinks_while_alive_and_faster_on_a_fault(factory):
     half_period = 0.08
     with LedBank(PINS, status_pin=STATUS_PIN, pin_factory=factory, blink_seconds=half_period) as bank:

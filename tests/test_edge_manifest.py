@@ -145,6 +145,22 @@ def _bad_detector(values: Dict[str, Any]) -> None:
     values["detector"] = {"min_patches": 5, "of_patches": 3}
 
 
+def _hold_nan(values: Dict[str, Any]) -> None:
+    values["detector"] = {"hold_seconds": float("nan")}  # json writes NaN and reads it back
+
+
+def _hold_infinite(values: Dict[str, Any]) -> None:
+    values["detector"] = {"hold_seconds": float("inf")}
+
+
+def _patch_count_float(values: Dict[str, Any]) -> None:
+    values["detector"] = {"min_patches": 2.0, "of_patches": 3}
+
+
+def _patch_count_bool(values: Dict[str, Any]) -> None:
+    values["detector"] = {"min_patches": 1, "of_patches": True}
+
+
 def _log_mel_shape(values: Dict[str, Any]) -> None:
     values["yamnet"]["outputs"]["log_mel"]["shape"] = [96, 128]
 
@@ -177,6 +193,10 @@ def _veto_of_an_unknown_class(values: Dict[str, Any]) -> None:
         (_no_scores, 'lacks "scores"'),
         (_duplicate_label, r"repeats \['beep'\]"),
         (_bad_detector, "min_patches=5"),
+        (_hold_nan, "hold_seconds is nan; use a finite number of seconds"),
+        (_hold_infinite, "hold_seconds is inf; use a finite number of seconds"),
+        (_patch_count_float, r"min_patches is 2.0; use a whole number"),
+        (_patch_count_bool, r"of_patches is True; use a whole number"),
         (_log_mel_shape, r"log_mel has shape \[96, 128\]"),
         (_veto_without_class_names, "class names are not known: re-export"),
         (_short_class_names, '"audioset_classes" has 2 names but YAMNet scores 521'),
