@@ -7,20 +7,23 @@
 # Run from the project checkout, with the exported model in ./model (manifest.json,
 # yamnet.tflite, head.tflite; see `oido-convert`). It:
 #   1. installs the system packages (python3-venv, python3-lgpio, libportaudio2, libsndfile1);
-#   2. creates /opt/oido/venv (--system-site-packages, for the apt lgpio) and pip installs .[edge]
+#   2. creates the unprivileged user `oido` (groups gpio, audio);
+#   3. creates /opt/oido/venv (--system-site-packages, for the apt lgpio) and pip installs .[edge]
 #      (.[edge-legacy] = tflite-runtime 2.14 + numpy<2, for images where ai-edge-litert has no wheel;
 #      the other runtime is removed from the venv, so the one asked for is the one that runs);
 #      --python: the interpreter the venv is made from (default python3, the system's);
-#   3. copies the model to /opt/oido/model;
 #   4. installs scripts/oido.toml as /etc/oido/oido.toml unless that file exists;
-#   5. creates the unprivileged user `oido` (groups gpio, audio);
-#   6. installs /etc/logrotate.d/oido-edge (the event log rotates weekly or at 5 MB, 12 kept);
-#   7. runs `oido-edge listen --check` as that user: the config, the model, the pins, the microphone;
-#   8. installs and enables oido-edge.service, and (re)starts it unless --no-start or the check failed.
+#   5. installs /etc/logrotate.d/oido-edge (the event log rotates weekly or at 5 MB, 12 kept);
+#   6. copies the model to /opt/oido/model.new and runs `oido-edge listen --check` on it as that
+#      user: the config, the new model, the pins, the microphone. If the check fails it stops there
+#      and exits 1: the previous model stays in /opt/oido/model and the service is left alone;
+#   7. swaps the new model in as /opt/oido/model;
+#   8. installs and enables oido-edge.service, and (re)starts it unless --no-start.
 # Safe to run again: it updates the code and the model and keeps the configuration.
-# --root DIR stages steps 2-4, 6 and the unit file under DIR instead of /, runs step 7 as the
-# current user, and skips the system packages, the user and systemctl; it needs no root (the
-# tests check the installer this way).
+# It refuses a 32-bit system (the kernel, dpkg's architecture or --python's) before it changes anything.
+# --root DIR stages steps 3-8 under DIR instead of /, runs the check as the current user, and skips
+# the system packages, the user and systemctl; it needs no root (the tests check the installer
+# this way).
 set -euo pipefail
 
 root=""
@@ -31,14 +34,25 @@ model_dir="$repo/model"
 extra=edge
 start=yes
 python=python3
+arguments="$*"
+
+# Option $1 takes a value, $2: a usage error when it is missing (the end of the line, or the next option).
+needs_value() {
+    if [ $# -lt 2 ] || [ -z "$2" ] || [ "${2#-}" != "$2" ]; then
+        echo "install_pi.sh: $1 needs a value (see --help)" >&2
+        exit 2
+    fi
+}
 
 while [ $# -gt 0 ]; do
     case "$1" in
         --model-dir)
+            needs_value "$@"
             model_dir="$2"
             shift 2
             ;;
         --extra)
+            needs_value "$@"
             extra="$2"
             shift 2
             ;;
@@ -47,10 +61,12 @@ while [ $# -gt 0 ]; do
             shift
             ;;
         --python)
+            needs_value "$@"
             python="$2"
             shift 2
             ;;
         --root)
+            needs_value "$@"
             root="$(mkdir -p "$2" && cd "$2" && pwd)"
             start=no
             shift 2
@@ -69,17 +85,36 @@ done
 
 prefix="$root/opt/oido"
 config_dir="$root/etc/oido"
+# No TF-Lite runtime publishes 32-bit ARM wheels. The kernel alone does not tell: a Pi 4 or 5 boots
+# a 64-bit kernel (aarch64) under 32-bit Raspberry Pi OS too, so dpkg's architecture (the
+# userland's) and the venv's Python are asked as well. Tests fake each with a command on PATH
+# (uname, dpkg) or --python.
+unsupported() {
+    echo "install_pi.sh: $1 is not supported: the TF-Lite runtimes (ai-edge-litert, tflite-runtime)" \
+        "publish wheels for 64-bit ARM (aarch64) and x86_64 only; install Raspberry Pi OS (64-bit)" \
+        "(Pi 3, 4, 5, Zero 2 W)" >&2
+    exit 1
+}
 case "$(uname -m)" in
     aarch64 | x86_64) ;;
-    *)
-        echo "install_pi.sh: $(uname -m) is not supported: the TF-Lite runtimes (ai-edge-litert, tflite-runtime)" \
-            "publish wheels for 64-bit ARM (aarch64) and x86_64 only; install Raspberry Pi OS (64-bit)" \
-            "(Pi 3, 4, 5, Zero 2 W)" >&2
-        exit 1
-        ;;
+    *) unsupported "$(uname -m)" ;;
 esac
+if command -v dpkg >/dev/null 2>&1; then
+    userland="$(dpkg --print-architecture)"
+    case "$userland" in
+        arm64 | amd64) ;;
+        *) unsupported "$userland (dpkg --print-architecture; uname -m says $(uname -m))" ;;
+    esac
+fi
+if ! pointer_bits="$("$python" -c 'import struct; print(struct.calcsize("P") * 8)' 2>/dev/null)"; then
+    echo "install_pi.sh: cannot run $python (--python: the Python the venv is made from)" >&2
+    exit 1
+fi
+if [ "$pointer_bits" != 64 ]; then
+    unsupported "a ${pointer_bits}-bit Python ($python)"
+fi
 if [ -z "$root" ] && [ "$(id -u)" -ne 0 ]; then
-    echo "install_pi.sh: run as root: sudo $0 $*" >&2
+    echo "install_pi.sh: run as root: sudo $0 $arguments" >&2
     exit 1
 fi
 for file in manifest.json yamnet.tflite head.tflite; do
@@ -126,18 +161,6 @@ if "$prefix/venv/bin/python" -m pip show --quiet "$other_runtime" >/dev/null 2>&
     "$prefix/venv/bin/python" -m pip uninstall --quiet --yes "$other_runtime" || true
 fi
 
-echo "== model -> $prefix/model"
-rm -rf "$prefix/model.new"
-install -d -m 0755 "$prefix/model.new"
-cp -rL "$model_dir"/. "$prefix/model.new/"  # -L: real files, even if model/ links to assets
-rm -rf "$prefix/model.old"
-if [ -d "$prefix/model" ]; then
-    mv "$prefix/model" "$prefix/model.old"
-fi
-mv "$prefix/model.new" "$prefix/model"
-rm -rf "$prefix/model.old"
-chmod -R a+rX "$prefix/model"
-
 echo "== configuration"
 install -d -m 0755 "$config_dir"
 if [ -e "$config_dir/oido.toml" ]; then
@@ -150,17 +173,41 @@ echo "== event log rotation"
 install -d -m 0755 "$root/etc/logrotate.d"
 install -m 0644 "$repo/scripts/oido-edge.logrotate" "$root/etc/logrotate.d/oido-edge"
 
-echo "== check: oido-edge listen --check (the config, the model, the pins, the microphone)"
-check=("$prefix/venv/bin/oido-edge" listen --check --config "$config_dir/oido.toml" --model-dir "$prefix/model")
+echo "== model -> $prefix/model.new"
+if [ ! -d "$prefix/model" ] && [ -d "$prefix/model.old" ]; then
+    mv "$prefix/model.old" "$prefix/model"  # an earlier run stopped mid-swap: its previous model
+fi
+rm -rf "$prefix/model.new" "$prefix/model.old"
+install -d -m 0755 "$prefix/model.new"
+cp -rL "$model_dir"/. "$prefix/model.new/"  # -L: real files, even if model/ links to assets
+chmod -R a+rX "$prefix/model.new"
+
+# The new model is checked against the kept config before it replaces the one in use: a service
+# keeps its model in memory, so a bad swap would show only at the next reboot, as a service that
+# cannot start.
+echo "== check: oido-edge listen --check (the config, the new model, the pins, the microphone)"
+check=("$prefix/venv/bin/oido-edge" listen --check --config "$config_dir/oido.toml" --model-dir "$prefix/model.new")
 if [ -z "$root" ]; then
     check=(runuser -u "$service_user" -- "${check[@]}")  # as the service will run
 fi
-checked=yes
 if ! "${check[@]}"; then
-    checked=no
-    echo "install_pi.sh: the check above failed; fix it (the config is $config_dir/oido.toml), then:" \
-        "systemctl restart $unit" >&2
+    rm -rf "$prefix/model.new"
+    if [ -d "$prefix/model" ]; then
+        kept="the previous model is still installed in $prefix/model and the service was left alone"
+    else
+        kept="no model was installed and the service was not installed"
+    fi
+    echo "install_pi.sh: the check above failed (the new model from $model_dir with $config_dir/oido.toml):" \
+        "$kept. Fix what it names, then run this installer again." >&2
+    exit 1
 fi
+
+echo "== model -> $prefix/model"
+if [ -d "$prefix/model" ]; then
+    mv "$prefix/model" "$prefix/model.old"
+fi
+mv "$prefix/model.new" "$prefix/model"
+rm -rf "$prefix/model.old"
 
 echo "== service"
 install -d -m 0755 "$root/etc/systemd/system"
@@ -171,13 +218,13 @@ if [ -n "$root" ]; then
 fi
 systemctl daemon-reload
 systemctl enable "$unit"
-if [ "$start" = yes ] && [ "$checked" = yes ]; then
+if [ "$start" = yes ]; then
+    # Manual starts count against the unit's StartLimitBurst too: a service that gave up on a bad
+    # config (start-limit-hit) would refuse this restart for the rest of StartLimitIntervalSec.
+    systemctl reset-failed "$unit" || true
     systemctl restart "$unit"
     echo "started: journalctl -u $unit -f; what it heard: sudo $prefix/venv/bin/oido-edge events;" \
         "wiring: systemctl stop $unit && sudo $prefix/venv/bin/oido-edge leds"
-elif [ "$checked" = no ]; then
-    # Not restarted: a running service keeps listening with the model it loaded until the fix.
-    echo "installed and enabled, not (re)started: the check failed; after the fix: systemctl restart $unit"
 else
     echo "installed; start it with: systemctl start $unit"
 fi

@@ -11,10 +11,14 @@
 # (e.g. --epochs 30).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-python3}"
 
 if [ "${OIDO_SKIP_SETUP:-0}" != "1" ]; then
     bash scripts/setup.sh
+fi
+# The Python setup.sh installed into: $PYTHON if set, else this checkout's .venv (setup.sh makes it
+# where python3 is externally managed, PEP 668), else python3.
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x .venv/bin/python ]; then PYTHON="$PWD/.venv/bin/python"; else PYTHON=python3; fi
 fi
 
 start=$(date +%s)

@@ -7,9 +7,13 @@
 # Extra arguments go to the first pytest run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-python3}"
 
 bash scripts/setup.sh
+# The Python setup.sh installed into: $PYTHON if set, else this checkout's .venv (setup.sh makes it
+# where python3 is externally managed, PEP 668), else python3.
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x .venv/bin/python ]; then PYTHON="$PWD/.venv/bin/python"; else PYTHON=python3; fi
+fi
 
 if [ ! -f model/manifest.json ]; then
     echo "== building the default models (prepare, train, convert) for the model tests"

@@ -99,8 +99,9 @@ def system(tmp_path_factory: pytest.TempPathFactory, shared_mic: dict[str, str])
                 path.unlink(missing_ok=True)
 
 
-def install(env: dict[str, str], *options: str) -> tuple[subprocess.CompletedProcess, list[str]]:
-    """One installer run as root into /; (its output, the systemctl and apt-get calls it made)."""
+def install(env: dict[str, str], *options: str, status: int = 0) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """One installer run as root into /, exiting with `status`; (its output, the systemctl and
+    apt-get calls it made)."""
     log = Path(env["OIDO_SHIM_LOG"])
     log.unlink(missing_ok=True)
     # Run from a folder only root may enter, as `sudo scripts/install_pi.sh` runs from a Pi's home
@@ -109,7 +110,7 @@ def install(env: dict[str, str], *options: str) -> tuple[subprocess.CompletedPro
     home.mkdir(mode=0o700, exist_ok=True)
     result = subprocess.run(["bash", str(INSTALLER), "--model-dir", str(shipped_model_dir()), *pi_like_python(), *options],
                             capture_output=True, text=True, timeout=900, env=env, cwd=home)  # fmt: skip
-    assert result.returncode == 0, f"install_pi.sh failed:\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == status, f"install_pi.sh exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
     calls = log.read_text().splitlines() if log.exists() else []
     return result, calls
 
@@ -129,11 +130,15 @@ def test_first_install_makes_the_user_checks_as_it_and_starts_the_service(first_
     assert user.pw_shell == "/usr/sbin/nologin" and user.pw_dir == "/var/lib/oido"
     for name in GROUPS:
         assert USER in grp.getgrnam(name).gr_mem, name
-    # The check ran as oido through runuser: it read /etc/oido and /opt/oido and found the microphone.
+    # The check ran as oido through runuser: it read /etc/oido and the new model (before the swap)
+    # and found the microphone.
     assert "check passed" in result.stdout, result.stdout + result.stderr
-    assert "LEDs: crying_baby GPIO17" in result.stdout
+    assert "model: /opt/oido/model.new: labels" in result.stdout and "LEDs: crying_baby GPIO17" in result.stdout
+    assert not Path("/opt/oido/model.new").exists()
+    # reset-failed: a service that gave up (its start limit) would refuse the restart.
     assert [c for c in calls if c.startswith("systemctl ")] == [
-        "systemctl daemon-reload", f"systemctl enable {UNIT}", f"systemctl restart {UNIT}"]  # fmt: skip
+        "systemctl daemon-reload", f"systemctl enable {UNIT}", f"systemctl reset-failed {UNIT}",
+        f"systemctl restart {UNIT}"]  # fmt: skip
     assert f"started: journalctl -u {UNIT} -f" in result.stdout
     assert Path("/etc/systemd/system", UNIT).read_bytes() == (REPO / "scripts" / UNIT).read_bytes()
     # What the unit runs, as its user: oido can run the installed command.
@@ -188,17 +193,20 @@ def test_the_service_command_as_its_user_hears_a_crying_baby_and_logs_it(system,
     assert "sudo /opt/oido/venv/bin/oido-edge events" in refused.stderr and "Traceback" not in refused.stderr
 
 
-def test_a_rerun_whose_check_fails_leaves_the_running_service_alone(system, first_install):
+def test_a_rerun_whose_check_fails_leaves_the_model_and_the_service_alone(system, first_install):
     config = Path("/etc/oido/oido.toml")
     example = (REPO / "scripts" / "oido.toml").read_text(encoding="utf-8")
     config.write_text(example.replace("water_drops = 23", "kettle = 23"), encoding="utf-8")
-    result, calls = install(system)
+    model = {path.name: path.read_bytes() for path in Path("/opt/oido/model").iterdir()}
+    result, calls = install(system, status=1)
     assert "keeping the existing /etc/oido/oido.toml" in result.stdout
     assert "names class 'kettle', which is not one of the labels" in result.stderr
     assert "the check above failed" in result.stderr
-    # Enabled, never restarted: a running service keeps the model it loaded until the fix.
-    assert [c for c in calls if c.startswith("systemctl ")] == ["systemctl daemon-reload", f"systemctl enable {UNIT}"]
-    assert "not (re)started: the check failed" in result.stdout
+    # No swap, no systemctl: the installed model stays the one a restart or a reboot loads.
+    assert "the previous model is still installed in /opt/oido/model" in result.stderr
+    assert {path.name: path.read_bytes() for path in Path("/opt/oido/model").iterdir()} == model
+    assert not Path("/opt/oido/model.new").exists()
+    assert [c for c in calls if c.startswith("systemctl ")] == []
     for name in GROUPS:  # the user was kept, with its groups (usermod on a rerun)
         assert USER in grp.getgrnam(name).gr_mem, name
 
@@ -210,7 +218,7 @@ def test_the_check_runs_as_oido_so_a_config_only_root_can_read_fails_it(system, 
     shutil.copyfile(REPO / "scripts" / "oido.toml", config)
     config.chmod(0o600)
     try:
-        result, calls = install(system)
+        result, calls = install(system, status=1)
     finally:
         config.chmod(0o644)
     assert "the check above failed" in result.stderr
