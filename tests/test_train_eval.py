@@ -220,3 +220,58 @@ def test_plot_clip_rejects_probabilities_of_the_wrong_width(tmp_path: Path) -> N
 
     with pytest.raises(ValueError, match="probabilities must be"):
         plot_clip(np.zeros(16000, np.float32), np.zeros((98, 64), np.float32), np.zeros((2, 2), np.float32), LABELS, tmp_path / "x.png")
+
+
+def _embedded_dataset(tmp_path: Path, folds: dict[str, int]):  # noqa: ANN202 - a train.core.EmbeddedDataset
+    """Two separable classes, one 2-patch clip per (label, source) of `folds` ({"<label>:<source>": fold})."""
+    from types import SimpleNamespace
+
+    from train.core import EmbeddedDataset
+    from train.datasets import DatasetEntry, PreparedDataset
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(2, 1024)).astype(np.float32)
+    labels = ("door", "kettle")
+    entries, clips = [], {}
+    for key, fold in folds.items():
+        label, source = key.split(":")
+        entry = DatasetEntry(f"{label}__{source}.wav", label, labels.index(label), fold, source)
+        entries.append(entry)
+        embeddings = centres[entry.class_number] + 0.1 * rng.normal(size=(2, 1024)).astype(np.float32)
+        clips[entry] = SimpleNamespace(embeddings=embeddings, rms_dbfs=np.full(2, -20.0, np.float32))
+    dataset = PreparedDataset(
+        data_dir=tmp_path, labels=labels, background_label=None, task="own",
+        train=tuple(e for e in entries if e.fold != 5), test=tuple(e for e in entries if e.fold == 5),
+    )  # fmt: skip
+    return EmbeddedDataset(dataset, [clips[e] for e in dataset.train], [clips[e] for e in dataset.test], "0" * 64)
+
+
+def test_evaluate_refuses_a_head_trained_on_a_recording_that_has_since_moved_to_the_test_fold(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    from train import core
+    from train.head import HeadError, TrainConfig, load_head
+
+    # "esc": one recording in a training fold and in the test fold, as four of ESC-50's are: not a moved one.
+    folds = {"door:hall": 1, "door:porch": 2, "door:shed": 5, "kettle:cafe": 1, "kettle:office": 3, "kettle:home": 5,
+             "door:esc": 4, "kettle:esc": 5}  # fmt: skip
+    model_dir = tmp_path / "model"
+    core.fit(_embedded_dataset(tmp_path, folds), config=TrainConfig(epochs=2, validation_fraction=0.0),
+             model_dir=model_dir, reports_dir=None)  # fmt: skip
+    head = load_head(model_dir)
+    assert head.extra["trained_on"] == {"sources": ["cafe", "esc", "hall", "office", "porch"]}
+    report = core.evaluate(head, _embedded_dataset(tmp_path, folds), model_dir=model_dir, reports_dir=None)
+    assert report["accuracy_text"].endswith("/3")
+
+    regrouped = {**folds, "door:hall": 5, "door:shed": 1}  # a re-prepare that placed the groups anew
+    with pytest.raises(HeadError, match=r"head.json was trained on 1 source recording\(s\) that are now in the test "
+                                        r"fold 5 \(1 test clip\(s\); e.g. hall\).*fit it again"):  # fmt: skip
+        core.evaluate(head, _embedded_dataset(tmp_path, regrouped), model_dir=model_dir, reports_dir=None)
+
+
+def test_a_head_that_recorded_no_training_sources_is_not_checked(tmp_path: Path) -> None:
+    from train.core import check_head_not_trained_on_test
+
+    dataset = _embedded_dataset(tmp_path, {"door:hall": 5, "door:shed": 1, "kettle:cafe": 5, "kettle:home": 1}).dataset
+    check_head_not_trained_on_test({}, dataset, json_path=tmp_path / "head.json")  # fit-openset or older heads
+    with pytest.raises(ValueError, match="e.g. cafe, hall"):
+        check_head_not_trained_on_test({"trained_on": {"sources": ["cafe", "hall"]}}, dataset, json_path=tmp_path)

@@ -113,6 +113,20 @@ def test_validation_split_takes_about_the_fraction_of_each_class_and_is_seeded()
     assert not np.array_equal(validation, other_validation)
 
 
+def test_a_session_far_larger_than_the_fraction_is_never_held_back_for_validation() -> None:
+    # Two sessions of four takes per class: one is half the class, not the 15 % asked for.
+    labels = np.repeat([0, 1], 8)
+    groups = [f"{label}-{index // 4}" for index, label in enumerate(labels)]
+    for seed in range(10):
+        train, validation = split_by_clip(labels, validation_fraction=0.15, seed=seed, groups=groups)
+        assert validation.size == 0 and train.tolist() == list(range(16))
+    # A class with small enough groups still contributes; the coarse one alone holds nothing back.
+    labels = np.repeat([0, 1], [8, 20])
+    groups = [f"0-{index // 4}" for index in range(8)] + [f"1-{index}" for index in range(20)]
+    _, validation = split_by_clip(labels, validation_fraction=0.15, seed=0, groups=groups)
+    assert np.bincount(labels[validation], minlength=2).tolist() == [0, 3]
+
+
 def test_patches_carry_their_clips_label_unless_patch_labels_are_given() -> None:
     clips = [np.zeros((3, 4), np.float32), np.ones((2, 4), np.float32)]
     stacked, labels = patches_with_labels(clips, [1, 0], np.array([0, 1]))
@@ -208,6 +222,24 @@ def test_fit_learns_separable_clusters_and_reports_history(tf) -> None:
     decided = [predict_probabilities(result.model, clip).mean(axis=0).argmax() for clip in held_out]
     assert decided == held_out_labels.tolist()
     assert not set(result.train_clips) & set(result.validation_clips)
+
+
+def test_groups_too_coarse_for_validation_train_on_every_clip_and_say_so_once(
+    tf, caplog: pytest.LogCaptureFixture  # noqa: ANN001 - the module
+) -> None:
+    import logging
+
+    from train.head import fit_head
+
+    clips, labels = synthetic_clips(num_labels=2, clips_per_label=8)
+    groups = [f"{label}-{index // 4}" for index, label in enumerate(labels)]
+    with caplog.at_level(logging.INFO, logger="train.head"):
+        result = fit_head(clips, labels, num_labels=2, config=FAST, groups=groups)
+    assert result.validation_clips.size == 0 and len(result.train_clips) == 16
+    assert set(result.history) == {"loss", "accuracy"}
+    messages = [record.getMessage() for record in caplog.records if "validation" in record.getMessage()]
+    assert len(messages) == 1 and "from every one of its 16 clips" in messages[0]
+    assert "no validation curves: no class has a source group small enough to hold back about 15%" in messages[0]
 
 
 def test_silence_trained_as_no_evidence_scores_every_label_alike(tf) -> None:

@@ -28,6 +28,7 @@ from train.datasets import (  # noqa: E402
     DatasetError,
     assign_folds,
     clip_group,
+    ensure_test_fold,
     load_dataset,
     source_and_fold,
     validate_label,
@@ -516,6 +517,109 @@ def test_recorded_sessions_keep_their_takes_in_one_fold_and_labels_never_share_a
     assert {label: n > 0 for label, n in dataset.counts()["test"].items()} == {"door": True, "kettle": True}
 
 
+# The reviewer's layout: four door and four kettle sessions; a fifth door session added later.
+SESSIONS = {
+    "door": {"20240501-180954": 2, "20240502-113734": 2, "20240503-189238": 2, "20240504-102500": 3},
+    "kettle": {"20240505-104798": 5, "20240506-107070": 3, "20240507-185761": 6, "20240508-143416": 3},
+}
+LATER_SESSION = ("door", "20240509-120000", 5)
+
+
+def _sessions(sessions: dict[str, dict[str, int]]) -> dict[str, list[str]]:
+    layout: dict[str, list[str]] = {}
+    for label, counts in sessions.items():
+        takes = iter(range(100))
+        layout[label] = [f"{session}_{next(takes):04d}.wav" for session, count in counts.items() for _ in range(count)]
+    return layout
+
+
+def _folds_by_source(own: Path, out: Path) -> dict[str, int]:
+    """Prepare `own` into `out`; {source: fold} of every clip."""
+    dataset = prepare_dataset(classes=None, own_data_dir=own, background=None, out_dir=out, progress=False)
+    return {entry.source: entry.fold for entry in dataset.entries}
+
+
+def _add_later_session(own: Path) -> None:
+    label, session, count = LATER_SESSION
+    for take in range(count):
+        write_clip(own / label / f"{session}_{20 + take:04d}.wav", seed=900 + take)
+
+
+def test_re_preparing_after_a_new_session_keeps_every_earlier_group_in_its_fold(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    own = make_own_data(tmp_path / "own", _sessions(SESSIONS))
+    out = tmp_path / "data"
+    before = _folds_by_source(own, out)
+    _add_later_session(own)
+    with caplog.at_level(logging.INFO, logger="train.prepare"):
+        after = _folds_by_source(own, out)
+    assert {source: after[source] for source in before} == before
+    assert LATER_SESSION[1] in after
+    assert "kept the folds of 8 source group(s) from the previous prepare; placed 1 new group(s)" in caplog.text
+    # A fresh folder places every group anew, and here that moves a trained-on session into the test fold.
+    fresh = _folds_by_source(own, tmp_path / "fresh")
+    assert any(fresh[source] == 5 != fold for source, fold in before.items())
+
+
+def test_folds_are_kept_even_after_a_run_that_stopped_with_the_fold_files_removed(tmp_path: Path) -> None:
+    own = make_own_data(tmp_path / "own", _sessions(SESSIONS))
+    out = tmp_path / "data"
+    before = _folds_by_source(own, out)
+    _add_later_session(own)
+    whole = write_clip(tmp_path / "whole.flac", seconds=5.0, seed=7).read_bytes()
+    cut = own / "kettle" / "cut__1.flac"
+    cut.write_bytes(whole[: len(whole) // 2])  # found only while converting, after the JSONs are gone
+    with pytest.raises(DatasetError, match="cut__1.flac is not readable audio"):
+        prepare_dataset(classes=None, own_data_dir=own, background=None, out_dir=out, progress=False)
+    assert no_dataset_written(out)
+    cut.unlink()
+    after = _folds_by_source(own, out)
+    assert {source: after[source] for source in before} == before
+
+
+def test_esc50_folds_are_never_taken_from_an_earlier_prepare(fake_esc50: Path, tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    esc50_folds = {entry.file_name: entry.fold for entry in prepare(fake_esc50, out).entries}
+    (out / "trainData.json").write_text(json.dumps([
+        {"fileName": name, "className": "dog", "classNumber": 0, "fold": 1 + fold % 5, "source": source}
+        for name, fold, source in ((e.file_name, e.fold, e.source) for e in load_dataset(out).entries)
+    ]))  # fmt: skip
+    assert {entry.file_name: entry.fold for entry in prepare(fake_esc50, out).entries} == esc50_folds
+    assert all(int(name.split("-")[0]) == fold for name, fold in esc50_folds.items())
+
+
+def test_a_session_filed_under_two_labels_goes_to_test_only_if_both_keep_training_clips(tmp_path: Path) -> None:
+    own = make_own_data(tmp_path / "own", {
+        "door": ["kitchen__d.wav"] + [f"hall_{n:02d}.wav" for n in range(1, 6)],
+        "kettle": ["kitchen__k.wav", "office6_01.wav"],
+    })  # fmt: skip
+    dataset = prepare_dataset(classes=None, own_data_dir=own, background=None, out_dir=tmp_path / "data",
+                              progress=False)  # fmt: skip
+    counts = dataset.counts()
+    assert all(counts[split][label] > 0 for split in ("train", "test") for label in ("door", "kettle")), counts
+
+
+def test_only_a_move_that_leaves_every_class_of_the_group_a_training_group_is_made() -> None:
+    clips = [("door", "kitchen"), *[("door", "hall")] * 5, ("kettle", "kitchen"), ("kettle", "office6")]
+    folds = {"hall": 1, "kitchen": 2, "office6": 5}  # door has no test clips; kitchen is its smallest group
+    moved = ensure_test_fold(clips, folds, test_fold=5, movable=folds)
+    assert moved == {"hall": 5, "kitchen": 2, "office6": 5}  # kitchen would take kettle's only training group
+
+
+def test_a_group_an_earlier_prepare_placed_moves_to_test_only_as_a_last_resort(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clips = [("door", "old"), ("door", "new"), ("door", "new"), ("door", "big"), ("door", "big"), ("door", "big")]
+    folds = {"old": 1, "new": 2, "big": 3}
+    assert ensure_test_fold(clips, folds, test_fold=5, movable=folds)["old"] == 5  # the smallest
+    with caplog.at_level(logging.WARNING):
+        assert ensure_test_fold(clips, folds, test_fold=5, movable=folds, last_resort={"old"})["new"] == 5
+        assert caplog.text == ""
+        moved = ensure_test_fold(clips, folds, test_fold=5, movable=folds, last_resort=set(folds))
+    assert moved["old"] == 5 and "moving source group 'old' from training fold 1" in caplog.text
+
+
 # --- bad input ------------------------------------------------------------------------------
 
 
@@ -563,6 +667,58 @@ def test_audio_that_does_not_decode_keeps_the_clips_already_converted(tmp_path: 
     cut.unlink()
     dataset = prepare_dataset(classes=None, own_data_dir=own, background=None, out_dir=out, progress=False)
     assert dataset.report is not None and (dataset.report.written, dataset.report.skipped) == (0, 5)
+
+
+def test_a_wav_cut_short_is_named_before_anything_is_written(tmp_path: Path) -> None:
+    own = _own_two_sources(tmp_path / "own")
+    whole = write_clip(tmp_path / "whole.wav", seconds=5.0, seed=7).read_bytes()
+    cut = own / "knock" / "copied_01.wav"
+    cut.write_bytes(whole[: len(whole) // 2])
+    assert 0 < sf.info(cut).frames < 5 * RATE_HZ  # libsndfile reads the half that is there
+    with pytest.raises(DatasetError, match=r"copied_01.wav is cut short: its header promises \d+ more bytes.*copy it"):
+        prepare_dataset(classes=None, own_data_dir=own, background=None, out_dir=tmp_path / "data", progress=False)
+    assert no_dataset_written(tmp_path / "data")
+
+
+def test_a_wav_of_unknown_length_streamed_to_a_pipe_is_not_cut_short(tmp_path: Path) -> None:
+    own = _own_two_sources(tmp_path / "own")
+    data = bytearray(write_clip(tmp_path / "whole.wav", seed=7).read_bytes())
+    chunk = data.find(b"data")
+    data[4:8] = data[chunk + 4 : chunk + 8] = (0xFFFFFFFF).to_bytes(4, "little")  # the writer never knew the length
+    (own / "knock" / "piped_01.wav").write_bytes(bytes(data))
+    dataset = prepare_dataset(classes=None, own_data_dir=own, background=None, out_dir=tmp_path / "data",
+                              progress=False)  # fmt: skip
+    assert "knock__piped_01.wav" in {entry.file_name for entry in dataset.entries}
+
+
+def test_files_of_other_types_in_a_class_folder_are_named_in_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    own = _own_two_sources(tmp_path / "own")
+    (own / "knock" / "song.mp3").write_bytes(b"ID3")
+    (own / "knock" / "notes.txt").write_text("recorded on the porch")
+    with caplog.at_level(logging.WARNING, logger="train.datasets"):
+        prepare_dataset(classes=None, own_data_dir=own, background=None, out_dir=tmp_path / "data", progress=False)
+    (warning,) = [record.getMessage() for record in caplog.records if "ignoring" in record.getMessage()]
+    assert "ignoring 2 file(s)" in warning and "notes.txt, song.mp3" in warning
+    assert ".aif/.aiff/.flac/.ogg/.wav" in warning and "ffmpeg" in warning
+
+
+def test_a_float_file_holding_integer_scaled_samples_is_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    own = _own_two_sources(tmp_path / "own")
+    misscaled = own / "knock" / "float_01.wav"
+    sf.write(misscaled, 9830 * np.sin(np.arange(RATE_HZ) / 10.0), RATE_HZ, subtype="FLOAT")  # int16 values, as float
+    with caplog.at_level(logging.INFO, logger="train.prepare"):
+        prepare_dataset(classes=None, own_data_dir=own, background=None, out_dir=tmp_path / "data", progress=False)
+    assert f"{misscaled}: peaks at 9.83e+03" in caplog.text and "mis-scaled" in caplog.text
+    assert "after resampling" not in caplog.text  # nothing was resampled
+    assert "1 clip(s) peak above full scale as stored in their float source" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="train.prepare"):  # a rerun converts nothing and still says so
+        prepare_dataset(classes=None, own_data_dir=own, background=None, out_dir=tmp_path / "data", progress=False)
+    assert f"{misscaled}: peaks at 9.83e+03" in caplog.text
 
 
 def test_audio_file_without_samples_is_an_error(tmp_path: Path) -> None:

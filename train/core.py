@@ -46,6 +46,8 @@ CACHE_SUBDIR = Path("cache") / "embeddings"
 TRAINING_CURVES_PNG = "training_curves.png"
 CONFUSION_PNG = "confusion.png"
 CV_CONFUSION_PNG = "cv_confusion.png"
+TRAINED_ON_KEY = "trained_on"
+"""head.json: {"sources": [...]}, the recordings the head was trained on (see check_head_not_trained_on_test)."""
 
 
 class Split(NamedTuple):
@@ -286,6 +288,7 @@ def fit(
             "task": dataset.task,
             "test_fold": dataset.test_fold,
             "clips": counts,
+            TRAINED_ON_KEY: trained_on_record([train.sources[index] for index in result.train_clips]),
             "validation_split": "by clip, whole source recordings per side, stratified by class",
             "class_weights": (
                 {embedded.labels[k]: v for k, v in result.class_weights.items()} if result.class_weights else None
@@ -315,8 +318,39 @@ def fit(
     return head
 
 
+def trained_on_record(sources: Sequence[str]) -> dict[str, Any]:
+    """head.json's "trained_on": the source recordings of the clips a head was trained on."""
+    return {"sources": sorted(set(sources))}
+
+
+def check_head_not_trained_on_test(extra: dict[str, Any], dataset: Any, *, json_path: Path) -> None:
+    """HeadError naming head.json when a test clip's source was among the head's training sources.
+
+    extra: head.json's other fields (TrainedHead.extra); a head without a "trained_on" record
+    (older, or from fit-openset) is not checked. dataset: the train.datasets.PreparedDataset to
+    score on. A source the data set itself has in both training and test folds is not counted:
+    ESC-50's own folds split four recordings that way (data/README.md), and a head trained on
+    those folds is scored like that by design. What is caught is a source that moved from the
+    training folds to the test fold since the head was fitted.
+    """
+    record = extra.get(TRAINED_ON_KEY)
+    trained = record.get("sources") if isinstance(record, dict) else None
+    if not isinstance(trained, list):
+        return
+    tested = {entry.source for entry in dataset.test}
+    moved = sorted((tested & set(trained)) - {entry.source for entry in dataset.train})
+    if moved:
+        clips = sum(entry.source in moved for entry in dataset.test)
+        raise HeadError(
+            f"{json_path} was trained on {len(moved)} source recording(s) that are now in the test fold "
+            f"{dataset.test_fold} ({clips} test clip(s); e.g. {', '.join(moved[:3])}): the folds changed since the "
+            "head was fitted, so its test figures would be inflated: fit it again (oido-train fit) on this data"
+        )
+
+
 def check_head_fits_data(head: TrainedHead, embedded: EmbeddedDataset, *, model_dir: Path) -> None:
-    """HeadError naming head.json when the head's labels or YAMNet differ from the data's."""
+    """HeadError naming head.json when the head's labels or YAMNet differ from the data's, or it was
+    trained on a test clip's source recording (check_head_not_trained_on_test)."""
     json_path = Path(model_dir) / "head.json"
     if list(head.labels) != embedded.labels:
         raise HeadError(
@@ -328,6 +362,7 @@ def check_head_fits_data(head: TrainedHead, embedded: EmbeddedDataset, *, model_
             f"{json_path} was trained on YAMNet weights {head.yamnet_weights_sha256[:16]}..., the embeddings "
             f"come from {embedded.yamnet_weights_sha256[:16]}...: retrain with oido-train fit"
         )
+    check_head_not_trained_on_test(head.extra, embedded.dataset, json_path=json_path)
 
 
 def evaluate(

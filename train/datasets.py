@@ -43,6 +43,7 @@ FOLDER_SCOPE = "/"
 
 _ESC50_NAME = re.compile(r"(?P<fold>[1-9])-(?P<source>[^-]+)-(?P<take>[A-Za-z]+)-(?P<target>\d+)")
 _NUMBERED = re.compile(r"(?P<source>.+?)[_-]\d+")
+_IGNORED_SHOWN = 5  # files a folder's "ignoring" warning names; the rest are counted
 _ENTRY_KEYS = {"fileName": str, "className": str, "classNumber": int, "fold": int, "source": str}
 TRAIN_ONLY_KEY = "trainOnly"
 """Optional entry key marking extra background clips (see DatasetEntry.train_only)."""
@@ -388,27 +389,47 @@ def ensure_test_fold(
     *,
     test_fold: int,
     movable: Iterable[str],
+    last_resort: Iterable[str] = (),
 ) -> dict[str, int]:
     """Move the smallest movable source of a class lacking test clips into the test fold.
 
     Only classes with at least two source groups are helped (one group cannot be split
-    without leaking); the caller reports classes that still lack test clips.
+    without leaking). A source moves only if every class it holds keeps a training group
+    (a session shared by two labels must not take the other label's last one); else the
+    next candidate is tried. Sources in ``last_resort`` (groups an earlier prepare trained
+    on) are tried only after every other candidate, with a warning. The caller reports
+    classes that still lack test clips.
     """
     movable = set(movable)
+    last_resort = set(last_resort)
     result = dict(folds)
     sources_of: dict[str, Counter[str]] = defaultdict(Counter)
+    classes_of: dict[str, set[str]] = defaultdict(set)
     for class_name, source in clips:
         sources_of[class_name][source] += 1
+        classes_of[source].add(class_name)
+
+    def keeps_training(source: str) -> bool:
+        return all(
+            any(result[other] != test_fold for other in sources_of[class_name] if other != source)
+            for class_name in classes_of[source]
+        )
+
     for class_name, sources in sorted(sources_of.items()):
         if any(result[source] == test_fold for source in sources) or len(sources) < 2:
             continue
         candidates = sorted(
             (source for source in sources if source in movable),
-            key=lambda source: (sources[source], _stable_hash(source), source),
+            key=lambda source: (source in last_resort, sources[source], _stable_hash(source), source),
         )
         for source in candidates:
-            # Keep at least one training group for the class.
-            if any(result[other] != test_fold for other in sources if other != source):
+            if keeps_training(source):
+                if source in last_resort:
+                    logger.warning(
+                        "class %r has no test clips left: moving source group %r from training fold %d to the "
+                        "test fold %d; a head trained before this prepare has heard it, so fit it again",
+                        class_name, source, result[source], test_fold,
+                    )  # fmt: skip
                 result[source] = test_fold
                 break
     return result
@@ -429,8 +450,13 @@ class OwnClip:
 
 
 def audio_files(folder: Path) -> list[Path]:
-    """The audio files directly inside ``folder`` (by suffix), sorted; sub-folders are ignored with a warning."""
+    """The audio files directly inside ``folder`` (by suffix), sorted.
+
+    Sub-folders are ignored with a warning each; other files (an ``.mp3``, ``notes.txt``) with
+    one warning naming the first few and the suffixes taken. Hidden entries are skipped silently.
+    """
     files: list[Path] = []
+    ignored: list[str] = []
     for path in sorted(folder.iterdir()):
         if path.name.startswith("."):
             continue
@@ -439,7 +465,16 @@ def audio_files(folder: Path) -> list[Path]:
         elif path.suffix.lower() in AUDIO_SUFFIXES:
             files.append(path)
         else:
-            logger.debug("ignoring %s: not an audio file (%s)", path, ", ".join(sorted(AUDIO_SUFFIXES)))
+            ignored.append(path.name)
+    if ignored:
+        shown = ", ".join(ignored[:_IGNORED_SHOWN])
+        if len(ignored) > _IGNORED_SHOWN:
+            shown += f" and {len(ignored) - _IGNORED_SHOWN} more"
+        logger.warning(
+            "ignoring %d file(s) in %s that are not %s: %s; convert any recording among them to WAV or FLAC "
+            "(e.g. `ffmpeg -i in.mp3 out.wav`)",
+            len(ignored), folder, "/".join(sorted(AUDIO_SUFFIXES)), shown,
+        )  # fmt: skip
     return files
 
 

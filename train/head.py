@@ -264,8 +264,11 @@ def split_by_clip(
     labels: int [n_clips], the class of each clip. groups: a recording id per clip (clips of one
     group always land on the same side); None puts every clip in a group of its own.
     For each class, whole groups move to validation (in a seeded random order) until about
-    `validation_fraction` of that class's clips are there; every class keeps at least one group
-    for training. Returns (train_indices, validation_indices), int64, sorted, disjoint.
+    `validation_fraction` of that class's clips are there; a group that would overshoot that
+    target by more than it falls short is skipped, the first one too, so a class whose groups are
+    all too large (a few long sessions) holds none back. Every class keeps at least one group for
+    training. Returns (train_indices, validation_indices), int64, sorted, disjoint; the validation
+    indices are empty when no class can hold back a group.
     """
     labels_array = np.asarray(labels, dtype=np.int64)
     n = len(labels_array)
@@ -296,8 +299,9 @@ def split_by_clip(
             if taken >= target:
                 break
             group = class_groups[position]
-            # Take a group only if it brings us closer to the target than stopping here.
-            if taken > 0 and abs(taken + len(members[group]) - target) > abs(taken - target):
+            # Take a group only if it brings us closer to the target than stopping here: one session
+            # of 4 takes out of 8 clips is half the class, not the 15 % asked for.
+            if abs(taken + len(members[group]) - target) > abs(taken - target):
                 continue
             validation.extend(members[group])
             taken += len(members[group])
@@ -416,10 +420,22 @@ def fit_head(
         clip_embeddings, labels_array, validation_clips, patch_labels=patch_labels
     )
     silent = int(np.sum(train_y == NO_EVIDENCE))
-    logger.info(
-        "training the head on %d patches from %d clips (%d silent: no evidence), validating on %d patches from %d clips",
-        len(train_x), len(train_clips), silent, len(validation_x), len(validation_clips),
-    )  # fmt: skip
+    if len(validation_clips):
+        logger.info(
+            "training the head on %d patches from %d clips (%d silent: no evidence), validating on %d patches from %d clips",
+            len(train_x), len(train_clips), silent, len(validation_x), len(validation_clips),
+        )  # fmt: skip
+    else:
+        why = "no validation split asked for"
+        if config.validation_fraction > 0:
+            why = (
+                f"no validation curves: no class has a source group small enough to hold back about "
+                f"{config.validation_fraction:.0%} of its training clips (record more sessions of fewer takes)"
+            )
+        logger.info(
+            "training the head on %d patches from every one of its %d clips (%d silent: no evidence); %s",
+            len(train_x), len(train_clips), silent, why,
+        )  # fmt: skip
 
     model = build_head(num_labels, embedding_size=embedding_size, hidden_units=config.hidden_units)
     class_weights = balanced_class_weights(train_y, num_labels) if config.class_weight == "balanced" else None

@@ -19,9 +19,10 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ import numpy.typing as npt
 import soundfile as sf
 import soxr
 
+from edge.audio import MISSCALED_PEAK
 from edge.errors import listed
 from edge.params import DEFAULT_PARAMS, Params
 from train.assets import ESC50_ENV, ESC50_URL, AssetError, Esc50Catalog, find_esc50, user_cache_dir
@@ -100,6 +102,10 @@ MANIFEST_JSON = "manifest.json"
 MANIFEST_FORMAT = "oido-data/1"
 _HASH_CHUNK_BYTES = 1 << 20
 _LISTED_ERRORS = 20  # unusable input files named in one error; the rest are counted
+_CUT_DATA_CHUNK = re.compile(r"^\s*(?:data|SSND)\s*:\s*(?P<promised>\d+)\s*\(should be (?P<held>\d+)\)", re.MULTILINE)
+"""libsndfile's verbose header line for a WAV (AIFF) data chunk longer than the file."""
+_UNKNOWN_LENGTH_BYTES = 0x7FFF0000
+"""Data sizes from here up (0x7FFFFFFF, 0xFFFFFFFF) mean "length unknown", not "cut short"."""
 
 
 @dataclass
@@ -202,14 +208,35 @@ def _read_source(path: Path) -> tuple[FloatArray, int]:
     return waveform, int(rate_hz)
 
 
+def missing_audio_bytes(extra_info: str) -> int:
+    """Bytes of audio a WAV or AIFF header promises that its file lacks (a copy cut short), else 0.
+
+    extra_info: libsndfile's header dump (``soundfile.info(path, verbose=True).extra_info``), which
+    reads ``data : 160000 (should be 79978)`` (AIFF: ``SSND : ...``) when the data chunk runs past
+    the end of the file; libsndfile itself then reads what is there without complaint. A size of
+    2 GiB or more is the placeholder of a writer that streamed to a pipe and never knew the length.
+    """
+    match = _CUT_DATA_CHUNK.search(extra_info)
+    if match is None:
+        return 0
+    promised, held = int(match["promised"]), int(match["held"])
+    return promised - held if held < promised < _UNKNOWN_LENGTH_BYTES else 0
+
+
 def _probe(clip: _PlannedClip) -> None:
-    """Fill hash, rate, channels; DatasetError naming the file if it is unreadable or empty."""
+    """Fill hash, rate, channels; DatasetError naming the file if it is unreadable, empty or cut short."""
     try:
-        info = sf.info(str(clip.path))
+        info = sf.info(str(clip.path), verbose=True)
     except (RuntimeError, OSError, ValueError) as error:
         raise DatasetError(f"{clip.path} is not readable audio ({error}): replace or delete it") from error
     if info.frames <= 0 or info.samplerate <= 0 or info.channels <= 0:
         raise DatasetError(f"{clip.path} holds no audio samples: replace or delete it")
+    missing = missing_audio_bytes(str(info.extra_info))
+    if missing:
+        raise DatasetError(
+            f"{clip.path} is cut short: its header promises {missing} more bytes of audio than the file holds "
+            f"(an interrupted copy?): copy it again, or delete it"
+        )
     clip.sha256 = file_sha256(clip.path)
     clip.rate_hz, clip.channels, clip.subtype = int(info.samplerate), int(info.channels), str(info.subtype)
 
@@ -315,8 +342,13 @@ def _drop_duplicates(plan: list[_PlannedClip]) -> tuple[list[_PlannedClip], list
     return list(kept.values()), duplicates
 
 
-def _assign_own_folds(plan: list[_PlannedClip], *, test_fold: int) -> None:
-    """Folds for clips whose name fixes none: by source group, balanced per class."""
+def _assign_own_folds(plan: list[_PlannedClip], *, test_fold: int, earlier: Mapping[str, int]) -> None:
+    """Folds for clips whose name fixes none: by source group, balanced per class.
+
+    A group an earlier prepare of the same data folder placed (``earlier``: {source: fold})
+    keeps its fold, so adding a session never moves one a head was trained on into the test
+    fold; only new groups are placed. One is moved only when a class would have no test clips.
+    """
     fixed: dict[str, int] = {}
     for clip in plan:
         if clip.fold is None:
@@ -329,11 +361,36 @@ def _assign_own_folds(plan: list[_PlannedClip], *, test_fold: int) -> None:
             )  # fmt: skip
             fixed[clip.source] = min(previous, clip.fold)
     pairs = [(clip.class_name, clip.source) for clip in plan]
-    folds = assign_folds(pairs, fixed=fixed)
     movable = {clip.source for clip in plan} - set(fixed)
-    folds = ensure_test_fold(pairs, folds, test_fold=test_fold, movable=movable)
+    kept = {source: earlier[source] for source in sorted(movable) if source in earlier}
+    if kept:
+        logger.info(
+            "kept the folds of %d source group(s) from the previous prepare; placed %d new group(s)",
+            len(kept), len(movable) - len(kept),
+        )  # fmt: skip
+    folds = assign_folds(pairs, fixed={**fixed, **kept})
+    folds = ensure_test_fold(pairs, folds, test_fold=test_fold, movable=movable, last_resort=kept)
     for clip in plan:
         clip.fold = folds[clip.source]
+
+
+def _previous_folds(root: Path) -> dict[str, int]:
+    """{source: fold} of the data folder's last prepare: its JSONs, else (a run that stopped
+    after removing them) the manifest's "source_folds"; {} when there is neither."""
+    folds: dict[str, int] = {}
+    try:
+        for name in (TRAIN_JSON, TEST_JSON):
+            for item in json.loads((root / name).read_text(encoding="utf-8")):
+                folds[str(item["source"])] = int(item["fold"])
+    except (OSError, ValueError, TypeError, KeyError):
+        folds = {}
+        try:
+            recorded = json.loads((root / MANIFEST_JSON).read_text(encoding="utf-8")).get("source_folds")
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+        if isinstance(recorded, dict):
+            folds = {str(source): fold for source, fold in recorded.items() if isinstance(fold, int)}
+    return {source: fold for source, fold in folds.items() if 1 <= fold <= NUM_FOLDS}
 
 
 def _check_splits(
@@ -382,7 +439,11 @@ def _load_manifest(path: Path) -> dict[str, Any]:
     return files if isinstance(files, dict) else {}
 
 
-def _manifest(files: dict[str, Any], *, params: Params, complete: bool, task: str) -> dict[str, Any]:
+def _manifest(
+    files: dict[str, Any], *, params: Params, complete: bool, task: str, source_folds: Mapping[str, int]
+) -> dict[str, Any]:
+    """manifest.json; ``source_folds`` ({group: fold} of the user's own clips) lets a rerun keep
+    them even after a run that stopped with the fold JSONs removed."""
     return {
         "format": MANIFEST_FORMAT,
         "complete": complete,
@@ -390,6 +451,7 @@ def _manifest(files: dict[str, Any], *, params: Params, complete: bool, task: st
         "sample_rate_hz": params.sample_rate_hz,
         "subtype": "FLOAT",
         "resampler": f"soxr {soxr.__version__} {RESAMPLE_QUALITY}",
+        "source_folds": dict(source_folds),
         "files": files,
     }
 
@@ -459,9 +521,10 @@ def _plan_inputs(
 
 
 def _check_inputs(
-    inputs: _Inputs, *, test_fold: int, progress: bool
+    inputs: _Inputs, *, test_fold: int, progress: bool, previous_folds: Mapping[str, int]
 ) -> tuple[list[_PlannedClip], list[tuple[str, str]]]:
-    """Read every header and hash, drop duplicates, name outputs, assign folds, check the splits."""
+    """Read every header and hash, drop duplicates, name outputs, assign folds (keeping
+    ``previous_folds``, see _assign_own_folds), check the splits."""
     unusable = []
     for clip in _progress(inputs.plan, progress=progress, desc="check", unit="file"):
         try:
@@ -475,7 +538,7 @@ def _check_inputs(
         clip.output_name = _unique_name(clip.output_name, taken)
     user_clips = [clip for clip in plan if not clip.from_catalog and not clip.train_only]
     if user_clips:
-        _assign_own_folds(user_clips, test_fold=test_fold)
+        _assign_own_folds(user_clips, test_fold=test_fold, earlier=previous_folds)
     _check_splits(plan, inputs.labels, test_fold=test_fold, background=inputs.background_label)
     return plan, duplicates
 
@@ -489,9 +552,21 @@ def _raise_all(errors: Sequence[DatasetError], *, kept: str = "") -> None:
     raise DatasetError(listed(f"{len(errors)} input file(s) cannot be used{kept}", errors, limit=_LISTED_ERRORS))
 
 
+def _warn_misscaled(path: object, peak: float) -> None:
+    """The warning edge.audio.read_audio gives for a float file beyond MISSCALED_PEAK, naming it."""
+    logger.warning(
+        "%s: peaks at %.3g, far beyond full scale [-1, 1]: the file is probably mis-scaled (integer samples "
+        "stored as float?); kept as is, not clipped, but the head will hear it far too loud: re-export it normalised",
+        path, peak,
+    )  # fmt: skip
+
+
 def _convert(clip: _PlannedClip, audio_dir: Path, *, params: Params) -> dict[str, Any]:
     """Decode, mix down, resample, pad and write one clip; returns its manifest record."""
     waveform, rate_hz = _read_source(clip.path)
+    source_peak = float(np.max(np.abs(waveform)))
+    if source_peak > MISSCALED_PEAK:
+        _warn_misscaled(clip.path, source_peak)
     model_waveform, padded = pad_to_patch(to_model_waveform(waveform, rate_hz, params=params), params=params)
     if padded:
         logger.warning(
@@ -517,6 +592,7 @@ def _convert(clip: _PlannedClip, audio_dir: Path, *, params: Params) -> dict[str
         "num_samples": int(model_waveform.shape[0]),
         "padded": padded,
         "peak": peak,
+        "source_peak": source_peak,
     }
 
 
@@ -668,10 +744,18 @@ def prepare_dataset(
         logger.info("false alarms (trained on, in the validation streams): %s", describe(heard))
         inputs.plan.extend(_extra_plan(heard, false_alarm=True))
     task_name = task or _task_name(targets, own=own is not None)
-    plan, duplicates = _check_inputs(inputs, test_fold=test_fold, progress=progress)
+    root = Path(out_dir)
+    plan, duplicates = _check_inputs(
+        inputs, test_fold=test_fold, progress=progress, previous_folds=_previous_folds(root)
+    )
+    source_folds = {
+        clip.source: int(clip.fold)  # type: ignore[arg-type]  # every fold is set by _check_inputs
+        for clip in plan
+        if not clip.from_catalog and not clip.train_only
+    }
+    manifest = functools.partial(_manifest, params=params, task=task_name, source_folds=source_folds)
 
     # 2. mark the data set incomplete: drop the old JSONs, keep only still-valid manifest records
-    root = Path(out_dir)
     audio_dir = root / AUDIO_DIR
     audio_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = root / MANIFEST_JSON
@@ -684,13 +768,15 @@ def prepare_dataset(
     todo = [clip for clip in plan if clip.output_name not in records]
     for name in (TRAIN_JSON, TEST_JSON, CLASSES_JSON):
         (root / name).unlink(missing_ok=True)
-    write_json_atomic(manifest_path, _manifest(records, params=params, complete=False, task=task_name))
+    write_json_atomic(manifest_path, manifest(records, complete=False))
 
     # 3. the audio, each file atomically
     for name, record in records.items():
         if record.get("padded"):
             logger.warning("%s: its source %s is shorter than one patch and was zero-padded to %d samples",
                            name, record.get("source"), params.patch_samples)  # fmt: skip
+        if record.get("source_peak", 0.0) > MISSCALED_PEAK:
+            _warn_misscaled(record.get("source"), record["source_peak"])
     undecodable = []
     try:
         for clip in _progress(todo, progress=progress, desc="prepare", unit="clip"):
@@ -699,12 +785,20 @@ def prepare_dataset(
             except DatasetError as error:  # a header that reads but audio that does not decode
                 undecodable.append(error)
     finally:  # an error or Ctrl-C keeps the clips done so far: a rerun skips them
-        write_json_atomic(manifest_path, _manifest(records, params=params, complete=False, task=task_name))
+        write_json_atomic(manifest_path, manifest(records, complete=False))
     converted = len(todo) - len(undecodable)
     _raise_all(undecodable, kept=f" (the {converted} other new clip(s) are converted and kept: a rerun skips them)")
-    over = sum(record.get("peak", 0.0) > 1.0 for record in records.values())
-    if over:
-        logger.info("%d clip(s) peak above full scale after resampling; kept in float, not clipped", over)
+    over = [record for record in records.values() if record.get("peak", 0.0) > 1.0]
+    stored = [record for record in over if record.get("source_rate_hz") == params.sample_rate_hz]
+    if len(over) > len(stored):
+        logger.info(
+            "%d clip(s) peak above full scale after resampling; kept in float, not clipped", len(over) - len(stored)
+        )
+    if stored:
+        logger.info(
+            "%d clip(s) peak above full scale as stored in their float source (e.g. %s); kept, not clipped",
+            len(stored), stored[0].get("source"),
+        )  # fmt: skip
     removed = _remove_stale(audio_dir, {clip.output_name for clip in plan})
 
     # 4. the JSONs, then the manifest that marks the data set complete
@@ -712,7 +806,7 @@ def prepare_dataset(
     for name, document in dataset_json(dataset).items():
         write_json_atomic(root / name, document)
     ordered = {clip.output_name: records[clip.output_name] for clip in plan}
-    write_json_atomic(manifest_path, _manifest(ordered, params=params, complete=True, task=task_name))
+    write_json_atomic(manifest_path, manifest(ordered, complete=True))
 
     report = PrepareReport(
         written=len(todo),
