@@ -1,6 +1,7 @@
 """Audio files in and out: any readable file -> 16 kHz mono float32; atomic WAV writing.
 
-Reading uses soundfile (libsndfile): WAV (PCM_U8/16/24/32, FLOAT), FLAC, OGG, MP3, ...
+Reading uses soundfile (libsndfile): WAV (PCM_U8/16/24/32, FLOAT), FLAC, OGG, AIFF (and MP3
+where libsndfile >= 1.1, when a file is named: folders are scanned for AUDIO_SUFFIXES only),
 at any rate and channel count. Channels are averaged, the rate converted with
 edge.resample (in float: nothing is clipped).
 
@@ -38,7 +39,8 @@ FloatArray = npt.NDArray[np.float32]
 PathArg = Union[str, "os.PathLike[str]"]
 
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".aif", ".aiff"})
-"""File types taken from a folder of recordings (a user's class folders, a folder to replay)."""
+"""File types taken from a folder of recordings (a user's class folders, a folder to replay); no MP3,
+which older libsndfile builds cannot read and whose encoder delay shifts onsets."""
 
 _FILE_MODE = 0o644
 
