@@ -695,3 +695,32 @@ def test_separability_tells_a_look_alike_from_a_distinct_never_trained_sound(toy
     assert figures["look-alike"]["log-odds"]["auc"] < 0.9
     with pytest.raises(ValueError, match="not a background category"):
         separability(factory, recipe, train_folds=[1, 2], left_out="dog", target="beep", augment_cache=None)
+
+
+def test_evaluate_stream_refuses_a_head_trained_on_a_recording_now_in_the_test_fold(tmp_path: Path) -> None:
+    from train.datasets import DatasetEntry, PreparedDataset, dataset_json
+    from train.head import HeadError
+    from train.openset_cli import _check_not_trained_on_test
+
+    def write_data(folds: dict[str, int]) -> Path:
+        entries = [DatasetEntry(f"{key.replace(':', '__')}.wav", key.split(":")[0], LABELS.index(key.split(":")[0]),
+                                fold, key.split(":")[1]) for key, fold in folds.items()]  # fmt: skip
+        dataset = PreparedDataset(data_dir=tmp_path / "data", labels=LABELS, background_label="other", task="own",
+                                  train=tuple(e for e in entries if e.fold != 5),
+                                  test=tuple(e for e in entries if e.fold == 5))  # fmt: skip
+        (tmp_path / "data").mkdir(exist_ok=True)
+        for name, document in dataset_json(dataset).items():
+            (tmp_path / "data" / name).write_text(json.dumps(document), encoding="utf-8")
+        return tmp_path / "data"
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    _check_not_trained_on_test(model_dir, tmp_path / "nowhere")  # no head.json: nothing recorded, nothing checked
+    required = dict.fromkeys(("labels", "background_label", "params", "embedding_size", "train_config",
+                              "yamnet_weights_sha256"))  # fmt: skip
+    head_json = {**required, "trained_on": {"sources": ["hall", "cafe"]}}
+    (model_dir / "head.json").write_text(json.dumps(head_json), encoding="utf-8")
+    folds = {"beep:hall": 1, "beep:porch": 5, "other:cafe": 2, "other:street": 5}
+    _check_not_trained_on_test(model_dir, write_data(folds))
+    with pytest.raises(HeadError, match=r"now in the test fold 5 .*e.g. hall.*fit it again"):
+        _check_not_trained_on_test(model_dir, write_data({**folds, "beep:hall": 5, "beep:porch": 1}))

@@ -1687,6 +1687,7 @@ def save_openset_model(
     evaluation: Mapping[str, Any] | None = None,
 ) -> Path:
     """head.json + head-<sha>.keras (train.head.save_head; with "thresholds", "detector", "openset") + thresholds.json."""
+    from train.core import TRAINED_ON_KEY, trained_on_record
     from train.head import TrainConfig, TrainedHead, save_head
 
     recipe = model.recipe
@@ -1705,6 +1706,7 @@ def save_openset_model(
         metrics=dict(evaluation or {}),
         extra={
             "test_fold": task.test_fold,
+            TRAINED_ON_KEY: trained_on_record([clip.source for clip in task.clips if clip.fold != task.test_fold]),
             "thresholds": dict(model.calibration.thresholds),
             "detector": detector_settings(model.detector),
             "openset": {

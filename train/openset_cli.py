@@ -390,6 +390,7 @@ def evaluate_stream_main(args: argparse.Namespace) -> int:
         model = replace(model, detector=model.detector.with_changes(veto=args.veto))
         model.detector.veto_indices(model.audioset_classes)  # a name YAMNet does not have fails here, not after the streams
     data_dir = Path(_arg(args, "data_dir", "data"))
+    _check_not_trained_on_test(model_dir, data_dir)
     out = args.out if args.out is not None else Path(_arg(args, "reports_dir", "reports")) / "openset" / "stream"
     others = []
     for choice in args.others or ():
@@ -409,6 +410,20 @@ def evaluate_stream_main(args: argparse.Namespace) -> int:
     _say(args, format_stream_results(results))
     _say(args, f"written to {out}/ (results.json, sweep.png, *.spec.json{', *.wav: oido-edge replay ' + str(out / 'clean.wav') if not args.no_audio else ''})")
     return 0
+
+
+def _check_not_trained_on_test(model_dir: Path, data_dir: Path) -> None:
+    """HeadError when the head in `model_dir` (its head.json, exported or not) was trained on a
+    recording that `data_dir`'s test fold now holds: its stream figures would be inflated."""
+    from train.core import check_head_not_trained_on_test
+    from train.datasets import load_dataset
+    from train.head import read_head_metadata
+
+    json_path = model_dir / "head.json"
+    if not json_path.is_file():
+        return  # an exported model copied without its head.json: nothing records what it heard
+    check_head_not_trained_on_test(read_head_metadata(model_dir), load_dataset(data_dir, check_audio=False),
+                                   json_path=json_path)
 
 
 def loco_main(args: argparse.Namespace) -> int:
