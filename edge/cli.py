@@ -589,7 +589,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from edge.record import SUBTYPES, record, record_session
+    from edge.record import SUBTYPES, check_output_path, record, record_session
     from edge.sources import MicrophoneSource
 
     if (args.dataset is None) == (args.output is None):
@@ -598,6 +598,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         raise ConfigError("--dataset needs --label NAME (the class folder to number the recording in)")
     if args.output is not None and args.count != 1:
         raise ConfigError(f"--count {args.count} needs --dataset DIR --label NAME (one output WAV holds one take)")
+    if args.output is not None:
+        check_output_path(args.output)  # before the microphone opens: a folder would lose the take at the end
     config = load_edge_config(args)
     subtype = SUBTYPES["pcm16" if args.pcm16 else "float32"]
     mic = MicrophoneSource(config.audio.device, config.audio.rate_hz, config.audio.block_seconds,

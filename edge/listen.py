@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 TOP_CLASSES = 3
 """Classes shown per window in the live console view."""
 
+REANCHOR_TOLERANCE_SECONDS = 0.5
+"""With wall-clock times, a block whose capture time differs by more than this from the time the
+stream's anchor gives it re-anchors the stream (the system clock was stepped, e.g. by NTP after a
+boot without a real-time clock, or the sound card's clock drifted)."""
+
 
 def detector_config_for(model: DetectorConfig, config: EdgeConfig) -> DetectorConfig:
     """The model's detector settings with the edge config's thresholds laid over them.
@@ -147,6 +152,43 @@ class ConsoleView:
         self._print(text)
 
 
+def transitions_in_order(output: StepOutput, active: Iterable[str]) -> list[tuple[str, Event]]:
+    """The event starts and ends of one push or flush in the order they happened: ("started" | "ended", event).
+
+    StepOutput lists its starts and its ends apart, but a push of several patches (blocks of
+    0.5 s or more) may end a label's event and start its next one, or start and end a short one.
+    Each label's transitions alternate, beginning with an end when the label was active before
+    (`active`: the labels with an event in progress); the labels' sequences are merged by time
+    (a start at its start_seconds, an end at its end_seconds), ends first at the same time.
+    """
+    was_active = set(active)
+    sequences: list[list[tuple[str, Event]]] = []
+    for label in dict.fromkeys(event.label for event in (*output.ended, *output.started)):
+        starts = [event for event in output.started if event.label == label]
+        ends = [event for event in output.ended if event.label == label]
+        sequence: list[tuple[str, Event]] = []
+        ending = label in was_active
+        while starts or ends:
+            if (ending and ends) or not starts:
+                sequence.append(("ended", ends.pop(0)))
+            else:
+                sequence.append(("started", starts.pop(0)))
+            ending = sequence[-1][0] == "started"
+        sequences.append(sequence)
+
+    def when(transition: tuple[str, Event]) -> tuple[float, bool]:
+        kind, event = transition
+        seconds = event.start_seconds if kind == "started" else event.end_seconds
+        return (event.start_seconds if seconds is None else seconds, kind == "started")
+
+    ordered: list[tuple[str, Event]] = []
+    while any(sequences):
+        # The earliest next transition of any label; each label's own order is kept whatever the times.
+        earliest = min((sequence for sequence in sequences if sequence), key=lambda sequence: when(sequence[0]))
+        ordered.append(earliest.pop(0))
+    return ordered
+
+
 @dataclass
 class StreamReport:
     """What one run_stream() call did."""
@@ -196,12 +238,20 @@ def run_stream(
 ) -> StreamReport:
     """Feed every block of `source` through `pipeline` until the source ends, stops, or duration_seconds.
 
-    source: has rate_hz, blocks() -> float32 [n, channels] blocks or Gap, stop(), stopped.
-    The pipeline must take blocks at source.rate_hz. On a Gap the pipeline is flushed (ending
-    open events) and stream time continues. At the end the pipeline is flushed and every class
-    LED is turned off, whatever happened. wall_clock: add *_utc times to the records (live audio).
-    keep_history: keep every window decision and event record in the report (replay, tests);
-    a listener that runs for weeks keeps only the counts.
+    source: has rate_hz, blocks() -> float32 [n, channels] blocks or Gap, stop(), stopped, and
+    optionally block_capture_time (POSIX seconds when the last sample of the block just yielded
+    was captured; a microphone has it). The pipeline must take blocks at source.rate_hz. On a Gap
+    the pipeline is flushed (ending open events) and stream time continues. At the end the
+    pipeline is flushed and every class LED is turned off, whatever happened; when the source or
+    the pipeline raises, the events in progress are still ended and logged (best effort) before
+    the error propagates. LEDs, console and event log follow each push's starts and ends in time
+    order (transitions_in_order).
+
+    wall_clock: add *_utc times to the records (live audio). They are anchored at the first block
+    (and after each Gap) to its capture time, or to clock() for a source without capture times;
+    a block whose capture time strays more than REANCHOR_TOLERANCE_SECONDS from the anchor
+    re-anchors them (a clock step, sound-card drift). keep_history: keep every window decision and
+    event record in the report (replay, tests); a listener that runs for weeks keeps only the counts.
     """
     if pipeline.input_rate_hz != source.rate_hz:
         raise ValueError(
@@ -217,6 +267,7 @@ def run_stream(
     consumed = 0  # input samples, all segments
     segment_start = 0  # input sample where the pipeline's stream time 0 is
     stream_start_time: Optional[float] = None
+    active: set[str] = set()  # labels with an event in progress
 
     def handle(output: StepOutput) -> None:
         offset = segment_start / rate_hz
@@ -232,10 +283,13 @@ def run_stream(
                 report.windows.append(window)
             console.window(window, labels=pipeline.labels, sample_rate_hz=params.sample_rate_hz,
                            offset_seconds=offset)
-        for event in output.started:
-            leds.on(event.label)
-            console.started(event, offset_seconds=offset)
-        for event in output.ended:
+        for kind, event in transitions_in_order(output, active):
+            if kind == "started":
+                active.add(event.label)
+                leds.on(event.label)
+                console.started(event, offset_seconds=offset)
+                continue
+            active.discard(event.label)
             leds.off(event.label)
             audio_path = saver.save(event, wall_time=clock()) if saver is not None else None
             record = event_record(
@@ -270,11 +324,20 @@ def run_stream(
                 console.line(f"{consumed / rate_hz:8.2f} s  --- audio gap ({item.reason}); stream restarted")
                 continue
             block = np.asarray(item, dtype=np.float32)
+            block_end = consumed + len(block)  # input sample after this block's last one, all segments
             if limit is not None:
                 block = block[: max(0, limit - consumed)]
-            if stream_start_time is None:
-                # This block's last sample was captured about now.
-                stream_start_time = clock() - (consumed + len(block)) / rate_hz
+            capture_time = getattr(source, "block_capture_time", None)
+            if stream_start_time is None or (wall_clock and capture_time is not None):
+                # This block's last sample was captured at capture_time (or, without one, about now).
+                anchor = (clock() if capture_time is None else capture_time) - block_end / rate_hz
+                if stream_start_time is None:
+                    stream_start_time = anchor
+                elif abs(anchor - stream_start_time) > REANCHOR_TOLERANCE_SECONDS:
+                    log.info("event times re-anchored by %+.2f s: the capture clock disagrees with the audio's "
+                             "sample count (the system clock was stepped, or the sound card's clock drifts)",
+                             anchor - stream_start_time)
+                    stream_start_time = anchor
             if saver is not None:
                 saver.feed(block)
             step(lambda: pipeline.push(block))
@@ -286,6 +349,13 @@ def run_stream(
                 break
         report.stopped = bool(source.stopped) and (limit is None or consumed < limit)
         step(pipeline.flush)
+    except BaseException:
+        # The source or the pipeline failed: end the events in progress so they are logged, not lost.
+        try:
+            step(pipeline.flush)
+        except Exception as error:  # noqa: BLE001 - the original failure is the one to report
+            log.warning("could not end the events in progress after the failure: %s: %s", type(error).__name__, error)
+        raise
     finally:
         report.input_seconds = consumed / rate_hz
         leds.all_off()

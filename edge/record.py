@@ -235,6 +235,18 @@ def record_session(
     return results
 
 
+def check_output_path(path: Union[str, Path]) -> Path:
+    """`path` as a Path if `record` can write its WAV there; ConfigError naming the fix if it is a folder.
+
+    Checked before anything is captured: the WAV is renamed onto `path` at the end, which a folder refuses.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give a file such as {path / 'take.wav'}, or use --dataset {path} "
+                          f"--label NAME to number takes in it", path=path)
+    return path
+
+
 def record(
     source: Any,
     path: Union[str, Path],
@@ -246,19 +258,24 @@ def record(
     """Capture `seconds` of `source` (rate_hz, blocks(), stopped) into a mono WAV at params.sample_rate_hz.
 
     Stops early when the source stops (signal) or ends, or the disk refuses more (one log line);
-    what was captured and written is kept. Raises OSError before capturing if `path` cannot be written.
+    what was captured and written is kept. Raises before capturing: ConfigError if `path` is a
+    folder (check_output_path) or the source's rate cannot be resampled, OSError if `path` cannot
+    be written.
     """
     from edge.audio import WavWriter
-    from edge.resample import StreamingResampler
+    from edge.resample import StreamingResampler, can_resample
 
     if not (math.isfinite(seconds) and seconds > 0):
         raise ConfigError(f"--seconds {seconds}: record at least a fraction of a second, e.g. --seconds 5")
+    path = check_output_path(path)
     rate_hz = int(source.rate_hz)
     target_hz = params.sample_rate_hz
+    if not can_resample(rate_hz, target_hz):
+        raise ConfigError(f"audio at {rate_hz} Hz cannot be resampled to {target_hz} Hz; capture at 16000, 44100 or "
+                          f"48000 Hz (--rate or [audio] rate_hz)")
     resampler = None if rate_hz == target_hz else StreamingResampler(rate_hz, target_hz)
     wanted = round(seconds * rate_hz)
     captured = 0
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = WavWriter(path, rate_hz=target_hz, subtype=subtype)  # a read-only or full disk fails here
     error: Optional[OSError] = None

@@ -123,6 +123,15 @@ def filter_taps(from_hz: int, to_hz: int, *, spec: FilterSpec = DEFAULT_FILTER) 
     return 0 if up == down else _lowpass_shape(up, down, spec).taps
 
 
+def can_resample(from_hz: int, to_hz: int, *, spec: FilterSpec = DEFAULT_FILTER) -> bool:
+    """Whether StreamingResampler(from_hz, to_hz) can be built: both rates positive integers in Hz and
+    the ratio's filter no longer than MAX_FILTER_TAPS (False for exotic rates above ~48 kHz, e.g. 96001)."""
+    try:
+        return filter_taps(from_hz, to_hz, spec=spec) <= MAX_FILTER_TAPS
+    except (ValueError, TypeError):
+        return False
+
+
 def design_lowpass(up: int, down: int, spec: FilterSpec = DEFAULT_FILTER) -> npt.NDArray[np.float64]:
     """Kaiser-windowed sinc low-pass at the up-sampled rate, gain `up`, odd length, centred.
 

@@ -1,8 +1,10 @@
 """Where audio comes from: a microphone, a file, or a scripted fake for tests.
 
 Every source yields float32 blocks [n, channels] at its own `rate_hz`; the pipeline resamples
-to the model's rate. A source may also yield a `Gap` when audio was lost (the microphone was
-reopened), so the consumer knows the blocks either side are not contiguous.
+to the model's rate. A source may also yield a `Gap` when audio was lost (the microphone failed
+and is being reopened, or blocks were dropped because the consumer fell behind), so the consumer
+knows the blocks either side are not contiguous. A microphone also says when each block was
+captured (`block_capture_time`), so event times follow the wall clock even when it is stepped.
 
 sounddevice is imported only when a microphone is opened or listed: importing it raises
 OSError where PortAudio is missing, and files must still work there.
@@ -24,6 +26,8 @@ import numpy.typing as npt
 
 from edge.config import DeviceSpec
 from edge.errors import AudioError, OidoError
+from edge.params import DEFAULT_PARAMS
+from edge.resample import can_resample
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +43,12 @@ STALL_SECONDS = 2.0
 QUEUE_SECONDS = 5.0
 """Audio buffered between the capture callback and the consumer before blocks are dropped."""
 
+QUEUE_RESUME_FRACTION = 0.5
+"""Once a block is dropped, blocks are dropped until the queue is no fuller than this fraction: a consumer
+that falls behind loses one stretch of audio (one Gap, one flush) instead of every other block."""
+
 BACKOFF_INITIAL_SECONDS = 0.5
-"""First wait before reopening a failed microphone; doubles on each failure."""
+"""First wait before reopening a failed microphone; doubles on each attempt until audio flows again."""
 
 BACKOFF_MAX_SECONDS = 30.0
 """Longest wait between attempts to reopen a failed microphone."""
@@ -202,17 +210,39 @@ def _describe(devices: Sequence[InputDevice]) -> str:
     ) or "  (none)"
 
 
+def check_capture_rate(
+    device: InputDevice, rate_hz: int, *, resample_to_hz: int = DEFAULT_PARAMS.sample_rate_hz
+) -> None:
+    """Raise DeviceError, naming --rate / [audio] rate_hz and the standard rates, if capture at rate_hz (Hz)
+    cannot be resampled to resample_to_hz (Hz, the model's rate). PortAudio may accept such a rate (ALSA's
+    plughw takes any): 96001 Hz would need a 16-million-tap filter."""
+    if can_resample(rate_hz, resample_to_hz):
+        return
+    default = " (its default rate)" if rate_hz == device.default_rate_hz else ""
+    raise DeviceError(
+        f"audio input {device.index} '{device.name}': {rate_hz} Hz{default} cannot be resampled to the model's "
+        f"{resample_to_hz} Hz; capture at a standard rate: --rate or [audio] rate_hz = one of "
+        f"{', '.join(str(rate) for rate in PROBE_RATES_HZ)} (see `oido-edge devices`)"
+    )
+
+
 class MicrophoneSource(StoppableSource):
     """Blocks from a sounddevice InputStream, surviving overflows and a device that vanishes.
 
-    The PortAudio callback only copies each block into a queue; the consumer iterates `blocks()`.
-    Input overflows and underflows are counted and logged, never raised. If the stream errors or stops
-    delivering audio, it is closed and reopened with exponential back-off (on_fault is called
-    once per outage, on_recover when audio flows again, and a Gap is yielded).
+    The PortAudio callback only copies each block (with the wall time it ran) into a queue; the
+    consumer iterates `blocks()`. Input overflows and underflows are counted and logged, never
+    raised. Blocks dropped because the consumer fell QUEUE_SECONDS behind are reported by a Gap
+    before the next block. If the stream errors or stops delivering audio, it is closed, a Gap is
+    yielded at once (so the consumer can end open events during the outage), and then it is
+    reopened with exponential back-off: on_fault is called once per outage, when it starts, and
+    on_recover once audio flows again (the first block after a reopen), not when a reopened stream
+    merely starts. The back-off keeps doubling, up to its maximum, until audio flows.
 
     device: name substring, index or None (default input). rate_hz: capture rate, None = the
     device's default rate. block_seconds: audio per callback. sd: the sounddevice module
-    (passed in by tests; imported on open otherwise).
+    (passed in by tests; imported on open otherwise). resample_to_hz: the rate the capture is
+    resampled to (the model's); open() refuses a capture rate the resampler cannot convert.
+    wall_clock: POSIX time in seconds, read in the callback (passed in by tests).
     """
 
     def __init__(
@@ -228,6 +258,8 @@ class MicrophoneSource(StoppableSource):
         stall_seconds: float = STALL_SECONDS,
         backoff_initial_seconds: float = BACKOFF_INITIAL_SECONDS,
         backoff_max_seconds: float = BACKOFF_MAX_SECONDS,
+        resample_to_hz: int = DEFAULT_PARAMS.sample_rate_hz,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if block_seconds <= 0:
             raise ValueError(f"block_seconds must be > 0, got {block_seconds}")
@@ -243,8 +275,11 @@ class MicrophoneSource(StoppableSource):
         self._stall_seconds = stall_seconds
         self._backoff_initial = backoff_initial_seconds
         self._backoff_max = backoff_max_seconds
+        self._resample_to_hz = resample_to_hz
+        self._wall_clock = wall_clock
         super().__init__()
-        self._queue: "queue.Queue[Block]" = queue.Queue()
+        # (block, wall time the callback ran, dropped_blocks when it was queued)
+        self._queue: "queue.Queue[tuple[Block, float, int]]" = queue.Queue()
         self._stream: Any = None
         self._stream_failed = threading.Event()
         self.device: Optional[InputDevice] = None
@@ -254,9 +289,17 @@ class MicrophoneSource(StoppableSource):
         self.underflows = 0
         """Callbacks that reported status.input_underflow (PortAudio padded the block with silence)."""
         self.dropped_blocks = 0
-        """Blocks dropped because the consumer fell QUEUE_SECONDS behind."""
+        """Blocks dropped because the consumer fell QUEUE_SECONDS behind (each run of drops yields one Gap)."""
         self.reopens = 0
         """Times the stream was reopened after a fault."""
+        self.block_capture_time: Optional[float] = None
+        """POSIX time (s) the last sample of the block blocks() yielded last was captured: when the
+        PortAudio callback delivering it ran. None before the first block."""
+        self._backoff_seconds = backoff_initial_seconds
+        self._outage: Optional[str] = None  # why audio stopped, until the first block after a reopen
+        self._dropped_seen = 0
+        self._resume_queue_size = 0
+        self._shedding = False
         self._logged_overflows = 0
         self._last_overflow_log = -float("inf")
 
@@ -269,6 +312,7 @@ class MicrophoneSource(StoppableSource):
         self.device = resolve_input_device(self._device_spec, sd=self._sd)
         if self.rate_hz is None:
             self.rate_hz = self.device.default_rate_hz
+        check_capture_rate(self.device, self.rate_hz, resample_to_hz=self._resample_to_hz)
         try:
             self._sd.check_input_settings(
                 device=self.device.index, samplerate=self.rate_hz, channels=self.channels, dtype="float32"
@@ -277,7 +321,8 @@ class MicrophoneSource(StoppableSource):
             raise DeviceError(
                 f"audio input {self.device.index} '{self.device.name}' cannot capture {self.channels} channel(s) "
                 f"at {self.rate_hz} Hz ({error}); its default rate is {self.device.default_rate_hz} Hz "
-                f"(see `oido-edge devices`), pass --rate with a supported one"
+                f"(see `oido-edge devices`), pass --rate (or [audio] rate_hz) with a supported one"
+                + ("" if self.channels == 1 else ", or capture 1 channel ([audio] channels = 1)")
             ) from None
         try:
             self._start_stream()
@@ -296,6 +341,8 @@ class MicrophoneSource(StoppableSource):
         assert self._sd is not None and self.device is not None and self.rate_hz is not None
         block_frames = max(1, round(self.block_seconds * self.rate_hz))
         self._queue = queue.Queue(maxsize=max(1, round(QUEUE_SECONDS / self.block_seconds)))
+        self._resume_queue_size = int(self._queue.maxsize * QUEUE_RESUME_FRACTION)
+        self._shedding = False
         self._stream_failed.clear()
         stream = self._sd.InputStream(
             device=self.device.index,
@@ -314,15 +361,21 @@ class MicrophoneSource(StoppableSource):
         self._stream = stream
 
     def _callback(self, indata: Any, frames: int, time_info: Any, status: Any) -> None:
-        # Runs on PortAudio's thread: copy and count only; never log or raise here.
+        # Runs on PortAudio's thread: copy, timestamp and count only; never log or raise here.
+        captured_at = self._wall_clock()  # the block's last sample was captured about now
         if status and getattr(status, "input_overflow", False):
             self.overflows += 1
         if status and getattr(status, "input_underflow", False):
             self.underflows += 1
+        if self._shedding and self._queue.qsize() > self._resume_queue_size:
+            self.dropped_blocks += 1
+            return
+        self._shedding = False
         try:
-            self._queue.put_nowait(np.array(indata, dtype=np.float32, copy=True))
+            self._queue.put_nowait((np.array(indata, dtype=np.float32, copy=True), captured_at, self.dropped_blocks))
         except queue.Full:
             self.dropped_blocks += 1
+            self._shedding = True
 
     def _close_stream(self) -> None:
         stream, self._stream = self._stream, None
@@ -349,62 +402,97 @@ class MicrophoneSource(StoppableSource):
     # --- consuming ---
 
     def blocks(self) -> Iterator[SourceItem]:
-        """float32 [n, channels] blocks until stop(); a Gap after each recovered outage."""
+        """float32 [n, channels] blocks until stop(); a Gap as soon as audio is lost (a failed or silent
+        stream, before it is reopened; dropped blocks, before the next block)."""
         if self._stream is None and not self._stop.is_set():
             self.open()
         last_audio = time.monotonic()
         while not self._stop.is_set():
-            if self._stream is not None:
-                try:
-                    block = self._queue.get(timeout=POLL_SECONDS)
-                except queue.Empty:
-                    if self._stream_failed.is_set() or time.monotonic() - last_audio > self._stall_seconds:
-                        why = "the stream stopped" if self._stream_failed.is_set() else (
-                            f"no audio for {self._stall_seconds:g} s"
-                        )
-                        self._close_stream()
-                        if not self._recover(why):
-                            return
-                        last_audio = time.monotonic()
-                        yield Gap(reason=why)
-                    continue
+            if self._stream is None:
+                if not self._reopen():
+                    break
                 last_audio = time.monotonic()
-                self._log_overflows()
-                yield block
+                continue
+            try:
+                block, captured_at, dropped_before = self._queue.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                if self._stream_failed.is_set() or time.monotonic() - last_audio > self._stall_seconds:
+                    failed = self._stream_failed.is_set()
+                    gap = self._fail("the stream stopped" if failed else f"no audio for {self._stall_seconds:g} s")
+                    if gap is not None:
+                        yield gap
+                continue
+            last_audio = time.monotonic()
+            if self._outage is not None:
+                self._recovered()
+            if dropped_before > self._dropped_seen:
+                missing = dropped_before - self._dropped_seen
+                self._dropped_seen = dropped_before
+                yield Gap(reason=f"{missing} block(s) dropped: the consumer fell {QUEUE_SECONDS:g} s behind")
+            self.block_capture_time = captured_at
+            self._log_overflows()
+            yield block
         self._log_overflows(force=True)
 
-    def _recover(self, why: str) -> bool:
-        """Reopen the stream with back-off until it works or stop(); False if stopped."""
-        log.warning("audio input failed (%s); reopening", why)
+    def _fail(self, why: str) -> Optional[Gap]:
+        """Close the failed stream; the Gap to yield when this starts an outage (None if one is going on)."""
+        self._close_stream()
+        self._dropped_seen = self.dropped_blocks  # drops before the failure are inside this Gap
+        if self._outage is not None:
+            log.warning("the reopened audio input failed too (%s) before delivering audio; next try in %g s",
+                        why, self._backoff_seconds)
+            return None
+        self._outage = why
+        log.warning("audio input failed (%s); reopening in %g s", why, self._backoff_seconds)
         if self._on_fault is not None:
             self._on_fault(why)
-        delay = self._backoff_initial
+        return Gap(reason=why)
+
+    def _reopen(self) -> bool:
+        """Reopen the stream, waiting the back-off before each attempt, until it opens or stop(); False if stopped.
+
+        The wait doubles after every attempt (up to backoff_max_seconds) and is reset only when audio
+        flows again, so a device that opens but delivers nothing is retried ever more slowly.
+        """
         while not self._stop.is_set():
+            delay = self._backoff_seconds
             if self._stop.wait(delay):
                 return False
+            self._backoff_seconds = min(delay * 2, self._backoff_max)
             try:
                 self._refresh_devices()
                 self.device = resolve_input_device(self._device_spec, sd=self._sd)
                 self._start_stream()
             except Exception as error:  # noqa: BLE001 - keep trying whatever PortAudio says
-                log.warning("reopening the audio input failed (%s); next try in %.1f s", error,
-                            min(delay * 2, self._backoff_max))
-                delay = min(delay * 2, self._backoff_max)
+                log.warning("reopening the audio input failed (%s); next try in %g s", error, self._backoff_seconds)
                 continue
             self.reopens += 1
-            log.warning("audio input reopened: %d '%s'", self.device.index, self.device.name)
-            if self._on_recover is not None:
-                self._on_recover()
+            log.warning("audio input reopened: %d '%s'; waiting for audio", self.device.index, self.device.name)
             return True
         return False
+
+    def _recovered(self) -> None:
+        """The first block after a reopen: the outage is over."""
+        log.warning("audio flows again after the outage (%s)", self._outage)
+        self._outage = None
+        self._backoff_seconds = self._backoff_initial
+        if self._on_recover is not None:
+            self._on_recover()
 
     def _refresh_devices(self) -> None:
         # PortAudio lists devices once per initialisation: re-initialise to see a re-plugged USB microphone.
         terminate = getattr(self._sd, "_terminate", None)
         initialize = getattr(self._sd, "_initialize", None)
-        if terminate is not None and initialize is not None:
-            terminate()
-            initialize()
+        if terminate is None or initialize is None:
+            return
+        # sounddevice counts initialisations in `_initialized`: after a failed initialize() it is 0 and
+        # terminate() would fail ("PortAudio not initialized") on every later attempt, so skip it then.
+        if getattr(self._sd, "_initialized", 1) > 0:
+            try:
+                terminate()
+            except Exception as error:  # noqa: BLE001 - initialize() below is what matters
+                log.debug("terminating PortAudio failed: %s", error)
+        initialize()
 
     def _log_overflows(self, *, force: bool = False) -> None:
         lost = self.overflows + self.underflows + self.dropped_blocks

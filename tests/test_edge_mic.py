@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import pytest
 
+from edge.resample import can_resample
 from edge.sources import DeviceError, Gap, MicrophoneSource, list_input_devices, resolve_input_device
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -188,6 +189,151 @@ def test_devices_listing_reports_supported_rates():
     devices = list_input_devices(sd=FakeSoundDevice([], rates=(44100, 48000)))
     assert [d.name for d in devices] == ["USB PnP Sound Device: Audio (hw:2,0)", "pulse"]
     assert dict(devices[0].supported_rates_hz) == {16000: False, 44100: True, 48000: True}
+
+
+def test_a_failed_stream_yields_its_gap_at_once_not_after_the_reopen():
+    """The consumer must hear of the outage while the device is still gone (it ends the open events
+    and turns their LEDs off), not minutes later when a reopen finally succeeds."""
+    refused = OSError("Error opening InputStream: Device unavailable [PaErrorCode -9985]")
+    sd = FakeSoundDevice([(3, (), True)] + [refused] * 50)
+    faults: list[str] = []
+    mic = MicrophoneSource(1, 16000, 0.05, 1, sd=sd, on_fault=faults.append, backoff_initial_seconds=0.001,
+                           backoff_max_seconds=0.002)
+    streams_at_gap = []
+    items = []
+    for item in mic.blocks():
+        items.append(item)
+        if isinstance(item, Gap):
+            streams_at_gap.append(len(sd.streams))
+            assert faults == ["the stream stopped"]  # the status LED shows the fault before the Gap arrives
+            mic.stop()  # stopped during the outage: the iteration ends without waiting for the device
+        elif len(sd.streams) > 20:
+            mic.stop()  # (the old code only yields after a successful reopen: end the test instead of hanging)
+    mic.close()
+    assert ["gap" if isinstance(i, Gap) else "block" for i in items] == ["block"] * 3 + ["gap"]
+    assert streams_at_gap == [1] and mic.reopens == 0  # no reopen was tried before the Gap
+
+
+def test_a_device_that_opens_but_delivers_nothing_is_retried_ever_more_slowly_until_audio_flows(caplog):
+    """A stream that starts but stays silent is not a recovery: the back-off keeps doubling, on_recover
+    waits for the first block, and only then is the back-off reset."""
+    silent = (0, (), False)
+    sd = FakeSoundDevice([(2, (), False), silent, silent, silent, (1, (), True), (1, (), False)])
+    faults: list[str] = []
+    recoveries: list[int] = []
+    mic = MicrophoneSource("pulse", 48000, 0.1, 1, sd=sd, stall_seconds=0.0, backoff_initial_seconds=0.01,
+                           backoff_max_seconds=0.08, on_fault=faults.append,
+                           on_recover=lambda: recoveries.append(len(sd.streams)))
+    with caplog.at_level(logging.WARNING, logger="edge.sources"):
+        items = collect(mic, until=lambda items: sum(isinstance(i, np.ndarray) for i in items) == 4)
+    mic.close()
+    kinds = ["gap" if isinstance(i, Gap) else "block" for i in items]
+    assert kinds == ["block", "block", "gap", "block", "gap", "block"]
+    assert faults == ["no audio for 0 s", "the stream stopped"]  # once per outage, not once per silent reopen
+    assert recoveries == [5, 6]  # when the 5th and 6th streams delivered audio, not when streams 2-4 opened
+    waits = [float(w) for w in re.findall(r"(?:reopening in|next try in) ([\d.]+) s", caplog.text)]
+    assert waits == [0.01, 0.02, 0.04, 0.08, 0.01]  # doubling to the maximum; reset once audio flowed
+    assert caplog.text.count("audio flows again") == 2 and mic.reopens == 5
+
+
+def test_dropped_blocks_yield_one_gap_before_the_next_block(monkeypatch):
+    """Blocks lost to a full queue are not spliced over (stream time would run early by the loss); once
+    dropping, the source drops until the queue is half empty, so a slow consumer loses one stretch (one Gap)."""
+    import edge.sources
+
+    monkeypatch.setattr(edge.sources, "QUEUE_SECONDS", 0.5)  # 5 blocks of 0.1 s: queueing resumes at 2
+    sd = FakeSoundDevice([(8, (), False)])  # delivered at once: blocks 0-4 queued, 5-7 dropped
+
+    def deliver(index: int) -> None:
+        sd.streams[0].callback(np.full((4410, 1), index / 100.0, np.float32), 4410, None, None)
+
+    mic = MicrophoneSource("USB", 44100, 0.1, 1, sd=sd)
+    items = []
+    for item in mic.blocks():
+        items.append(item)
+        if len(items) == 1:
+            deliver(8)  # 4 still queued: dropped too
+        if len(items) == 5:  # the consumer caught up
+            deliver(9)
+            deliver(10)
+        if len(items) == 8:
+            mic.stop()
+    mic.close()
+    assert mic.dropped_blocks == 4
+    assert [round(float(i[0, 0]) * 100) if isinstance(i, np.ndarray) else "gap" for i in items] == [
+        0, 1, 2, 3, 4, "gap", 9, 10]
+    assert "4 block(s) dropped" in items[5].reason
+
+
+def test_each_block_carries_the_wall_time_its_callback_ran():
+    times = iter([1000.0, 1000.1, 1000.2])
+    mic = MicrophoneSource("USB", 44100, 0.1, 1, sd=FakeSoundDevice([(3, (), False)]), wall_clock=lambda: next(times))
+    assert mic.block_capture_time is None
+    seen = []
+    for _ in mic.blocks():
+        seen.append(mic.block_capture_time)
+        if len(seen) == 3:
+            mic.stop()
+    mic.close()
+    assert seen == [1000.0, 1000.1, 1000.2]
+
+
+class RefCountedPortAudio(FakeSoundDevice):
+    """sounddevice's PortAudio initialisation as it is: `_initialized` counts them, the first re-initialisation
+    fails (a transient host error) and terminating an uninitialised PortAudio raises. `counted=False`
+    hides the counter, as an older sounddevice would."""
+
+    def __init__(self, behaviours: list[Any], *, counted: bool, on_refusal: Callable[[], None]) -> None:
+        super().__init__(behaviours)
+        self.count = 1
+        self.counted = counted
+        self.initialise_calls = 0
+        self.refusals = 0
+        self.on_refusal = on_refusal
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_initialized" and self.counted:
+            return self.count
+        raise AttributeError(name)
+
+    def _terminate(self) -> None:
+        if self.count == 0:
+            self.refusals += 1
+            if self.refusals == 5:
+                self.on_refusal()  # (the old code refuses forever: end the test instead of hanging)
+            raise RuntimeError("Error terminating PortAudio: PortAudio not initialized [PaErrorCode -10000]")
+        self.count -= 1
+
+    def _initialize(self) -> None:
+        self.initialise_calls += 1
+        if self.initialise_calls == 1:
+            raise RuntimeError("Error initializing PortAudio: Unanticipated host error")
+        self.count += 1
+
+
+@pytest.mark.parametrize("counted", [True, False], ids=["sounddevice-counts", "no-counter"])
+def test_a_failed_portaudio_reinitialisation_does_not_stop_later_reopens(counted):
+    stop: list[Callable[[], None]] = []
+    sd = RefCountedPortAudio([(2, (), True), (1, (), False)], counted=counted, on_refusal=lambda: stop[0]())
+    mic = MicrophoneSource("USB", 44100, 0.1, 1, sd=sd, backoff_initial_seconds=0.001, backoff_max_seconds=0.002)
+    stop.append(mic.stop)
+    items = collect(mic, until=lambda items: sum(isinstance(i, np.ndarray) for i in items) == 3)
+    mic.close()
+    assert ["gap" if isinstance(i, Gap) else "block" for i in items] == ["block", "block", "gap", "block"]
+    assert mic.reopens == 1 and sd.initialise_calls == 2 and sd.count == 1
+
+
+@pytest.mark.parametrize("requested", [96001, None], ids=["--rate", "device-default"])
+def test_a_rate_the_resampler_cannot_convert_is_refused_naming_the_setting_and_standard_rates(requested):
+    devices = [{"name": "USB Audio (plughw)", "max_input_channels": 1, "default_samplerate": 96001.0, "hostapi": 0}]
+    sd = FakeSoundDevice([], devices=devices, rates=(16000, 44100, 48000, 96001))  # plughw accepts any rate
+    sd.default = SimpleNamespace(device=[0, 0])
+    mic = MicrophoneSource(None, requested, 0.1, 1, sd=sd)
+    refusal = r"96001 Hz.* cannot be resampled.*--rate or \[audio\] rate_hz = one of 16000, 44100, 48000"
+    with pytest.raises(DeviceError, match=refusal):
+        mic.open()
+    assert sd.streams == []  # refused before the stream opens
+    assert not can_resample(96001, 16000) and can_resample(44100, 16000) and can_resample(48000, 16000)
 
 
 # --- the real capture path, through a PulseAudio virtual microphone ---

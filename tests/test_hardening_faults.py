@@ -18,6 +18,7 @@ read-only mount: root ignores chmod, so chmod cannot simulate it.
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import json
 import logging
@@ -39,7 +40,7 @@ from edge import cli
 from edge.config import EdgeConfig, EventConfig
 from edge.detect import Detector, DetectorConfig
 from edge.events import EventAudioSaver, EventLog
-from edge.listen import listen_to
+from edge.listen import listen_to, run_stream
 from edge.params import DEFAULT_PARAMS
 from edge.pipeline import StreamingPipeline
 from edge.record import record
@@ -219,6 +220,170 @@ def test_microphone_counts_underflows_and_logs_them_with_overflows(caplog: pytes
     assert any("1 overflow(s), 3 underflow(s)" in r.getMessage() for r in caplog.records)
 
 
+class WatchedDevice(ScriptedSoundDevice):
+    """ScriptedSoundDevice that calls `on_open()` at every attempt to open a stream (the first one included)."""
+
+    def __init__(self, script: list[Any], *, on_open: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(script, **kwargs)
+        self.on_open = on_open
+
+    def InputStream(self, **kwargs: Any) -> Any:  # noqa: N802 - sounddevice's name
+        self.on_open()
+        return super().InputStream(**kwargs)
+
+
+def test_a_microphone_outage_ends_the_event_and_turns_its_led_off_before_reopening(tmp_path: Path) -> None:
+    """The reopen may take minutes (back-off up to 30 s, forever if the device stays gone): the alarm cut by
+    the outage must be logged and its LED dark meanwhile, not once the microphone is back."""
+    from edge.leds import NullLedBank
+
+    rate = 16000
+    first = alarms(rate, 1, loud=2.0, quiet=1.0)[: round(2.5 * rate)]  # the stream dies during the alarm
+    second = alarms(rate, 1, loud=2.0, quiet=1.0)
+    unavailable = OSError("Error opening InputStream: Device unavailable [PaErrorCode -9985]")
+    leds = NullLedBank({"clock_alarm": 27})
+    events = tmp_path / "events.jsonl"
+    during_outage: list[tuple[bool, int]] = []  # at each reopen attempt: (LED lit, events logged)
+
+    def on_open() -> None:
+        if sd.opened:  # not the first open
+            during_outage.append((leds.is_lit("clock_alarm"), len(jsonl(events)) if events.exists() else 0))
+
+    sd = WatchedDevice([(first, (), (), "fail"), unavailable, unavailable, (second, (), (), "end")], rate_hz=rate,
+                       on_open=on_open)
+    mic = MicrophoneSource(0, rate, 0.1, 1, sd=sd, backoff_initial_seconds=0.001, backoff_max_seconds=0.002)
+    with mic, EventLog(events) as event_log:
+        report = run_stream(mic, fake_pipeline(rate), leds=leds, event_log=event_log,
+                            duration_seconds=(len(first) + len(second)) / rate)
+    assert during_outage == [(False, 1)] * 3  # dark and logged before every attempt
+    assert report.gaps == 1 and [r["label"] for r in jsonl(events)] == ["clock_alarm", "clock_alarm"]
+
+
+def test_wall_clock_event_times_follow_a_clock_step_after_the_start(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Pi has no real-time clock: it boots on a stale time and NTP steps it later. The events after the step
+    carry the stepped (true) time; jitter within the tolerance re-anchors nothing."""
+    import edge.sources
+    from edge.listen import REANCHOR_TOLERANCE_SECONDS
+
+    rate, block = 16000, 1600
+    audio = alarms(rate, 2, loud=2.0, quiet=3.0)  # alarms at 3-5 s and 8-10 s
+    stale = 1_700_000_000.0
+    step = 36 * 3600.0  # off for 36 h; timesyncd steps the clock after 1 s of audio
+    calls = {"n": 0}
+
+    def wall_clock() -> float:  # read once per block, in the callback: its last sample's capture time
+        calls["n"] += 1
+        captured = stale + calls["n"] * block / rate + (step if calls["n"] > 10 else 0.0)
+        return captured + (0.8 * REANCHOR_TOLERANCE_SECONDS if calls["n"] == 60 else 0.0)  # one late callback
+
+    monkeypatch.setattr(edge.sources, "QUEUE_SECONDS", 60.0)  # the scripted device delivers all 13 s at once
+    sd = ScriptedSoundDevice([(audio, (), (), "end")], rate_hz=rate)
+    mic = MicrophoneSource(0, rate, block / rate, 1, sd=sd, wall_clock=wall_clock)
+    with mic, caplog.at_level(logging.INFO, logger="edge.listen"):
+        report = run_stream(mic, fake_pipeline(rate), wall_clock=True, duration_seconds=len(audio) / rate,
+                            clock=lambda: stale)
+
+    def posix(utc: str) -> float:
+        return dt.datetime.strptime(utc, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc).timestamp()
+
+    assert len(report.records) == 2
+    for r in report.records:
+        assert posix(r["start_utc"]) == pytest.approx(stale + step + r["start_seconds"], abs=0.002), r
+        assert posix(r["end_utc"]) == pytest.approx(stale + step + r["end_seconds"], abs=0.002), r
+    reanchored = [m for m in caplog.messages if "re-anchored" in m]
+    assert len(reanchored) == 1 and "+129600.00 s" in reanchored[0]
+
+
+# --- several patches in one push; a source that raises ----------------------------------------
+
+
+def test_the_led_follows_an_event_that_ends_and_restarts_or_blinks_within_one_push() -> None:
+    """With 1 s blocks a push holds two or three patches: one may end an alarm and the next start the next
+    alarm (the LED must end lit), or an alarm may start and end in one push (the LED must still blink)."""
+    from gpiozero.pins.mock import MockFactory
+
+    from edge.leds import LedBank
+    from edge.listen import ConsoleView
+
+    rate = RATE
+    audio = np.zeros(8 * rate, np.float32)
+    for start, end, level in ((1.92, 2.40, 0.3), (3.36, 3.84, 0.3), (5.7175, 5.8175, 0.18)):
+        audio[round(start * rate) : round(end * rate)] = level  # patches of 0.975 s every 0.48 s
+    pipeline = StreamingPipeline(
+        LoudnessYamnet(), LoudIsClockAlarm(LABELS), labels=LABELS,
+        detector=Detector(DetectorConfig(background_label="other", min_patches=1, of_patches=1, hold_seconds=0.0),
+                          labels=LABELS))
+    leds = LedBank({"clock_alarm": 27}, pin_factory=MockFactory())
+    disagree: list[int] = []  # pushes after which the LED and the detector disagree
+
+    def check(index: int) -> None:  # called before block `index`: after push index - 1
+        if ("clock_alarm" in pipeline.detector.active_labels) != leds.is_lit("clock_alarm"):
+            disagree.append(index - 1)
+
+    lines: list[str] = []
+    console = ConsoleView(SimpleNamespace(write=lines.append, flush=lambda: None), enabled=False, events_always=True)
+    with leds:
+        report = run_stream(FakeSource(blocks_of(audio, rate), rate_hz=rate, on_block=check), pipeline, leds=leds,
+                            console=console)
+        history = [bool(state.state) for state in leds.pins()["clock_alarm"].states]
+    assert [(r["start_seconds"], r["end_seconds"]) for r in report.records] == [
+        (1.44, 2.895), (2.88, 4.335), (5.28, 6.255)]  # push 3 ends the 1st and starts the 2nd; push 6 holds the 3rd
+    assert disagree == []
+    assert history == [False, True, False, True, False, True, False]
+    assert [">>>" in line for line in lines] == [True, False] * 3  # each start before its end, ends before restarts
+
+
+def test_transitions_are_ordered_per_label_by_alternation_and_across_labels_by_time() -> None:
+    from edge.detect import Event
+    from edge.listen import transitions_in_order
+    from edge.pipeline import StepOutput
+
+    output = StepOutput(
+        started=(Event("crying_baby", 2.0, None, 0.9, 0.9), Event("clock_alarm", 1.4, None, 0.9, 0.9),
+                 Event("other", 3.0, None, 0.9, 0.9)),
+        ended=(Event("crying_baby", 0.5, 1.0, 0.9, 0.9), Event("clock_alarm", 0.0, 1.5, 0.9, 0.9),
+               Event("other", 3.0, 3.0, 0.9, 0.9)),  # cut short by the end of the stream: ends where it starts
+    )
+    ordered = transitions_in_order(output, active={"crying_baby", "clock_alarm"})
+    assert [(kind, event.label) for kind, event in ordered] == [
+        ("ended", "crying_baby"), ("ended", "clock_alarm"), ("started", "clock_alarm"), ("started", "crying_baby"),
+        ("started", "other"), ("ended", "other")]
+
+
+def test_an_event_in_progress_is_logged_and_its_led_turned_off_when_the_source_fails(tmp_path: Path) -> None:
+    from edge.leds import NullLedBank
+    from edge.sources import SourceError
+
+    loud = 0.3 * np.random.default_rng(0).standard_normal(5 * RATE).astype(np.float32)
+    source = FakeSource(blocks_of(loud, 1600), rate_hz=RATE, faults={40: SourceError("microphone gone for good")})
+    leds = NullLedBank({"clock_alarm": 27})
+    with EventLog(tmp_path / "events.jsonl") as event_log, pytest.raises(SourceError, match="gone for good"):
+        run_stream(source, fake_pipeline(), leds=leds, event_log=event_log)
+    [logged] = jsonl(tmp_path / "events.jsonl")
+    assert logged["label"] == "clock_alarm" and logged["start_seconds"] < 1.0 and logged["end_seconds"] == 4.0
+    assert not leds.is_lit("clock_alarm")
+
+
+def test_a_failure_while_ending_the_events_does_not_hide_the_original_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from edge.sources import SourceError
+
+    pipeline = fake_pipeline()
+
+    def broken_flush() -> Any:
+        raise RuntimeError("the model is gone too")
+
+    monkeypatch.setattr(pipeline, "flush", broken_flush)
+    source = FakeSource(blocks_of(np.zeros(RATE, np.float32), 1600), rate_hz=RATE,
+                        faults={5: SourceError("microphone gone for good")})
+    with caplog.at_level(logging.WARNING, logger="edge.listen"), pytest.raises(SourceError, match="gone for good"):
+        run_stream(source, pipeline)
+    assert "could not end the events in progress after the failure: RuntimeError: the model is gone too" in caplog.text
+
+
 # --- the virtual microphone is removed while listening (PulseAudio) --------------------------
 
 
@@ -344,6 +509,51 @@ def test_record_command_into_a_read_only_folder_says_so_without_a_traceback(
     code = cli.main(["record", str(disk / "take.wav"), "--seconds", "1"])
     err = capsys.readouterr().err
     assert code == cli.EXIT_FAILURE and "Read-only file system" in err and "Traceback" not in err
+
+
+def test_record_into_an_existing_folder_is_refused_before_capturing_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The WAV is renamed onto the path at the end: a folder there used to throw the whole take away."""
+    import edge.sources
+    from edge.errors import ConfigError
+
+    folder = tmp_path / "takes"
+    folder.mkdir()
+    source = FakeSource(blocks_of(np.zeros(RATE, np.float32), 1600), rate_hz=RATE)
+    refusal = rf"{re.escape(str(folder))} is a folder; give a file such as .*take\.wav, or use --dataset"
+    with pytest.raises(ConfigError, match=refusal):
+        record(source, folder, seconds=1)
+    assert source.yielded == 0 and list(folder.iterdir()) == []
+    sd = ScriptedSoundDevice([(0.25 * np.ones(2 * 48000, np.float32), (), (), "end")])
+    monkeypatch.setattr(edge.sources, "import_sounddevice", lambda: sd)
+    code = cli.main(["record", str(folder), "--seconds", "1"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_USAGE and "is a folder; give a file such as" in err and "Traceback" not in err
+    assert list(folder.iterdir()) == [] and sd.opened == 0  # refused before the microphone opened
+
+
+@pytest.mark.parametrize("command", ["record", "listen"])
+def test_a_capture_rate_the_resampler_cannot_convert_exits_2_naming_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """ALSA's plughw accepts any rate; 96001 Hz would need a 16-million-tap filter."""
+    import edge.sources
+    from edge.errors import ConfigError
+
+    sd = ScriptedSoundDevice([])
+    monkeypatch.setattr(edge.sources, "import_sounddevice", lambda: sd)
+    monkeypatch.setattr(cli, "_load_base_pipeline", lambda config: fake_pipeline())
+    arguments = {"record": [str(tmp_path / "take.wav"), "--seconds", "1"],
+                 "listen": ["--no-leds", "--event-log", str(tmp_path / "events.jsonl"), "--duration", "1"]}[command]
+    code = cli.main([command, *arguments, "--rate", "96001"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_USAGE and "Traceback" not in err, err
+    assert "96001 Hz cannot be resampled" in err and "--rate or [audio] rate_hz = one of 16000, 44100, 48000" in err
+    assert sd.opened == 0 and list(tmp_path.iterdir()) == []
+    with pytest.raises(ConfigError, match="96001 Hz cannot be resampled"):  # record() refuses such a source itself
+        record(FakeSource([np.zeros(9600, np.float32)], rate_hz=96001), tmp_path / "take.wav", seconds=1)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_event_audio_on_a_full_disk_logs_once_and_listening_goes_on(
