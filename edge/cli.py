@@ -168,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="check the config, the model (one patch through it), the pins against its labels, the "
                              "input device and the event log's folder, print what listen would use, and exit; opens "
                              "neither the microphone nor the pins, so it runs beside the service")
+    listen.add_argument("--wait-for-input", action="store_true",
+                        help="when the input device is missing, busy or refuses the settings at start, wait for it "
+                             "(retrying with back-off, the status LED blinking fast) instead of exiting 2, so a USB "
+                             "microphone plugged in after boot is picked up; the service runs with it. With --check, "
+                             "a missing input is reported, not an error")
     listen.set_defaults(run=cmd_listen)
 
     replay = commands.add_parser("replay", parents=[common], help="the same pipeline on audio files; prints windows and events")
@@ -324,7 +329,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
     config = load_edge_config(args)
     if args.check:
-        return _check_listen(config)
+        return _check_listen(config, wait_for_input=args.wait_for_input)
     leds: Any = NullLedBank(config.leds.pins)
     mic = MicrophoneSource(
         config.audio.device,
@@ -343,7 +348,10 @@ def cmd_listen(args: argparse.Namespace) -> int:
         if not args.no_leds:
             leds = _open_leds(config, mock=args.mock_gpio)
         stack.callback(leds.close)
-        mic.open()
+        if not args.wait_for_input:
+            mic.open()
+        elif not mic.open_when_available(on_waiting=lambda why: leds.status_fault()):
+            return EXIT_OK  # stopped while waiting
         assert mic.rate_hz is not None and mic.device is not None
         console = ConsoleView(enabled=sys.stdout.isatty() or args.verbose or args.patches, patches=args.patches,
                               events_always=True)  # a service's journal: its events, not every window
@@ -364,12 +372,16 @@ def cmd_listen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _check_listen(config: EdgeConfig) -> int:
-    """`listen --check`: everything listen checks at start, without the microphone or the pins."""
+def _check_listen(config: EdgeConfig, *, wait_for_input: bool = False) -> int:
+    """`listen --check`: everything listen checks at start, without the microphone or the pins.
+
+    wait_for_input: a missing input device (listen --wait-for-input would wait for it) is reported,
+    not an error; the capture rate is then checked against the resampler only.
+    """
     import numpy as np
 
     from edge.detect import thresholds_text
-    from edge.sources import import_sounddevice, resolve_input_device
+    from edge.sources import DeviceError, import_sounddevice, resolve_input_device
 
     base = _load_base_pipeline(config)  # the config's labels, thresholds and veto against the model
     noise = np.random.default_rng(0).uniform(-0.01, 0.01, base.params.patch_samples).astype(np.float32)
@@ -379,12 +391,20 @@ def _check_listen(config: EdgeConfig) -> int:
           f"{thresholds_text(base.detector.config.thresholds) or 'none'}; {ran} patch(es) of test noise "
           f"ran in {1000 * (time.perf_counter() - started):.0f} ms")
     sd = import_sounddevice()
-    device = resolve_input_device(config.audio.device, sd=sd)
-    rate_hz = config.audio.rate_hz or device.default_rate_hz
-    _check_capture(sd, device, rate_hz, config)
-    _check_pipeline_at(base, rate_hz, config)
-    resampled = "" if rate_hz == base.params.sample_rate_hz else f", resampled to {base.params.sample_rate_hz} Hz"
-    print(f"input: {device.index} '{device.name}' ({device.hostapi}) at {rate_hz} Hz{resampled}")
+    try:
+        device = resolve_input_device(config.audio.device, sd=sd)
+    except DeviceError as error:
+        if not wait_for_input:
+            raise
+        if config.audio.rate_hz is not None:
+            _check_pipeline_at(base, config.audio.rate_hz, config)
+        print(f"input: none now ({str(error).splitlines()[0]}); listen --wait-for-input waits for it")
+    else:
+        rate_hz = config.audio.rate_hz or device.default_rate_hz
+        _check_capture(sd, device, rate_hz, config)
+        _check_pipeline_at(base, rate_hz, config)
+        resampled = "" if rate_hz == base.params.sample_rate_hz else f", resampled to {base.params.sample_rate_hz} Hz"
+        print(f"input: {device.index} '{device.name}' ({device.hostapi}) at {rate_hz} Hz{resampled}")
     pins = ", ".join(f"{label} GPIO{pin}" for label, pin in config.leds.pins.items()) or "none"
     status = f"GPIO{config.leds.status_pin}" if config.leds.status_pin is not None else "none"
     print(f"LEDs: {pins}; status {status} (`oido-edge leds` lights them in turn)")

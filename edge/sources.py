@@ -329,13 +329,48 @@ class MicrophoneSource(StoppableSource):
         except Exception as error:  # noqa: BLE001 - sd.PortAudioError and friends
             raise SourceError(
                 f"cannot open audio input {self.device.index} '{self.device.name}' ({error}); "
-                f"is another program using it? (`fuser -v /dev/snd/*`)"
+                f"is another program using it? (`fuser -v /dev/snd/*`; on an installed Pi, the service: "
+                f"`sudo systemctl stop oido-edge`)"
             ) from None
         log.info(
             "listening on input %d '%s' at %d Hz, %d channel(s), %.3f s blocks",
             self.device.index, self.device.name, self.rate_hz, self.channels, self.block_seconds,
         )
         return self
+
+    def open_when_available(self, *, on_waiting: Optional[Callable[[str], None]] = None) -> bool:
+        """open(), waiting with back-off while the input is missing, busy or refuses the settings (a USB
+        microphone plugged in after boot); True once open, False if stop() came first.
+
+        on_waiting(why) is called once, when the first attempt fails. Each new reason is logged once
+        at WARNING; the waits double from backoff_initial_seconds up to backoff_max_seconds. A
+        missing PortAudio (SourceError from the import) is raised at once: no wait brings it back.
+        """
+        if self._sd is None:
+            self._sd = import_sounddevice()
+        delay = self._backoff_initial
+        reasons: set[str] = set()
+        while not self._stop.is_set():
+            self.rate_hz = self._requested_rate_hz  # a device found on an earlier try set its own default
+            try:
+                self.open()
+            except (DeviceError, SourceError) as error:
+                why = str(error)
+                if not reasons and on_waiting is not None:
+                    on_waiting(why)
+                if why not in reasons:
+                    reasons.add(why)
+                    log.warning("waiting for the audio input: %s; trying again, at least every %g s", why,
+                                self._backoff_max)
+                if self._stop.wait(delay):
+                    return False
+                delay = min(delay * 2, self._backoff_max)
+                self._refresh_devices()  # PortAudio lists devices once per initialisation
+                continue
+            if reasons:
+                log.warning("audio input found after waiting: %d '%s'", self.device.index, self.device.name)
+            return True
+        return False
 
     def _start_stream(self) -> None:
         assert self._sd is not None and self.device is not None and self.rate_hz is not None

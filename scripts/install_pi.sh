@@ -186,7 +186,9 @@ chmod -R a+rX "$prefix/model.new"
 # keeps its model in memory, so a bad swap would show only at the next reboot, as a service that
 # cannot start.
 echo "== check: oido-edge listen --check (the config, the new model, the pins, the microphone)"
-check=("$prefix/venv/bin/oido-edge" listen --check --config "$config_dir/oido.toml" --model-dir "$prefix/model.new")
+# --wait-for-input as in the unit: a microphone not plugged in yet is reported, not a failure.
+check=("$prefix/venv/bin/oido-edge" listen --check --wait-for-input --config "$config_dir/oido.toml"
+    --model-dir "$prefix/model.new")
 if [ -z "$root" ]; then
     check=(runuser -u "$service_user" -- "${check[@]}")  # as the service will run
 fi

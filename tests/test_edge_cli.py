@@ -879,3 +879,29 @@ def test_an_interrupt_at_start_up_that_passed_through_c_code_still_exits_0(tmp_p
     result = subprocess.run([sys.executable, "-m", "interrupted_start"], capture_output=True, text=True, timeout=120,
                             cwd=str(tmp_path), env=env)
     assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+
+
+class UnpluggedMicrophone(PickyMicrophone):
+    """No input device at all: a USB microphone not plugged in yet."""
+
+    def query_devices(self):
+        return []
+
+
+def test_listen_check_reports_a_missing_microphone_and_passes_only_with_wait_for_input(
+    tmp_path, fake_models, monkeypatch, capsys
+):
+    import edge.sources
+
+    monkeypatch.setattr(edge.sources, "import_sounddevice", UnpluggedMicrophone)
+    config = check_config(tmp_path)
+    assert cli.main(["listen", "--check", "--config", str(config)]) == cli.EXIT_USAGE
+    assert "no audio input devices found" in capsys.readouterr().err
+
+    assert cli.main(["listen", "--check", "--wait-for-input", "--config", str(config)]) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    assert "input: none now (no audio input devices found" in out and "--wait-for-input waits for it" in out
+    assert "check passed" in out
+    # What can be checked without the device still is: a rate the resampler cannot convert.
+    assert cli.main(["listen", "--check", "--wait-for-input", "--config", str(config), "--rate", "96001"]) == 2
+    assert "command line: --rate 96001" in capsys.readouterr().err

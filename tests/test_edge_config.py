@@ -264,7 +264,7 @@ def unit_entries(text: str) -> dict[str, dict[str, list[str]]]:
 def test_service_runs_listen_as_an_unprivileged_user_with_only_its_state_dir_writable():
     unit = unit_entries(SERVICE.read_text(encoding="utf-8"))
     service = unit["Service"]
-    assert service["ExecStart"] == ["/opt/oido/venv/bin/oido-edge listen --config /etc/oido/oido.toml"]
+    assert service["ExecStart"] == ["/opt/oido/venv/bin/oido-edge listen --config /etc/oido/oido.toml --wait-for-input"]
     assert service["User"] == ["oido"]
     assert set(service["SupplementaryGroups"][0].split()) == {"gpio", "audio"}
     assert service["StateDirectory"] == ["oido"]

@@ -515,3 +515,39 @@ def test_sigterm_stops_listen_cleanly_with_every_led_off(virtual_mic, tiny_model
     assert set(changes) == {"beep", "speech", "status"}
     assert all(states[-1] is False for states in changes.values())
     assert (tmp_path / "events.jsonl").exists()
+
+
+class LateMicrophone(FakeSoundDevice):
+    """Lists no input until PortAudio has been re-initialised `after` times (a USB microphone plugged in late)."""
+
+    def __init__(self, *args: Any, after: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.after = after
+
+    def query_devices(self) -> list[dict[str, Any]]:
+        return self.devices if self.reinitialised >= self.after else []
+
+
+def test_a_microphone_missing_at_start_is_waited_for_with_back_off_until_it_appears(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sd = LateMicrophone([(2, (), False)], after=3)
+    waiting: list[str] = []
+    mic = MicrophoneSource(None, sd=sd, backoff_initial_seconds=0.001, backoff_max_seconds=0.004)
+    with caplog.at_level("WARNING", logger="edge.sources"):
+        assert mic.open_when_available(on_waiting=waiting.append)
+    assert len(waiting) == 1 and "no audio input devices found" in waiting[0]
+    assert mic.device is not None and mic.device.name.startswith("USB PnP") and mic.rate_hz == 44100
+    assert sd.reinitialised == 3 and len(sd.streams) == 1
+    assert caplog.text.count("waiting for the audio input") == 1  # each reason once, not once per try
+    assert caplog.text.count("audio input found after waiting") == 1
+    items = collect(mic, until=lambda items: len(items) == 2)
+    assert [len(item) for item in items] == [4410, 4410]
+    mic.close()
+
+
+def test_stopping_while_waiting_for_a_missing_microphone_returns_at_once() -> None:
+    sd = LateMicrophone([], after=10**9)
+    mic = MicrophoneSource(None, sd=sd, backoff_initial_seconds=30.0)
+    assert not mic.open_when_available(on_waiting=lambda why: mic.stop())  # stop() as a SIGTERM would
+    assert sd.streams == []
