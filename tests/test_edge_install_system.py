@@ -193,18 +193,23 @@ def test_the_service_command_as_its_user_hears_a_crying_baby_and_logs_it(system,
     assert "sudo /opt/oido/venv/bin/oido-edge events" in refused.stderr and "Traceback" not in refused.stderr
 
 
+def installed_files(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (the model may hold sub-folders, e.g. tutorial/) -> its bytes."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
 def test_a_rerun_whose_check_fails_leaves_the_model_and_the_service_alone(system, first_install):
     config = Path("/etc/oido/oido.toml")
     example = (REPO / "scripts" / "oido.toml").read_text(encoding="utf-8")
     config.write_text(example.replace("water_drops = 23", "kettle = 23"), encoding="utf-8")
-    model = {path.name: path.read_bytes() for path in Path("/opt/oido/model").iterdir()}
+    model = installed_files(Path("/opt/oido/model"))
     result, calls = install(system, status=1)
     assert "keeping the existing /etc/oido/oido.toml" in result.stdout
     assert "names class 'kettle', which is not one of the labels" in result.stderr
     assert "the check above failed" in result.stderr
     # No swap, no systemctl: the installed model stays the one a restart or a reboot loads.
     assert "the previous model is still installed in /opt/oido/model" in result.stderr
-    assert {path.name: path.read_bytes() for path in Path("/opt/oido/model").iterdir()} == model
+    assert installed_files(Path("/opt/oido/model")) == model
     assert not Path("/opt/oido/model.new").exists()
     assert [c for c in calls if c.startswith("systemctl ")] == []
     for name in GROUPS:  # the user was kept, with its groups (usermod on a rerun)
