@@ -797,6 +797,13 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     except OSError as error:
         log.error("%s", error)
         return EXIT_FAILURE
+    except Exception as error:
+        # sounddevice.PortAudioError is no OSError; matched by name so the CLI need not import sounddevice.
+        if type(error).__name__ != "PortAudioError":
+            raise
+        log.error("the audio system failed: %s; check the sound card (`arecord -l`) and PortAudio "
+                  "(`python -m sounddevice` lists what it sees)", error)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         # Only before the signal handlers are installed (e.g. while the model loads).
         _interrupted_early = True

@@ -905,3 +905,19 @@ def test_listen_check_reports_a_missing_microphone_and_passes_only_with_wait_for
     # What can be checked without the device still is: a rate the resampler cannot convert.
     assert cli.main(["listen", "--check", "--wait-for-input", "--config", str(config), "--rate", "96001"]) == 2
     assert "command line: --rate 96001" in capsys.readouterr().err
+
+
+def test_a_portaudio_failure_is_one_error_line_and_exit_1_not_a_traceback(monkeypatch, capsys):
+    import edge.sources
+
+    class PortAudioError(Exception):  # sounddevice's own is no OSError
+        pass
+
+    class BrokenPortAudio(PickyMicrophone):
+        def query_devices(self):
+            raise PortAudioError("Error querying device -1")
+
+    monkeypatch.setattr(edge.sources, "import_sounddevice", BrokenPortAudio)
+    assert cli.main(["devices"]) == cli.EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert "the audio system failed: Error querying device -1" in err and "Traceback" not in err
