@@ -16,9 +16,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from edge.errors import OidoError
 
@@ -85,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="replay golden.json in the installed TF-Lite runtime")
     common(check)
-    check.add_argument("--limit", type=int, help="check only the first N golden clips")
+    check.add_argument("--limit", type=_positive_int, help="check only the first N golden clips")
     return parser
 
 
@@ -150,6 +152,16 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} checks no clip; give 1 or more")
+    return value
+
+
 def _check(args: argparse.Namespace) -> int:
     from convert.parity import check_golden
 
@@ -172,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose, args.quiet)
     if getattr(args, "config", None) is not None:
         args = parser.parse_args(_with_recipe(arguments, args, parser))
+    # SIGTERM (systemd, `kill`) unwinds like Ctrl-C, so the export's staging folder is removed.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.command == "check":
             return _check(args)
@@ -182,6 +196,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         logger.error("interrupted; the previous model in %s is unchanged", getattr(args, "model_dir", "model"))
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":  # pragma: no cover

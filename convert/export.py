@@ -640,10 +640,9 @@ def convert_head(keras_model: Any, *, quantization: str, calibration_embeddings:
 
 def cosine_stats(reference: FloatArray, other: FloatArray) -> dict[str, float]:
     """Row-wise cosine of two float32 [n, d] arrays: mean, 1st percentile, min (rounded)."""
-    reference = np.asarray(reference, np.float64)
-    other = np.asarray(other, np.float64)
-    norms = np.linalg.norm(reference, axis=1) * np.linalg.norm(other, axis=1)
-    cosines = np.where(norms > 0, np.sum(reference * other, axis=1) / np.maximum(norms, 1e-30), 1.0)
+    from convert.parity import row_cosines
+
+    cosines = row_cosines(reference, other)
     return {
         "mean": round(float(np.mean(cosines)), 6),
         "p1": round(float(np.percentile(cosines, 1)), 6),
@@ -775,16 +774,25 @@ def choose_candidate(
             f"{'; others: ' + others if others else ''})"
         )
         return best, reason
-    best = max(usable, key=lambda c: min(c.cosine["mean"], c.cosine_builtin_kernels.get("mean", 1.0)))
+    def worst(candidate: Any, statistic: str) -> float:
+        return min(candidate.cosine[statistic], (candidate.cosine_builtin_kernels or {}).get(statistic, 1.0))
+
+    # A candidate that loses some patches entirely (1st percentile under the floor) is worse than
+    # one a little under the mean target everywhere: rank by the floor first.
+    best = max(usable, key=lambda c: (worst(c, "p1") >= cosine_floor, worst(c, "mean"), worst(c, "p1")))
     reason = (
-        f"{best.name}: no candidate reached mean cosine {cosine_target}; "
-        f"kept the most accurate ({best.cosine['mean']:.4f})"
+        f"{best.name}: no candidate reached mean cosine {cosine_target} with 1st percentile {cosine_floor} on "
+        f"both kernel paths; kept the most accurate (mean {worst(best, 'mean'):.4f}, 1st percentile "
+        f"{worst(best, 'p1'):.4f})"
     )
     logger.warning(reason)
     return best, reason
 
 
 # --- the export ---------------------------------------------------------------------------
+
+STAGING_PREFIX = ".export-"
+"""The export writes into model_dir/.export-XXXX first and moves the files in once they check out."""
 
 
 @dataclass
@@ -967,6 +975,13 @@ def export_model(
     head = load_trained_head(model_dir, params=params, yamnet_sha256=None)  # cheap checks before YAMNet loads
     labels = list(head.labels)
     thresholds, thresholds_source = resolve_thresholds(model_dir, head)
+    if head.background_label is None and thresholds_source == "default":
+        logger.warning(
+            "%s has no background class and no chosen thresholds: on the device every class fires at %g on any "
+            "sound it resembles (a closed-set head: fine for testing clips, not for listening all day); train "
+            "with `oido-train fit-openset` for a head that stays dark for other sounds",
+            model_dir / "head.json", DetectorConfig().default_threshold,
+        )  # fmt: skip
     if yamnet is None:
         from train.yamnet import AssetError, load_yamnet
 
@@ -993,7 +1008,11 @@ def export_model(
     keras_probabilities = [head.predict(e) for e in clip_embeddings]
     tick("training_audio")
 
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=model_dir))
+    for stale in model_dir.glob(f"{STAGING_PREFIX}*"):
+        # Left by an export that was killed (SIGKILL, a power cut): tens of MB nobody will use.
+        logger.info("removing %s, left by an interrupted export", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=model_dir))
     try:
         quantizations = list(QUANTIZATIONS) if options.quantization == AUTO else [options.quantization]
         candidates = convert_yamnet(

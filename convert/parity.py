@@ -38,6 +38,19 @@ from edge.framing import waveform_to_patches
 from edge.params import DEFAULT_PARAMS, Params
 from edge.pipeline import StreamingPipeline, classify_clip, decide, voting_mean
 
+
+def row_cosines(reference: npt.ArrayLike, other: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Cosine of each row pair of two [n, d] arrays, float64 [n]: 1 where both rows are zero, 0 where
+    only one is (an all-zero embedding is no match for a real one)."""
+    reference = np.asarray(reference, np.float64)
+    other = np.asarray(other, np.float64)
+    reference_norms = np.linalg.norm(reference, axis=1)
+    other_norms = np.linalg.norm(other, axis=1)
+    norms = reference_norms * other_norms
+    both_zero = (reference_norms == 0) & (other_norms == 0)
+    return np.where(norms > 0, np.sum(reference * other, axis=1) / np.maximum(norms, 1e-300),
+                    np.where(both_zero, 1.0, 0.0))
+
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
@@ -427,8 +440,7 @@ def evaluate_parity(
                 f"{_clip_path(data_dir, clip.file_name)}: the streaming pipeline made {len(quantized)} patches, batch "
                 f"framing {len(reference)}; edge.framing's streaming and batch framers disagree"
             )
-        norms = np.linalg.norm(quantized, axis=1) * np.linalg.norm(reference, axis=1)
-        cosines = np.where(norms > 0, np.sum(quantized * reference, axis=1) / np.maximum(norms, 1e-30), 1.0)
+        cosines = row_cosines(reference, quantized)
         all_cosines.append(cosines)
         float_probabilities = keras_head.predict(reference)
         outcomes.append(
@@ -574,6 +586,8 @@ def check_golden(
     tolerance = float(golden.get("tolerance", {}).get("probability", GOLDEN_PROBABILITY_TOLERANCE))
     tie_margin = float(golden.get("tolerance", {}).get("tie_margin", GOLDEN_TIE_MARGIN))
     checks = []
+    if not golden.get("clips"):
+        raise ManifestError(f"{golden_path} holds no clips, so it checks nothing; {REGENERATE_HINT}", path=golden_path)
     for entry in golden["clips"][:limit]:
         waveform = read_audio(_clip_path(data_dir, entry["fileName"]), target_rate_hz=manifest.params.sample_rate_hz)
         result = classify_clip(pipeline, waveform)

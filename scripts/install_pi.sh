@@ -180,6 +180,7 @@ fi
 rm -rf "$prefix/model.new" "$prefix/model.old"
 install -d -m 0755 "$prefix/model.new"
 cp -rL "$model_dir"/. "$prefix/model.new/"  # -L: real files, even if model/ links to assets
+rm -rf "$prefix/model.new"/.export-*  # the staging folder of an export that was killed, if any
 chmod -R a+rX "$prefix/model.new"
 
 # The new model is checked against the kept config before it replaces the one in use: a service

@@ -566,7 +566,7 @@ def test_a_file_failing_its_check_leaves_the_previous_model_in_place(
 
 @pytest.mark.slow
 def test_full_export_writes_a_checked_model_that_replays_its_golden_decisions(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     pytest.importorskip("tensorflow")
     needs_runtime()
@@ -593,8 +593,15 @@ def test_full_export_writes_a_checked_model_that_replays_its_golden_decisions(
     )
     save_trained_head(model_dir, fit.model, labels=LABELS, yamnet_sha256=yamnet.weights_sha256)
 
+    killed = model_dir / ".export-left-by-a-killed-run"  # SIGKILL or a power cut mid-export
+    killed.mkdir()
+    (killed / "candidate-full_int8.tflite").write_bytes(b"0" * 1000)
     options = ExportOptions(calibration_patches=8, latency_rounds=1, latency_patches=4)
-    result = export.export_model(model_dir, data_dir, yamnet=yamnet, options=options)
+    with caplog.at_level("WARNING", logger="convert.export"):
+        result = export.export_model(model_dir, data_dir, yamnet=yamnet, options=options)
+    assert not killed.exists()
+    # No background class and no chosen thresholds: the export says what that means on a device.
+    assert "has no background class and no chosen thresholds: on the device every class fires at 0.5" in caplog.text
 
     manifest = load_manifest(model_dir, check_models=True)
     assert manifest.labels == tuple(LABELS)
@@ -688,3 +695,42 @@ def test_export_takes_the_assets_folder_as_oido_train_does(
     assert main(["-q", "--model-dir", str(model_dir), "--data-dir", str(tmp_path), "--assets", str(missing)]) == 1
     assert str(missing) in caplog.text
     assert snapshot(model_dir) == before
+
+
+def test_an_all_zero_embedding_is_no_match_for_a_real_one() -> None:
+    from convert.export import cosine_stats
+    from convert.parity import row_cosines
+
+    real = np.array([[1.0, 2.0], [0.0, 0.0], [3.0, 4.0]])
+    other = np.array([[2.0, 4.0], [0.0, 0.0], [0.0, 0.0]])
+    assert row_cosines(real, other).tolist() == pytest.approx([1.0, 1.0, 0.0])  # same, both silent, one lost
+    assert cosine_stats(real, other)["min"] == 0.0
+
+
+def test_with_no_accurate_candidate_one_that_keeps_every_patch_beats_one_that_loses_some() -> None:
+    from convert.export import Candidate, choose_candidate
+
+    def candidate(name: str, mean: float, p1: float) -> Candidate:
+        stats = {"mean": mean, "p1": p1, "min": p1}
+        return Candidate(name, model_bytes=b"x", cosine=stats, cosine_builtin_kernels=dict(stats),
+                         latency_ms={"median": 1.0, "p99": 1.0})  # fmt: skip
+
+    lossy, even = candidate("full_int8", 0.994, 0.40), candidate("dynamic_range", 0.993, 0.99)
+    best, reason = choose_candidate([lossy, even], cosine_target=0.995, cosine_floor=0.98)
+    assert best is even and "1st percentile 0.9900" in reason
+
+
+def test_check_of_a_golden_file_without_clips_fails_and_limit_must_check_one(tmp_path: Path) -> None:
+    from convert.cli import main as convert_main
+
+    needs_export()
+    model_dir = copy_export(tmp_path / "model")
+    with pytest.raises(SystemExit) as usage:
+        convert_main(["check", "--model-dir", str(model_dir), "--data-dir", str(DATA_DIR), "--limit", "0"])
+    assert usage.value.code == 2
+    golden = read_golden(model_dir)
+    golden["clips"] = []
+    (model_dir / GOLDEN_NAME).write_text(json.dumps(golden))
+    with pytest.raises(ManifestError, match="holds no clips, so it checks nothing"):
+        check_golden(model_dir, DATA_DIR)
+
