@@ -254,12 +254,34 @@ def test_scoring_counts_hits_latency_false_events_and_confusions(clips) -> None:
     assert outcome[Path(second.file).name].wrong_labels == ("other_target",)
     assert score.recall("beep") == (1, 3)
     assert [(d.label, category) for d, category in score.false_events] == [("beep", quiet.category)]
-    assert score.false_per_hour == pytest.approx(3600.0 / spec.nontarget_seconds)
+    # The confusion lit the wrong LED: a false event of its own label, as much as the one outside the targets.
+    assert score.false_events_of("beep") == 1 and score.false_events_of("other_target") == 1
+    assert score.false_per_hour == pytest.approx(2 * 3600.0 / spec.nontarget_seconds)
     summary = score.summary()
-    assert summary["overall"]["false_events"] == 1 and len(summary["missed"]) == 2
+    assert summary["overall"]["false_events"] == 2 and summary["overall"]["confusions"] == 1
+    assert len(summary["missed"]) == 2
     excluded = score_stream(spec, detections, labels=("beep", "other_target", "other"), exclude_categories=[quiet.category])
-    assert excluded.false_events == ()
+    assert excluded.false_events == () and excluded.false_events_of(None) == 1
     assert excluded.nontarget_seconds < spec.nontarget_seconds
+
+
+def test_a_detection_before_the_measured_onset_has_latency_zero_not_below(clips) -> None:
+    """beep0 opens with 0.3 s of silence (the onset is after it); an event heard in that lead-in
+    (a head firing on a fainter start) is in time, at latency 0, and never pulls the median below 0."""
+    targets, others = clips
+    spec = build_stream(targets, others, seed=0)
+    lead = next(c for c in spec.targets if Path(c.file).name == "beep0.wav")
+    start, onset = lead.start_sample / RATE, lead.onset_sample / RATE
+    score = score_stream(spec, [_detection("beep", start, onset - 0.2)], labels=("beep", "other"))
+    outcome = next(t for t in score.targets if Path(t.file).name == "beep0.wav")
+    assert outcome.detected and outcome.latency_seconds == 0.0 and score.recall("beep", in_time=True) == (1, 3)
+
+
+def test_the_hindsight_grid_reaches_thresholds_low_enough_for_targets_under_loud_noise() -> None:
+    from train.openset import HINDSIGHT_GRID
+
+    assert min(HINDSIGHT_GRID) < 0.001 and max(HINDSIGHT_GRID) > 0.99999
+    assert list(HINDSIGHT_GRID) == sorted(set(HINDSIGHT_GRID))
 
 
 def test_cached_patches_give_what_the_streaming_pipeline_gives(clips, tmp_path: Path) -> None:

@@ -683,7 +683,7 @@ class StreamScore:
     @property
     def false_per_hour(self) -> float:
         hours = self.nontarget_seconds / 3600.0
-        return len(self.false_events) / hours if hours > 0 else 0.0
+        return self.false_events_of(None) / hours if hours > 0 else 0.0
 
     def recall(self, label: str | None = None, *, in_time: bool = False) -> tuple[int, int]:
         """(detected, total) targets of `label` (all when None); in_time: within the latency limit."""
@@ -697,8 +697,11 @@ class StreamScore:
     def latencies(self, label: str | None = None) -> list[float]:
         return [t.latency_seconds for t in self.targets if t.latency_seconds is not None and (label is None or t.label == label)]
 
-    def false_events_of(self, label: str) -> int:
-        return sum(1 for d, _ in self.false_events if d.label == label)
+    def false_events_of(self, label: str | None) -> int:
+        """Events of `label` (every label when None) that lit an LED for nothing: those outside every
+        target, and confusions (an event of another class during a target: the wrong LED lights)."""
+        outside = sum(1 for d, _ in self.false_events if label is None or d.label == label)
+        return outside + sum(len(t.wrong_labels) if label is None else t.wrong_labels.count(label) for t in self.targets)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready per-class and overall figures."""
@@ -729,7 +732,7 @@ def _figures(score: StreamScore, label: str | None) -> dict[str, Any]:
     hits, total = score.recall(label)
     in_time, _ = score.recall(label, in_time=True)
     latencies = score.latencies(label)
-    false_events = len(score.false_events) if label is None else score.false_events_of(label)
+    false_events = score.false_events_of(label)
     hours = score.nontarget_seconds / 3600.0
     return {
         "targets": total,
@@ -755,8 +758,10 @@ def score_stream(
 
     An event belongs to the target clip its evidence ([start_seconds, detected_seconds]) overlaps
     most; the first event of the right label is the target's detection, later ones are extra
-    events, other labels are confusions. Events overlapping no target are false events, charged
-    to the non-target clip they overlap most ("silence" between clips). Non-target clips of
+    events, other labels are confusions (counted as false events of their label too: the wrong LED
+    lights). Events overlapping no target are false events, charged to the non-target clip they
+    overlap most ("silence" between clips). A detection before the target's measured onset has
+    latency 0. Non-target clips of
     `exclude_categories` (and events falling in them) are left out entirely.
     """
     rate = spec.sample_rate_hz
@@ -797,7 +802,9 @@ def score_stream(
                 label=str(clip.label),
                 onset_seconds=onset,
                 detected=bool(found),
-                latency_seconds=(found[0].detected_seconds - onset) if found else None,
+                # Not below 0: the onset is the first frame within 20 dB of the clip's peak, and a head
+                # may rightly fire on the fainter sound before it (faint drips, then loud ones).
+                latency_seconds=max(0.0, found[0].detected_seconds - onset) if found else None,
                 wrong_labels=tuple(wrong[index]),
                 extra_events=max(0, len(found) - 1),
             )
