@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -41,6 +42,8 @@ from edge.params import DEFAULT_PARAMS
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
+MAX_EVENT_DAYS = 36500
+"""`oido-edge events --days` beyond this (100 years) is a typo, and overflows dates."""
 EXIT_FAILURE = 1
 """Something broke at run time (audio device, disk)."""
 EXIT_USAGE = 2
@@ -82,8 +85,15 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be > 0")
+    if not (value > 0 and math.isfinite(value)):  # nan, inf: a traceback later, not an answer
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number > 0")
+    return value
+
+
+def _days_arg(text: str) -> float:
+    value = _positive_float(text)
+    if value > MAX_EVENT_DAYS:
+        raise argparse.ArgumentTypeError(f"{text!r}: at most {MAX_EVENT_DAYS} days")
     return value
 
 
@@ -215,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--event-log", metavar="PATH",
                         help="the log to read, with its rotated files (default: the config's, e.g. "
                              "/var/lib/oido/events.jsonl)")
-    events.add_argument("--days", type=_positive_float, default=7.0, help="how far back to count (default 7)")
+    events.add_argument("--days", type=_days_arg, default=7.0, help="how far back to count (default 7)")
     events.add_argument("--last", type=_positive_int, default=10, help="how many of the latest events to list (default 10)")
     events.add_argument("--utc", action="store_true", help="times in UTC (default: this machine's local time)")
     events.set_defaults(run=cmd_events)

@@ -159,6 +159,14 @@ class EventLog:
         assert self.path is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, _LOG_FILE_MODE)
+        # A power cut can leave the last line cut short (or NUL-filled): the next record must not be
+        # glued onto it, or the reader would drop a whole event with the torn one.
+        size = os.fstat(self._fd).st_size
+        if size:
+            with open(self.path, "rb") as handle:
+                handle.seek(size - 1)
+                if handle.read(1) != b"\n":
+                    os.write(self._fd, b"\n")
 
     def _reopen_if_moved(self) -> None:
         # Appending to a deleted or rotated file would lose every later event without a word.
@@ -254,7 +262,24 @@ class EventAudioSaver:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             self._failed(error, what=f"cannot create {self.directory}")
+        self._remove_unfinished()
         self.enforce_budget()  # a lowered budget or retention applies at once
+
+    def _remove_unfinished(self) -> None:
+        # A clip being written when the listener died (power cut, SIGKILL) stays as its temporary
+        # file, which no budget or retention would ever count: only this saver writes them, so at
+        # start every one is stale.
+        try:
+            unfinished = [p for p in self.directory.glob(".oido-*.wav.*.tmp") if p.is_file()]
+        except OSError:
+            return
+        for path in unfinished:
+            try:
+                path.unlink()
+            except OSError as error:
+                log.debug("cannot remove %s: %s", path, error)
+        if unfinished:
+            log.info("removed %d unfinished event clip(s) left in %s by an earlier run", len(unfinished), self.directory)
 
     def feed(self, block: npt.NDArray[np.float32]) -> None:
         mono = np.asarray(block, dtype=np.float32)
@@ -296,6 +321,7 @@ class EventAudioSaver:
         end = self._origin + round(event.end_seconds * self.rate_hz)
         start = self._origin + round((event.start_seconds - self.pre_roll_seconds) * self.rate_hz)
         start = max(start, end - round(self.max_clip_seconds * self.rate_hz))
+        start = max(start, self._origin)  # no pre-roll from before a gap: that audio is minutes older
         pieces = self._audio(start, end)
         if not pieces:
             log.warning("event %s at %.2f s: its audio is no longer buffered; not saved", event.label,
@@ -410,7 +436,8 @@ def read_event_logs(path: Path) -> tuple[list[dict[str, Any]], int, list[Path]]:
         try:
             with opener(file, "rt", encoding="utf-8", errors="replace") as handle:
                 for line in handle:
-                    if not line.strip():
+                    line = line.strip().strip("\x00")  # a NUL run: blocks a power cut never filled
+                    if not line:
                         continue
                     try:
                         record = json.loads(line)
@@ -446,7 +473,7 @@ def history_text(
     recent = sorted(((moment.astimezone(tz), record) for moment, record in timed if moment >= since), key=lambda item: item[0])
     untimed = len(records) - len(timed)
     labels = sorted({record["label"] for _, record in recent})
-    zone = recent[0][0].tzname() if recent else (now.astimezone(tz).tzname() or "")
+    zone = now.astimezone(tz).tzname() or ""  # the header's; each line names its own (DST)
     lines = [f"{len(recent)} event(s) in the last {days:g} day(s)" + (f" ({untimed} more without a start time)" if untimed else "")]
     if recent:
         per_day: dict[str, dict[str, int]] = {}
@@ -462,7 +489,7 @@ def history_text(
             duration = record.get("duration_seconds")
             audio = f"  {record['audio']}" if record.get("audio") else ""
             lines.append(
-                f"  {moment:%Y-%m-%d %H:%M:%S} {zone}  {record['label']:<{width}}  "
+                f"  {moment:%Y-%m-%d %H:%M:%S} {moment.tzname() or ''}  {record['label']:<{width}}  "
                 f"{'?' if duration is None else f'{duration:.1f}'} s  peak {record.get('peak_score', 0):.2f}{audio}"
             )
     return "\n".join(lines)

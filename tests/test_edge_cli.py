@@ -921,3 +921,64 @@ def test_a_portaudio_failure_is_one_error_line_and_exit_1_not_a_traceback(monkey
     assert cli.main(["devices"]) == cli.EXIT_FAILURE
     err = capsys.readouterr().err
     assert "the audio system failed: Error querying device -1" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("torn", [b'{"label": "crying_baby", "start_sec', b"\x00" * 64])
+def test_after_a_power_cut_the_next_event_is_not_glued_onto_the_torn_line(tmp_path, torn):
+    """The torn last line (no newline, or a NUL run ext4 never filled) is skipped alone: the event
+    the restarted listener writes next is read whole."""
+    import datetime as dt
+
+    from edge.events import read_event_logs
+
+    now = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.timezone.utc)
+    log_path = tmp_path / "events.jsonl"
+    with EventLog(log_path) as before:
+        before.write(_logged("crying_baby", now - dt.timedelta(hours=2)))
+    with log_path.open("ab") as handle:
+        handle.write(torn)
+    with EventLog(log_path) as after:  # the service restarted after the power cut
+        after.write(_logged("clock_alarm", now))
+    records, bad, _ = read_event_logs(log_path)
+    assert [r["label"] for r in records] == ["crying_baby", "clock_alarm"]
+    assert bad == (1 if torn.strip(b"\x00") else 0)
+
+
+def test_each_listed_event_names_its_own_time_zone_across_a_dst_change():
+    import datetime as dt
+
+    from zoneinfo import ZoneInfo
+
+    from edge.events import history_text
+
+    berlin = ZoneInfo("Europe/Berlin")
+    now = dt.datetime(2026, 10, 27, 12, 0, tzinfo=dt.timezone.utc)
+    records = [_logged("crying_baby", dt.datetime(2026, 10, 24, 12, 0, tzinfo=dt.timezone.utc)),  # summer time
+               _logged("crying_baby", dt.datetime(2026, 10, 26, 12, 0, tzinfo=dt.timezone.utc))]  # winter time
+    lines = history_text(records, days=7, last=2, now=now, tz=berlin).splitlines()
+    assert lines[-2].split()[1:3] == ["14:00:00", "CEST"] and lines[-1].split()[1:3] == ["13:00:00", "CET"]
+
+
+@pytest.mark.parametrize("days", ["nan", "inf", "1e6"])
+def test_events_refuses_a_number_of_days_it_cannot_count_back(days, capsys):
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["events", "--days", days])
+    assert usage.value.code == 2 and "Traceback" not in capsys.readouterr().err
+
+
+def test_no_pre_roll_from_before_a_gap_and_no_clip_left_half_written(tmp_path):
+    rate = 8000
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    unfinished = clips / ".oido-20261201T000000000-crying_baby.wav.4iop_fng.tmp"  # the listener died mid-save
+    unfinished.write_bytes(b"RIFF" + b"\0" * 100)
+    saver = EventAudioSaver(clips, rate_hz=rate, keep=3, budget_mb=1.0, pre_roll_seconds=1.0, max_clip_seconds=5.0)
+    assert not unfinished.exists()
+    saver.feed(np.full(3 * rate, 0.5, np.float32))  # before the microphone outage
+    saver.mark_origin()  # the Gap: stream time restarts here
+    saver.feed(np.full(3 * rate, -0.25, np.float32))
+    path = saver.save(Event("crying_baby", 0.2, 1.5, 0.9, 0.8), wall_time=1_000.0)
+    import soundfile
+
+    audio, _ = soundfile.read(str(path), dtype="float32")
+    assert len(audio) == round(1.5 * rate) and np.all(audio < 0)  # from the gap on, none of the older audio
