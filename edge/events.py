@@ -50,6 +50,9 @@ BYTES_PER_MB = 1024 * 1024
 SECONDS_PER_DAY = 24 * 60 * 60
 
 _LOG_FILE_MODE = 0o644
+ROTATION_GRACE_SECONDS = 60.0
+"""A log renamed away (rotated) with no new file at its path is written on for this long before the
+listener makes the new file itself: logrotate's own `create` comes within milliseconds."""
 
 
 def utc_iso(timestamp: float) -> str:
@@ -98,11 +101,13 @@ class EventLog:
     written. A disk that is full or read-only never stops the listener: the failure is logged once
     (with what was lost), a partly written line is cut off so every line stays valid JSON, and
     writing resumes by itself when the disk has room again. `lost` counts the records not written.
-    A log file deleted or rotated (renamed) while the device runs is recreated at its path.
+    A log file deleted or rotated (renamed) while the device runs is recreated at its path (a
+    renamed one after ROTATION_GRACE_SECONDS, unless the rotation's new file appears first).
     """
 
     def __init__(self, target: Union[str, Path, IO[str]]) -> None:
         self._owned = False
+        self._missing_since: Optional[float] = None  # time.monotonic() when the path was first seen missing
         self._fd: Optional[int] = None
         self._stream: Optional[IO[str]] = None
         self.path: Optional[Path] = None
@@ -174,9 +179,21 @@ class EventLog:
         try:
             moved = os.stat(self.path).st_ino != os.fstat(self._fd).st_ino
             replaced = True  # another file stands at the path: rotated (logrotate's `create`)
+            self._missing_since = None
         except FileNotFoundError:
             moved, replaced = True, False
+            if os.fstat(self._fd).st_nlink > 0 and self.path.parent.is_dir():
+                # Renamed, not deleted: logrotate is between its rename and its `create`. Making the
+                # file now would make logrotate set ours aside as a .backup nobody reads; the event
+                # goes to the renamed file (events.jsonl.1, which `oido-edge events` reads) until a
+                # new file stands at the path, or until it has been missing too long to be a rotation.
+                now = time.monotonic()
+                if self._missing_since is None:
+                    self._missing_since = now
+                if now - self._missing_since < ROTATION_GRACE_SECONDS:
+                    return
         if moved:
+            self._missing_since = None
             os.close(self._fd)
             self._fd = None
             self._open()

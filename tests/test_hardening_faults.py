@@ -673,12 +673,37 @@ def test_an_event_log_deleted_or_rotated_while_listening_is_recreated(tmp_path: 
         path.unlink()
         log.write({"label": "b"})
         path.rename(tmp_path / "events.jsonl.1")
-        log.write({"label": "c"})
+        log.write({"label": "c"})  # renamed and nothing new at the path yet: written on where it went
         shutil.rmtree(tmp_path / "state")
         log.write({"label": "d"})
     assert [r["label"] for r in jsonl(path)] == ["d"]
-    assert [r["label"] for r in jsonl(tmp_path / "events.jsonl.1")] == ["b"]  # what logrotate moved stays whole
+    assert [r["label"] for r in jsonl(tmp_path / "events.jsonl.1")] == ["b", "c"]  # what logrotate moved stays whole
     assert log.count == 4 and log.lost == 0
+
+
+def test_an_event_written_between_logrotates_rename_and_create_is_kept_where_events_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """logrotate's `create` renames the log, then makes the new one with O_EXCL: a listener that made
+    the file itself in between would have it set aside as a .backup that nobody reads."""
+    import edge.events
+
+    path = tmp_path / "events.jsonl"
+    with EventLog(path) as log:
+        log.write({"label": "a"})
+        path.rename(tmp_path / "events.jsonl.1")  # logrotate: rename ...
+        log.write({"label": "b"})  # ... an event in between ...
+        assert not path.exists()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # ... create, which must not fail
+        os.close(fd)
+        log.write({"label": "c"})
+        path.rename(tmp_path / "events.jsonl.2")  # renamed by hand, and no new file ever comes
+        log.write({"label": "d"})
+        monkeypatch.setattr(edge.events, "ROTATION_GRACE_SECONDS", 0.0)
+        log.write({"label": "e"})
+    assert [r["label"] for r in jsonl(tmp_path / "events.jsonl.1")] == ["a", "b"]
+    assert [r["label"] for r in jsonl(tmp_path / "events.jsonl.2")] == ["c", "d"]
+    assert [r["label"] for r in jsonl(path)] == ["e"]
 
 
 def test_a_vanished_save_folder_is_recreated_and_never_crashes(tmp_path: Path) -> None:
