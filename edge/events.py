@@ -4,7 +4,9 @@ EventLog appends one JSON object per finished event::
 
     {"label": "crying_baby", "start_seconds": 12.48, "end_seconds": 16.335, "duration_seconds": 3.855,
      "peak_score": 0.97, "mean_score": 0.88, "start_utc": "2025-01-02T03:04:05.678Z", "end_utc": ...,
-     "source": "mic:USB Audio", "audio": "/var/lib/oido/events/oido-20250102T030405678-crying_baby.wav"}
+     "source": "mic:USB Audio", "audio": "/var/lib/oido/events/oido-20250102T030410512-crying_baby.wav"}
+
+(The clip is named by the UTC time it was saved: the event's end plus the hold, not start_utc.)
 
 EventAudioSaver keeps the last few seconds of input in a ring buffer and writes each finished
 event's audio as a 16-bit WAV, deleting the oldest clips beyond a disk budget and a count.
