@@ -281,6 +281,11 @@ class EventAudioSaver:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             self._failed(error, what=f"cannot create {self.directory}")
+        longest_bytes = 2 * round((pre_roll_seconds + max_clip_seconds) * rate_hz) + 44  # 16-bit mono WAV
+        if longest_bytes > self.budget_bytes:
+            log.warning("budget_mb %g holds less than one event clip of up to %g s at %d Hz (%.1f MB): only the "
+                        "newest clip is kept; raise [events] budget_mb", budget_mb,
+                        pre_roll_seconds + max_clip_seconds, rate_hz, longest_bytes / BYTES_PER_MB)
         self._remove_unfinished()
         self.enforce_budget()  # a lowered budget or retention applies at once
 
@@ -408,8 +413,11 @@ class EventAudioSaver:
         clips = list(sizes)
         total = sum(sizes.values())
         deleted = []
+        # The newest clip stays even over the byte budget: a budget smaller than one clip would
+        # otherwise delete every clip as soon as it is written.
         while clips and (
-            len(clips) > self.keep or total > self.budget_bytes or now - mtimes[clips[0]] > self.keep_seconds
+            len(clips) > self.keep or (total > self.budget_bytes and len(clips) > 1)
+            or now - mtimes[clips[0]] > self.keep_seconds
         ):
             oldest = clips.pop(0)
             total -= sizes[oldest]

@@ -302,9 +302,10 @@ def run_stream(
             report.event_count += 1
             if keep_history:
                 report.records.append(record)
-            console.ended(record)
+            # The log first: a console whose reader went away (`oido-edge listen | head`) must not cost the record.
             if event_log is not None and not event_log.write(record):
                 report.events_lost += 1
+            console.ended(record)
 
     def step(work: Callable[[], StepOutput]) -> None:
         started = time.perf_counter()

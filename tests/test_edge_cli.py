@@ -982,3 +982,16 @@ def test_no_pre_roll_from_before_a_gap_and_no_clip_left_half_written(tmp_path):
 
     audio, _ = soundfile.read(str(path), dtype="float32")
     assert len(audio) == round(1.5 * rate) and np.all(audio < 0)  # from the gap on, none of the older audio
+
+
+def test_a_budget_smaller_than_one_clip_keeps_the_newest_clip_and_says_so(tmp_path, caplog):
+    rate = 48000
+    with caplog.at_level("WARNING", logger="edge.events"):
+        saver = EventAudioSaver(tmp_path / "clips", rate_hz=rate, keep=5, budget_mb=0.5, pre_roll_seconds=1.0,
+                                max_clip_seconds=5.0)  # 6 s at 48 kHz is 0.58 MB
+    assert "holds less than one event clip of up to 6 s at 48000 Hz" in caplog.text
+    saver.feed(np.full(8 * rate, 0.1, np.float32))
+    first = saver.save(Event("crying_baby", 1.0, 6.0, 0.9, 0.8), wall_time=1_000.0)
+    assert first is not None and first.exists()  # written, and not deleted at once for being over budget
+    second = saver.save(Event("crying_baby", 2.0, 7.0, 0.9, 0.8), wall_time=1_001.0)
+    assert second.exists() and not first.exists()
