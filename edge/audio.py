@@ -68,6 +68,16 @@ def _soundfile():  # type: ignore[no-untyped-def]
     return soundfile
 
 
+def warn_if_misscaled(path: object, peak: float) -> None:
+    """Warn, naming `path`, when a float file's `peak` is beyond MISSCALED_PEAK (read_audio and prepare)."""
+    if peak > MISSCALED_PEAK:
+        logger.warning(
+            "%s: peaks at %.3g, far beyond full scale [-1, 1]: the file is probably mis-scaled (integer "
+            "samples stored as float?); kept as is, not clipped; re-export it normalised",
+            path, peak,
+        )
+
+
 def read_audio(path: PathArg, *, target_rate_hz: int = DEFAULT_PARAMS.sample_rate_hz) -> FloatArray:
     """Read an audio file as mono float32 [n >= 1], finite, nominally in [-1, 1], at target_rate_hz.
 
@@ -95,13 +105,7 @@ def read_audio(path: PathArg, *, target_rate_hz: int = DEFAULT_PARAMS.sample_rat
         raise AudioError(f"{file_path}: holds no audio samples; re-record or re-export it", path=file_path)
     mono = samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1, dtype=np.float64).astype(np.float32)
     mono = _finite(mono, file_path, "")
-    peak = float(np.max(np.abs(mono)))
-    if peak > MISSCALED_PEAK:
-        logger.warning(
-            "%s: peaks at %.3g, far beyond full scale [-1, 1]: the file is probably mis-scaled (integer "
-            "samples stored as float?); kept as is, not clipped; re-export it normalised",
-            file_path, peak,
-        )
+    warn_if_misscaled(file_path, float(np.max(np.abs(mono))))
     if int(rate_hz) != int(target_rate_hz):
         try:
             mono = resample(mono, int(rate_hz), int(target_rate_hz))

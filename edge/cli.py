@@ -407,12 +407,12 @@ def _check_listen(config: EdgeConfig, *, wait_for_input: bool = False) -> int:
         if not wait_for_input:
             raise
         if config.audio.rate_hz is not None:
-            _check_pipeline_at(base, config.audio.rate_hz, config)
+            _check_resampling(base, config.audio.rate_hz, config)
         print(f"input: none now ({str(error).splitlines()[0]}); listen --wait-for-input waits for it")
     else:
         rate_hz = config.audio.rate_hz or device.default_rate_hz
         _check_capture(sd, device, rate_hz, config)
-        _check_pipeline_at(base, rate_hz, config)
+        _check_resampling(base, rate_hz, config)
         resampled = "" if rate_hz == base.params.sample_rate_hz else f", resampled to {base.params.sample_rate_hz} Hz"
         print(f"input: {device.index} '{device.name}' ({device.hostapi}) at {rate_hz} Hz{resampled}")
     pins = ", ".join(f"{label} GPIO{pin}" for label, pin in config.leds.pins.items()) or "none"
@@ -493,26 +493,16 @@ def _check_capture(sd: Any, device: Any, rate_hz: int, config: EdgeConfig) -> No
     )
 
 
-def _check_pipeline_at(base: Any, rate_hz: int, config: EdgeConfig) -> None:
-    """Build the pipeline listen builds for audio at `rate_hz` (Hz) and push a patch of noise through it:
-    a rate the resampler cannot convert is a ConfigError naming [audio] rate_hz, not a traceback at start."""
-    import numpy as np
+def _check_resampling(base: Any, rate_hz: int, config: EdgeConfig) -> None:
+    """ConfigError naming [audio] rate_hz when audio at `rate_hz` (Hz) cannot be resampled to the model's
+    rate (e.g. 96001 Hz needs too long a filter): at start listen would stop with a traceback."""
+    from edge.resample import can_resample
 
-    from edge.listen import pipeline_for_rate
-
-    try:
-        pipeline = pipeline_for_rate(base, rate_hz)
-        samples = -(-base.params.patch_samples * rate_hz // base.params.sample_rate_hz)
-        pipeline.push(np.random.default_rng(0).uniform(-0.01, 0.01, samples).astype(np.float32))
-        pipeline.flush()
-    except OidoError:
-        raise
-    except ValueError as error:  # the resampler refuses the ratio (e.g. 96001 Hz needs too long a filter)
+    if not can_resample(rate_hz, base.params.sample_rate_hz):
         raise ConfigError(
             f"{_setting(config, 'audio', 'rate_hz', rate_hz)}: audio at {rate_hz} Hz cannot be resampled to "
-            f"the model's {base.params.sample_rate_hz} Hz ({error}); capture at a standard rate such as "
-            f"48000 or 44100 Hz"
-        ) from None
+            f"the model's {base.params.sample_rate_hz} Hz; capture at a standard rate such as 48000 or 44100 Hz"
+        )
 
 
 def _unwritable(path: Path, *, folder: bool) -> Optional[str]:

@@ -165,15 +165,12 @@ class EventLog:
     def _open(self) -> None:
         assert self.path is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, _LOG_FILE_MODE)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, _LOG_FILE_MODE)
         # A power cut can leave the last line cut short (or NUL-filled): the next record must not be
         # glued onto it, or the reader would drop a whole event with the torn one.
         size = os.fstat(self._fd).st_size
-        if size:
-            with open(self.path, "rb") as handle:
-                handle.seek(size - 1)
-                if handle.read(1) != b"\n":
-                    os.write(self._fd, b"\n")
+        if size and os.pread(self._fd, 1, size - 1) != b"\n":
+            os.write(self._fd, b"\n")
 
     def _reopen_if_moved(self) -> None:
         # Appending to a deleted or rotated file would lose every later event without a word.

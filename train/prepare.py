@@ -32,7 +32,7 @@ import numpy.typing as npt
 import soundfile as sf
 import soxr
 
-from edge.audio import MISSCALED_PEAK
+from edge.audio import warn_if_misscaled
 from edge.errors import listed
 from edge.params import DEFAULT_PARAMS, Params
 from train.assets import ESC50_ENV, ESC50_URL, AssetError, Esc50Catalog, find_esc50, user_cache_dir
@@ -552,21 +552,11 @@ def _raise_all(errors: Sequence[DatasetError], *, kept: str = "") -> None:
     raise DatasetError(listed(f"{len(errors)} input file(s) cannot be used{kept}", errors, limit=_LISTED_ERRORS))
 
 
-def _warn_misscaled(path: object, peak: float) -> None:
-    """The warning edge.audio.read_audio gives for a float file beyond MISSCALED_PEAK, naming it."""
-    logger.warning(
-        "%s: peaks at %.3g, far beyond full scale [-1, 1]: the file is probably mis-scaled (integer samples "
-        "stored as float?); kept as is, not clipped, but the head will hear it far too loud: re-export it normalised",
-        path, peak,
-    )  # fmt: skip
-
-
 def _convert(clip: _PlannedClip, audio_dir: Path, *, params: Params) -> dict[str, Any]:
     """Decode, mix down, resample, pad and write one clip; returns its manifest record."""
     waveform, rate_hz = _read_source(clip.path)
     source_peak = float(np.max(np.abs(waveform)))
-    if source_peak > MISSCALED_PEAK:
-        _warn_misscaled(clip.path, source_peak)
+    warn_if_misscaled(clip.path, source_peak)
     model_waveform, padded = pad_to_patch(to_model_waveform(waveform, rate_hz, params=params), params=params)
     if padded:
         logger.warning(
@@ -775,8 +765,7 @@ def prepare_dataset(
         if record.get("padded"):
             logger.warning("%s: its source %s is shorter than one patch and was zero-padded to %d samples",
                            name, record.get("source"), params.patch_samples)  # fmt: skip
-        if record.get("source_peak", 0.0) > MISSCALED_PEAK:
-            _warn_misscaled(record.get("source"), record["source_peak"])
+        warn_if_misscaled(record.get("source"), record.get("source_peak", 0.0))
     undecodable = []
     try:
         for clip in _progress(todo, progress=progress, desc="prepare", unit="clip"):
