@@ -45,7 +45,7 @@ RING_SLACK_SECONDS = 10.0
 CLIP_PREFIX = "oido-"
 """Saved clips are named oido-<UTC time>-<label>.wav; only such files are ever deleted."""
 
-_CLIP_NAME = re.compile(r"^oido-\d{8}T\d{9}-.+\.wav$")
+_CLIP_NAME = re.compile(r"^oido-(\d{8}T\d{6})(\d{3})-.+\.wav$")
 
 BYTES_PER_MB = 1024 * 1024
 
@@ -55,6 +55,18 @@ _LOG_FILE_MODE = 0o644
 ROTATION_GRACE_SECONDS = 60.0
 """A log renamed away (rotated) with no new file at its path is written on for this long before the
 listener makes the new file itself: logrotate's own `create` comes within milliseconds."""
+
+
+def clip_time(name: str) -> Optional[float]:
+    """POSIX time a saved clip's file name (oido-<UTC time>-<label>.wav) gives; None for any other name."""
+    match = _CLIP_NAME.match(name)
+    if match is None:
+        return None
+    try:
+        moment = dt.datetime.strptime(match.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=dt.timezone.utc)
+    except ValueError:  # digits that are no date (month 13)
+        return None
+    return moment.timestamp() + int(match.group(2)) / 1000.0
 
 
 def utc_iso(timestamp: float) -> str:

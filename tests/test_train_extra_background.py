@@ -311,3 +311,48 @@ def test_everyday_sounds_to_measure_on_come_from_a_named_package_or_a_folder(tmp
     assert len(mine) == 3 and all(c.path.is_file() for c in mine)
     with pytest.raises(ExtraBackgroundError, match="not debian-speech or debian-music and not a folder"):
         listening_clips(tmp_path / "nope", ["x"], cache_dir=tmp_path / "cache")
+
+
+# --------------------------------------------------------------------------- episodes of saved events
+
+
+def test_saved_event_clips_minutes_apart_are_one_episode_and_other_files_their_own_source() -> None:
+    from train.extra_background import EPISODE_GAP_SECONDS, episode_sources
+
+    assert EPISODE_GAP_SECONDS == 600.0
+    names = {
+        "extra:a": "oido-20250102T030410512-water_drops.wav",
+        "extra:b": "oido-20250102T031000000-water_drops.wav",  # 5.8 min after a
+        "extra:c": "oido-20250102T031900000-clock_alarm.wav",  # 9 min after b: chained, 14.8 min after a
+        "extra:d": "oido-20250102T050000000-water_drops.wav",  # 1 h 41 min later: a new episode
+        "extra:tv": "tv.wav",
+        "extra:bad": "oido-20251302T000000000-water_drops.wav",  # month 13: not a clip time
+    }
+    sources = {source: [Path("/heard") / name] for source, name in names.items()}
+    filed = episode_sources(sources)
+    assert filed["extra:a"] == filed["extra:b"] == filed["extra:c"] == "extra:episode-20250102T030410512"
+    assert filed["extra:d"] == "extra:episode-20250102T050000000"
+    assert filed["extra:tv"] == "extra:tv" and filed["extra:bad"] == "extra:bad"
+    assert episode_sources(sources, gap_seconds=300.0)["extra:b"] == "extra:episode-20250102T031000000"
+
+
+def test_prepare_files_one_episode_of_false_alarms_under_one_source_and_fold(tmp_path: Path) -> None:
+    from test_train_prepare import make_esc50
+
+    from train.prepare import prepare_dataset
+
+    esc50 = make_esc50(tmp_path / "esc50")
+    heard = tmp_path / "heard"
+    for minute, seed in ((10, 1), (15, 2), (22, 3), (29, 4)):  # one evening's fridge, minutes apart
+        write(heard / f"oido-20250102T21{minute:02d}00000-water_drops.wav", 3.0, seed=seed)
+    write(heard / "oido-20250103T090000000-water_drops.wav", 3.0, seed=5)  # next morning
+    out = tmp_path / "data"
+    prepare_dataset(classes=None, esc50_dir=esc50, out_dir=out, progress=False, false_alarms=heard,
+                    cache_dir=tmp_path / "cache")  # fmt: skip
+    alarms = [e for e in load_dataset(out).entries if e.false_alarm]
+    assert len(alarms) == 5
+    by_source: dict[str, set[int]] = {}
+    for entry in alarms:
+        by_source.setdefault(entry.source, set()).add(entry.fold)
+    assert sorted(by_source) == ["false-alarm:episode-20250102T211000000", "false-alarm:episode-20250103T090000000"]
+    assert all(len(folds) == 1 for folds in by_source.values())

@@ -106,6 +106,10 @@ MAX_CLIPS_PER_SOURCE = 6
 """Clips kept of one source (long music files would otherwise outweigh everything else)."""
 MIN_RMS = 1e-4
 """A source quieter than this (RMS, full scale 1) is left out: it is silence."""
+EPISODE_GAP_SECONDS = 600.0
+"""Saved event clips (oido-<UTC time>-<label>.wav) closer than this to the one before are one
+episode: a fridge that clicks all evening is one sound heard forty times, and its clips on both
+sides of a fold split would flatter the thresholds chosen out of fold."""
 
 
 class ExtraBackgroundError(DatasetError):
@@ -191,6 +195,31 @@ def group_sources(
     return sources
 
 
+def episode_sources(
+    sources: Mapping[str, Sequence[Path]], *, gap_seconds: float = EPISODE_GAP_SECONDS
+) -> dict[str, str]:
+    """{source: the source its clips are filed under}. Sources of one file named like a saved event
+    clip (edge.events.clip_time), each less than `gap_seconds` after the one before, are one
+    episode, filed under ``<prefix>:episode-<first clip's time>`` (one fold, one validation group);
+    every other source is filed under itself."""
+    from edge.events import clip_time
+
+    filed = {source: source for source in sources}
+    timed = []
+    for source, paths in sources.items():
+        when = clip_time(paths[0].name) if len(paths) == 1 else None
+        if when is not None:
+            timed.append((when, source))
+    episode, previous = "", None
+    for when, source in sorted(timed):
+        if previous is None or when - previous >= gap_seconds:
+            prefix = source.partition(":")[0]
+            episode = f"{prefix}:episode-{sources[source][0].name.split('-')[1]}"
+        filed[source] = episode
+        previous = when
+    return filed
+
+
 # --------------------------------------------------------------------------- cutting into clips
 
 
@@ -201,10 +230,12 @@ def cut_clips(
     test_fold: int,
     params: Params = DEFAULT_PARAMS,
     progress: bool = False,
+    filed_under: Mapping[str, str] | None = None,
 ) -> list[ExtraClip]:
     """Read every source (edge.audio.read_audio: any rate and channel count) and write its clips
     as 16 kHz 16-bit WAV files into `out_dir` (cleared first). Unreadable files are skipped with
-    a warning, like silent sources."""
+    a warning, like silent sources. `filed_under` ({source: group}, episode_sources) gives
+    clips the source, and so the fold, of their group; each source is still cut on its own."""
     from edge.audio import read_audio, write_wav
     from edge.errors import AudioError
 
@@ -224,15 +255,19 @@ def cut_clips(
                 waveforms.append(read_audio(path, target_rate_hz=params.sample_rate_hz))
             except (AudioError, OSError, RuntimeError, ValueError) as error:
                 logger.warning("extra background: %s skipped (%s)", path, error)
-        fold = training_fold(source, test_fold=test_fold)
+        group = (filed_under or {}).get(source, source)
+        fold = training_fold(group, test_fold=test_fold)
         for take, clip in enumerate(cut_source(waveforms, params=params)):
             path = write_wav(out_dir / f"{number:05d}-{take}.wav", clip, rate_hz=params.sample_rate_hz, subtype="PCM_16")
-            clips.append(ExtraClip(path=path, source=source, fold=fold))
+            clips.append(ExtraClip(path=path, source=group, fold=fold))
     return clips
 
 
-def _index_key(sources: Mapping[str, Sequence[Path]], *, test_fold: int, params: Params) -> str:
+def _index_key(
+    sources: Mapping[str, Sequence[Path]], *, test_fold: int, params: Params, filed_under: Mapping[str, str] | None
+) -> str:
     document = {
+        "filed_under": dict(filed_under or {}),
         "format": "oido-extra-background/1",
         "test_fold": test_fold,
         "sample_rate_hz": params.sample_rate_hz,
@@ -246,11 +281,11 @@ def _index_key(sources: Mapping[str, Sequence[Path]], *, test_fold: int, params:
 
 def cached_clips(
     sources: Mapping[str, Sequence[Path]], cache_dir: Path, *, test_fold: int, params: Params = DEFAULT_PARAMS,
-    progress: bool = False,
+    progress: bool = False, filed_under: Mapping[str, str] | None = None,
 ) -> list[ExtraClip]:  # fmt: skip
     """cut_clips into ``cache_dir/clips``, reused while the sources and settings are unchanged."""
     index_path = cache_dir / "clips.json"
-    key = _index_key(sources, test_fold=test_fold, params=params)
+    key = _index_key(sources, test_fold=test_fold, params=params, filed_under=filed_under)
     try:
         index = json.loads(index_path.read_text(encoding="utf-8"))
         if index.get("key") == key:
@@ -259,7 +294,7 @@ def cached_clips(
                 return clips
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    clips = cut_clips(sources, cache_dir / "clips", test_fold=test_fold, params=params, progress=progress)
+    clips = cut_clips(sources, cache_dir / "clips", test_fold=test_fold, params=params, progress=progress, filed_under=filed_under)
     write_json_atomic(index_path, {"key": key, "clips": [{"path": str(c.path), "source": c.source, "fold": c.fold} for c in clips]})
     return clips
 
@@ -371,7 +406,8 @@ def folder_clips(
     progress: bool = False,
 ) -> list[ExtraClip]:  # fmt: skip
     """A folder of recordings (any length, rate, channels) as training-only background clips;
-    every file is a source. Files named like a target are NOT left out: the folder is yours."""
+    every file is a source, but saved event clips of one episode are one (episode_sources).
+    Files named like a target are NOT left out: the folder is yours."""
     if not folder.is_dir():
         raise ExtraBackgroundError(
             f"extra background folder {folder} does not exist: pass '{DEBIAN_SFX}', 'none' or a folder of recordings"
@@ -380,7 +416,8 @@ def folder_clips(
     if not sources:
         raise ExtraBackgroundError(f"extra background folder {folder} holds no {'/'.join(sorted(AUDIO_SUFFIXES))} files")
     digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
-    return cached_clips(sources, cache_dir / digest, test_fold=test_fold, params=params, progress=progress)
+    return cached_clips(sources, cache_dir / digest, test_fold=test_fold, params=params, progress=progress,
+                        filed_under=episode_sources(sources))  # fmt: skip
 
 
 def extra_background_clips(
