@@ -965,5 +965,6 @@ def test_default_prepare_over_the_real_assets(tmp_path: Path) -> None:
     assert counts["test"] == {label: 8 for label in DEFAULT_CLASSES} | {"other": 9 * 8}
     targets = [entry for entry in dataset.entries if entry.class_name != "other"]
     assert sum(entry.fold != 5 for entry in targets) == 128 and sum(entry.fold == 5 for entry in targets) == 32
-    assert dataset.report is not None and dataset.report.seconds < 30.0
+    # every clip written (a fresh folder), none reused; its speed is bench material, not a test's
+    assert dataset.report is not None and dataset.report.written == 4 * 40 + 9 * 40 and dataset.report.skipped == 0
     assert load_dataset(tmp_path / "data") == dataset
