@@ -20,7 +20,7 @@ import pytest
 from edge.params import DEFAULT_PARAMS
 
 REPO = Path(__file__).resolve().parent.parent
-ASSETS = REPO.parent / "shared" / "assets"
+from fixtures.assets import ASSETS  # noqa: E402
 FIGURES = (
     "cpu_seconds_per_audio_hour",
     "real_time_factor",

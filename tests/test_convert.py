@@ -40,14 +40,14 @@ from edge.detect import DetectorConfig
 from edge.errors import ManifestError, ModelError
 from edge.manifest import MANIFEST_NAME, load_manifest
 from edge.params import DEFAULT_PARAMS
+from fixtures.assets import YAMNET_CLASS_MAP, YAMNET_TFLITE
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_DIR = Path(os.environ.get("OIDO_MODEL_DIR", REPO / "model"))
 """The export the runtime-parity tests replay ($OIDO_MODEL_DIR overrides model/)."""
 DATA_DIR = Path(os.environ.get("OIDO_DATA_DIR", REPO / "data"))
-YAMNET_ASSETS = REPO.parent / "shared" / "assets" / "yamnet"
-ASSET_YAMNET = YAMNET_ASSETS / "yamnet_public_int8w.tflite"
-CLASS_MAP = YAMNET_ASSETS / "yamnet_class_map.csv"
+ASSET_YAMNET = YAMNET_TFLITE
+CLASS_MAP = YAMNET_CLASS_MAP
 EXPORTED = ("yamnet.tflite", "head.tflite", MANIFEST_NAME, GOLDEN_NAME)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ except ImportError:  # pragma: no cover
     given = None
 
 TARGET = 16000
-ESC50_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "assets" / "esc50" / "audio"
+from fixtures.assets import ESC50_AUDIO  # noqa: E402
 SNR_VS_SOXR_DB = 50.0
 
 

@@ -16,7 +16,7 @@ from edge.params import DEFAULT_PARAMS
 from train.openset import ClipData, Task
 from train.readouts import READOUTS, readout_separability, readouts_of
 
-WEIGHTS = Path(__file__).resolve().parent.parent.parent / "shared" / "assets" / "yamnet" / "yamnet_public_int8w.tflite"
+from fixtures.assets import YAMNET_TFLITE as WEIGHTS  # noqa: E402
 
 
 def _layers(batch: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:

@@ -40,11 +40,10 @@ try:  # the machine is shared: keep TF to two threads (only possible before TF s
 except RuntimeError:
     pass
 
-ASSETS = Path(__file__).resolve().parent.parent.parent / "shared" / "assets"
-WEIGHTS = ASSETS / "yamnet" / "yamnet_public_int8w.tflite"
-CLASS_MAP = ASSETS / "yamnet" / "yamnet_class_map.csv"
-ESC50_WAVS = ASSETS / "esc50" / "audio"
-ESC10_FLACS = ASSETS / "esc50" / "esc10-16k"
+from fixtures.assets import ESC50_AUDIO as ESC50_WAVS  # noqa: E402
+from fixtures.assets import ESC50_DIR, YAMNET_CLASS_MAP as CLASS_MAP, YAMNET_TFLITE as WEIGHTS  # noqa: E402
+
+ESC10_FLACS = ESC50_DIR / "esc10-16k"
 
 pytestmark = [
     pytest.mark.skipif(not WEIGHTS.is_file(), reason=f"YAMNet weights not found at {WEIGHTS}"),
