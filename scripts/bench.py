@@ -758,10 +758,32 @@ RATIO_FIGURES = (
 )
 
 
+def find_assets(assets_dir: Optional[Path]) -> Path:
+    """The assets folder (esc50/, yamnet/) as oido-train finds it (train.assets.find_assets_dir):
+    --assets-dir, else $OIDO_ASSETS, else ../shared/assets beside the repository or the working
+    directory. FileNotFoundError when the folder given does not exist."""
+    from train.assets import AssetError, find_assets_dir
+
+    try:
+        found = find_assets_dir(assets_dir=assets_dir)
+    except AssetError as error:
+        raise FileNotFoundError(str(error).replace("--assets", "--assets-dir")) from None
+    return (found or REPO_ROOT.parent / "shared" / "assets").resolve()
+
+
+def default_cache_dir() -> Path:
+    """Where the multiply-add probe models are cached: bench/ in Oído's user cache
+    (train.assets.user_cache_dir: $XDG_CACHE_HOME/oido, else ~/.cache/oido)."""
+    from train.assets import user_cache_dir
+
+    return user_cache_dir() / "bench"
+
+
 def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
     started = time.monotonic()
     model_dir = args.model_dir.resolve()
-    assets_dir = args.assets_dir.resolve()
+    assets_dir = find_assets(args.assets_dir)
+    cache_dir = args.cache_dir if args.cache_dir is not None else default_cache_dir()
     manifest_path = model_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     labels = manifest.get("labels") or list(DEFAULT_CLASSES)
@@ -795,11 +817,11 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
         mediapipe_python, mediapipe_reason = locate_mediapipe_python(args.mediapipe_python)
         logger.info("audio: %d clips, stream %.1f s (%s)", len(clips), len(stream) / params.sample_rate_hz, audio_source)
         logger.info("measuring this core's multiply-add rates")
-        limits = measure_limits(workdir=workdir, cache_dir=args.cache_dir, legacy_python=legacy_python, cpu=cpu, quick=args.quick)
+        limits = measure_limits(workdir=workdir, cache_dir=cache_dir, legacy_python=legacy_python, cpu=cpu, quick=args.quick)
         common = {"workdir": str(workdir), "block_samples": block_samples, "sample_rate_hz": params.sample_rate_hz, "num_threads": 1}
         wanted = [name.strip() for name in (args.systems or "").split(",") if name.strip()]
         if not wanted or set(VARIANT_SYSTEMS) & set(wanted):
-            variants = ensure_variants(model_dir=model_dir, manifest=manifest or None, cache_dir=args.cache_dir, workdir=workdir)
+            variants = ensure_variants(model_dir=model_dir, manifest=manifest or None, cache_dir=cache_dir, workdir=workdir)
         else:
             variants = Variants(float_source="not asked for (--systems)", dynamic_source="not asked for (--systems)")
         systems = plan_systems(
@@ -1239,10 +1261,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--systems", default=None, help="comma-separated subset of systems to run (default: all)")
     parser.add_argument("--model-dir", type=Path, default=REPO_ROOT / "model", help="exported Oído model (manifest.json)")
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "data", help="prepared data (testData.json)")
-    parser.add_argument("--assets-dir", type=Path, default=REPO_ROOT.parent / "shared" / "assets", help="ESC-50 and YAMNet assets")
+    parser.add_argument("--assets-dir", type=Path, default=None,
+                        help="the folder holding esc50/ and yamnet/ (default: $OIDO_ASSETS, else ../shared/assets)")
     parser.add_argument("--reports-dir", type=Path, default=REPO_ROOT / "reports", help="where bench.json and bench.md go")
-    parser.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "oido" / "bench",
-                        help="where the multiply-add probe models are cached")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="where the multiply-add probe models are cached (default: ~/.cache/oido/bench, "
+                             "$XDG_CACHE_HOME/oido/bench if set)")
     parser.add_argument("--legacy-python", type=Path, default=None, help="python of the tflite-runtime 2.14 venv (default .venv-legacy)")
     parser.add_argument("--mediapipe-python", type=Path, default=None, help="python with mediapipe (default: this one, else .venv-mediapipe)")
     parser.add_argument("--stream-seconds", type=float, default=DEFAULT_STREAM_SECONDS,

@@ -16,6 +16,7 @@ Needs tensorflow, ai-edge-litert, soundfile, soxr and ../shared/assets; skips wi
 from __future__ import annotations
 
 import csv
+import hashlib
 import shutil
 import subprocess
 from pathlib import Path
@@ -301,44 +302,87 @@ def _no_hub(handle: str) -> Any:
     raise OSError(f"no network: cannot fetch {handle}")
 
 
+def _no_weights_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No weights file anywhere, the user cache (and so TF Hub's) in tmp_path."""
+    monkeypatch.setattr(yamnet_module, "find_weights_file", lambda **_: None)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("TFHUB_CACHE_DIR", raising=False)
+
+
 def test_missing_weights_and_no_network_raise_one_clear_asset_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(yamnet_module, "default_weight_paths", lambda *, assets_dir=None: [tmp_path / "nowhere.tflite"])
+    with pytest.raises(AssetError, match="does not exist"):
+        load_yamnet(weights_path=tmp_path / "missing.tflite")
+    _no_weights_file(monkeypatch, tmp_path)
     monkeypatch.setattr(yamnet_module, "_load_hub_model", _no_hub)
     with pytest.raises(AssetError) as caught:
         load_yamnet()
     message = str(caught.value)
     assert "yamnet_public_int8w.tflite" in message and "shared/assets/yamnet" in message
+    assert "--yamnet-weights FILE" in message and "--assets DIR" in message
+    assert "(no network: cannot fetch https://tfhub.dev/google/yamnet/1)" in message  # the cause is kept
     assert message.count(". ") == 0 and message.endswith(".")  # one sentence
     with pytest.raises(AssetError, match="yamnet_public_int8w.tflite"):
         load_yamnet(source="tflite")
-    with pytest.raises(AssetError, match="does not exist"):
-        load_yamnet(weights_path=tmp_path / "missing.tflite")
 
 
-def test_weights_are_found_through_the_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_weights_are_found_through_the_environment_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv(yamnet_module.WEIGHTS_ENV_VAR, str(WEIGHTS))
     assert yamnet_module.default_weight_paths()[0] == WEIGHTS
+    assert load_yamnet(source="tflite").weights_path == WEIGHTS
+    # an --assets folder wins over the variable
+    in_assets = tmp_path / "assets" / "yamnet" / WEIGHTS.name
+    in_assets.parent.mkdir(parents=True)
+    in_assets.symlink_to(WEIGHTS)
+    assert yamnet_module.default_weight_paths(assets_dir=tmp_path / "assets")[0] == in_assets
+    monkeypatch.setenv(yamnet_module.WEIGHTS_ENV_VAR, str(tmp_path / "typo.tflite"))  # given, wrong: never skipped
+    with pytest.raises(AssetError, match=r"typo\.tflite \(from OIDO_YAMNET_TFLITE\) does not exist"):
+        load_yamnet()
+
+
+def test_a_damaged_tf_hub_cache_fails_naming_the_folder_to_delete(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """tensorflow/hub#896: a cached module folder without saved_model.pb fails every later load,
+    offline too; the real tensorflow_hub reads it from the user cache without touching the network."""
+    pytest.importorskip("tensorflow_hub")
+    _no_weights_file(monkeypatch, tmp_path)
+    module_dir = tmp_path / "xdg" / "oido" / "tfhub" / hashlib.sha1(yamnet_module.HUB_HANDLE.encode()).hexdigest()
+    (module_dir / "variables").mkdir(parents=True)
+    (module_dir / "variables" / "variables.index").write_bytes(b"half a download")
+    with pytest.raises(AssetError) as caught:
+        load_yamnet()
+    message = str(caught.value)
+    assert message.startswith(f"TF Hub's cached YAMNet in {module_dir} does not load (")
+    assert "saved_model.pb" in message  # tensorflow_hub's own words
+    assert "delete that folder to download it again" in message
+
+
+class FakeHubYamnet(tf.Module):
+    """Hub YAMNet's interface (waveform [n] -> scores, embeddings, log_mel; class_map_path()),
+    for one-patch waveforms."""
+
+    def __init__(self, model: Any, class_map: Path) -> None:
+        super().__init__()
+        self.model = model
+        self.class_map = tf.constant(str(class_map))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+    def __call__(self, waveform: Any) -> tuple[Any, Any, Any]:
+        outputs = self.model(waveform[tf.newaxis], training=False)
+        return outputs["scores"], outputs["embeddings"], outputs["log_mel"][0]
+
+    @tf.function(input_signature=[])
+    def class_map_path(self) -> Any:
+        return self.class_map
 
 
 def test_hub_source_runs_a_whole_waveform_model_per_patch(
     yamnet: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    class FakeHubYamnet(tf.Module):
-        """Hub YAMNet's interface (waveform [n] -> scores, embeddings, log_mel), for one-patch waveforms."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = yamnet.patch_model
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
-        def __call__(self, waveform: Any) -> tuple[Any, Any, Any]:
-            outputs = self.model(waveform[tf.newaxis], training=False)
-            return outputs["scores"], outputs["embeddings"], outputs["log_mel"][0]
-
-    monkeypatch.setattr(yamnet_module, "default_weight_paths", lambda *, assets_dir=None: [tmp_path / "nowhere.tflite"])
-    monkeypatch.setattr(yamnet_module, "_load_hub_model", lambda handle: FakeHubYamnet())
+    _no_weights_file(monkeypatch, tmp_path)
+    monkeypatch.setattr(yamnet_module, "_load_hub_model", lambda handle: FakeHubYamnet(yamnet.patch_model, CLASS_MAP))
     hub = load_yamnet()  # auto: no file -> hub
     assert hub.source == "hub"
     patches = (0.1 * np.random.default_rng(5).standard_normal((3, P.patch_samples))).astype(np.float32)
@@ -347,3 +391,24 @@ def test_hub_source_runs_a_whole_waveform_model_per_patch(
     np.testing.assert_allclose(hub_embeddings, embeddings, atol=1e-4)
     np.testing.assert_allclose(hub_scores, scores, atol=1e-4)
     assert tuple(hub.patch_model(patches)["log_mel"].shape) == (3, P.patch_frames, P.mel_bands)
+
+
+def test_hub_weights_keep_the_audioset_class_names(
+    yamnet: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without a weights file, TF Hub's own class map gives the names the music/speech veto needs."""
+    hub_assets = tmp_path / "hub-module" / "assets"
+    hub_assets.mkdir(parents=True)
+    shutil.copy(CLASS_MAP, hub_assets / CLASS_MAP.name)
+    _no_weights_file(monkeypatch, tmp_path)
+    hub_model = FakeHubYamnet(yamnet.patch_model, hub_assets / CLASS_MAP.name)
+    monkeypatch.setattr(yamnet_module, "_load_hub_model", lambda handle: hub_model)
+    names = tuple(_class_names())
+
+    hub = load_yamnet()
+
+    assert len(names) == P.yamnet_classes and hub.audioset_classes == names
+    assert yamnet.audioset_classes == names  # the weights file's class map, the same names
+    kept = tmp_path / "xdg" / "oido" / "yamnet" / CLASS_MAP.name
+    assert kept.read_bytes() == CLASS_MAP.read_bytes()
+    assert yamnet_module.read_class_map(kept) == names  # where find_audioset_classes looks (user cache)

@@ -1,16 +1,18 @@
-"""Find the ESC-50 clips (and the assets root) on this machine, or download them.
+"""Find the ESC-50 clips and the YAMNet weights file on this machine, or download ESC-50.
 
-Search order for the ESC-50 folder (one holding ``meta/esc50.csv`` and ``audio/``
-and/or ``esc10-16k/``):
+Search order (the same for both assets):
 
-1. an explicit path (``--esc50 PATH``), then ``$OIDO_ESC50``, then an explicit
-   assets root (``--assets DIR``) or ``$OIDO_ASSETS`` holding ``esc50/`` (or naming an
-   ESC-50 folder itself); an explicit location that does not hold ESC-50 is an error,
-   never skipped;
-2. ``../shared/assets/esc50`` beside the repository root (found from this file),
-   then beside the current directory;
-3. the user cache, ``~/.cache/oido/esc50`` (``$XDG_CACHE_HOME/oido/esc50`` if set);
-4. the upstream archive, downloaded with a progress bar and extracted into the cache.
+1. a location you give on the command line: ``--esc50 PATH`` / ``--yamnet-weights FILE``,
+   then ``--assets DIR`` (the folder holding ``esc50/`` and ``yamnet/``);
+2. the environment: ``$OIDO_ESC50`` / ``$OIDO_YAMNET_TFLITE``, then ``$OIDO_ASSETS``;
+3. ``../shared/assets`` beside the repository root (found from this file), then beside the
+   current directory;
+4. the user cache, ``~/.cache/oido`` (``$XDG_CACHE_HOME/oido`` if set);
+5. a download: ESC-50's upstream archive here, extracted into the cache (YAMNet's TF Hub
+   fallback lives in ``train.yamnet``).
+
+Only the first location given in 1-2 is looked at, and one that does not hold the asset is an
+AssetError naming it, never skipped: a typo must not silently train on other data.
 
 A clip named ``<stem>.wav`` in ``meta/esc50.csv`` is read from ``audio/<stem>.wav``
 or, failing that, ``esc10-16k/<stem>.flac`` (the local copy's 16 kHz ESC-10 clips).
@@ -19,12 +21,14 @@ or, failing that, ``esc10-16k/<stem>.flac`` (the local copy's 16 kHz ESC-10 clip
 from __future__ import annotations
 
 import csv
+import http.client
 import logging
 import os
 import shutil
 import tempfile
+import time
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib import request
@@ -37,6 +41,10 @@ ESC50_ENV = "OIDO_ESC50"
 """Environment variable naming the ESC-50 folder."""
 ASSETS_ENV = "OIDO_ASSETS"
 """Environment variable naming the assets root (holding ``esc50/`` and ``yamnet/``)."""
+YAMNET_ENV = "OIDO_YAMNET_TFLITE"
+"""Environment variable naming the YAMNet weights file."""
+YAMNET_WEIGHTS_FILE = "yamnet_public_int8w.tflite"
+"""The TF-Lite copy of the public YAMNet weights, in ``yamnet/`` of the assets root."""
 ESC50_CSV = Path("meta") / "esc50.csv"
 ORIGINAL_AUDIO_DIR = "audio"
 """ESC-50's own folder of 44.1 kHz WAV clips."""
@@ -45,6 +53,10 @@ ESC10_16K_DIR = "esc10-16k"
 DOWNLOAD_TIMEOUT_SECONDS = 30.0
 """Socket timeout for the archive download."""
 _DOWNLOAD_CHUNK_BYTES = 1 << 20
+DOWNLOAD_SCRATCH_PREFIX = ".esc50-download-"
+"""Name prefix of the scratch folder a download streams into, beside its target."""
+STALE_SCRATCH_SECONDS = 24 * 3600.0
+"""A scratch folder nothing has written to for this long is a killed download's, and is removed."""
 
 
 class AssetError(RuntimeError):
@@ -60,10 +72,11 @@ def repo_root() -> Path:
 
 
 def user_cache_dir(*, env: Mapping[str, str] | None = None) -> Path:
-    """``$XDG_CACHE_HOME/oido`` or ``~/.cache/oido``: where a downloaded ESC-50 goes."""
+    """``$XDG_CACHE_HOME/oido`` or ``~/.cache/oido`` (an empty or relative ``$XDG_CACHE_HOME`` is
+    ignored, as the XDG spec says): where downloads go (ESC-50, TF Hub's YAMNet)."""
     env = os.environ if env is None else env
     base = env.get("XDG_CACHE_HOME")
-    return (Path(base) if base else Path.home() / ".cache") / "oido"
+    return (Path(base) if base and Path(base).is_absolute() else Path.home() / ".cache") / "oido"
 
 
 def is_esc50_dir(path: Path) -> bool:
@@ -137,6 +150,32 @@ def esc50_in_assets(assets_dir: Path) -> Path:
     return assets_dir if is_esc50_dir(assets_dir) else assets_dir / "esc50"
 
 
+def _first_given(
+    flags: Sequence[tuple[str, str | os.PathLike[str] | None]],
+    variables: Sequence[str],
+    env: Mapping[str, str],
+) -> tuple[str, Path] | None:
+    """(origin, path) of the first location given: the flags in order, then the environment variables."""
+    for origin, value in flags:
+        if value is not None:
+            return origin, Path(value).expanduser()
+    for name in variables:
+        if env.get(name):
+            return name, Path(env[name]).expanduser()
+    return None
+
+
+def _implicit_places(
+    subdir: str, *, env: Mapping[str, str], root: Path | None, cwd: Path | None, cache_dir: Path | None
+) -> list[tuple[str, Path]]:
+    places = [
+        ("shared assets", path / subdir)
+        for path in _shared_assets_candidates(root=root or repo_root(), cwd=cwd or Path.cwd())
+    ]
+    places.append(("user cache", (cache_dir or user_cache_dir(env=env)) / subdir))
+    return places
+
+
 def esc50_candidates(
     *,
     esc50_dir: str | os.PathLike[str] | None = None,
@@ -146,23 +185,100 @@ def esc50_candidates(
     cwd: Path | None = None,
     cache_dir: Path | None = None,
 ) -> tuple[list[tuple[str, Path]], list[tuple[str, Path]]]:
-    """(explicit, implicit) ESC-50 locations in search order, each as (where it came from, path)."""
+    """(explicit, implicit) ESC-50 locations in search order, each as (where it came from, path).
+
+    explicit: at most one, the first given of ``--esc50``, ``--assets``, ``$OIDO_ESC50``,
+    ``$OIDO_ASSETS`` (flags before variables); implicit: the shared assets, the user cache.
+    """
     env = os.environ if env is None else env
+    given = _first_given([("--esc50", esc50_dir), ("--assets", assets_dir)], [ESC50_ENV, ASSETS_ENV], env)
     explicit: list[tuple[str, Path]] = []
-    if esc50_dir is not None:
-        explicit.append(("--esc50", Path(esc50_dir).expanduser()))
-    elif env.get(ESC50_ENV):
-        explicit.append((ESC50_ENV, Path(env[ESC50_ENV]).expanduser()))
-    elif assets_dir is not None:
-        explicit.append(("--assets", esc50_in_assets(Path(assets_dir).expanduser())))
-    elif env.get(ASSETS_ENV):
-        explicit.append((ASSETS_ENV, esc50_in_assets(Path(env[ASSETS_ENV]).expanduser())))
+    if given is not None:
+        origin, path = given
+        explicit.append((origin, path if origin in ("--esc50", ESC50_ENV) else esc50_in_assets(path)))
+    return explicit, _implicit_places("esc50", env=env, root=root, cwd=cwd, cache_dir=cache_dir)
+
+
+def yamnet_in_assets(assets_dir: Path) -> Path:
+    """The weights file of an assets root: ``assets_dir/yamnet/yamnet_public_int8w.tflite``, or
+    ``assets_dir/yamnet_public_int8w.tflite`` when ``assets_dir`` is the yamnet/ folder itself."""
+    inside = assets_dir / YAMNET_WEIGHTS_FILE
+    return inside if inside.is_file() else assets_dir / "yamnet" / YAMNET_WEIGHTS_FILE
+
+
+def yamnet_candidates(
+    *,
+    weights_path: str | os.PathLike[str] | None = None,
+    assets_dir: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    root: Path | None = None,
+    cwd: Path | None = None,
+    cache_dir: Path | None = None,
+) -> tuple[list[tuple[str, Path]], list[tuple[str, Path]]]:
+    """(explicit, implicit) places of the YAMNet weights file in search order, as (origin, file).
+
+    explicit: at most one, the first given of ``--yamnet-weights``, ``--assets``,
+    ``$OIDO_YAMNET_TFLITE``, ``$OIDO_ASSETS``; implicit: the shared assets, the user cache.
+    """
+    env = os.environ if env is None else env
+    given = _first_given(
+        [("--yamnet-weights", weights_path), ("--assets", assets_dir)], [YAMNET_ENV, ASSETS_ENV], env
+    )
+    explicit: list[tuple[str, Path]] = []
+    if given is not None:
+        origin, path = given
+        explicit.append((origin, path if origin in ("--yamnet-weights", YAMNET_ENV) else yamnet_in_assets(path)))
     implicit = [
-        ("shared assets", path / "esc50")
-        for path in _shared_assets_candidates(root=root or repo_root(), cwd=cwd or Path.cwd())
+        (origin, folder / YAMNET_WEIGHTS_FILE)
+        for origin, folder in _implicit_places("yamnet", env=env, root=root, cwd=cwd, cache_dir=cache_dir)
     ]
-    implicit.append(("user cache", (cache_dir or user_cache_dir(env=env)) / "esc50"))
     return explicit, implicit
+
+
+def find_yamnet_weights(
+    *,
+    weights_path: str | os.PathLike[str] | None = None,
+    assets_dir: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    root: Path | None = None,
+    cwd: Path | None = None,
+    cache_dir: Path | None = None,
+) -> Path | None:
+    """The YAMNet weights file (yamnet_public_int8w.tflite) in the order of yamnet_candidates;
+    None when no location was given and none of the implicit ones holds it (then: TF Hub).
+
+    Raises:
+        AssetError: the location given (flag or environment variable) does not hold the file.
+    """
+    explicit, implicit = yamnet_candidates(
+        weights_path=weights_path, assets_dir=assets_dir, env=env, root=root, cwd=cwd, cache_dir=cache_dir
+    )
+    for origin, path in explicit:
+        if path.is_file():
+            logger.info("YAMNet weights from %s: %s", origin, path)
+            return path
+        if origin in ("--yamnet-weights", YAMNET_ENV):
+            drop = "leave it out" if origin.startswith("--") else "unset it"
+            raise AssetError(
+                f"YAMNet weights file {path} (from {origin}) does not exist: point {origin} at "
+                f"{YAMNET_WEIGHTS_FILE} (in yamnet/ of the shared assets), or {drop} to search for it"
+            )
+        folder = path.parent.parent
+        if not folder.is_dir():
+            raise AssetError(
+                f"assets folder {folder} (from {origin}) does not exist: "
+                f"point {origin} at the folder holding esc50/ and yamnet/"
+            )
+        raise AssetError(
+            f"YAMNet weights not found at {path} (from {origin}): point {origin} at the folder holding "
+            f"yamnet/{YAMNET_WEIGHTS_FILE}, or pass --yamnet-weights FILE"
+        )
+    for origin, path in implicit:
+        if path.is_file():
+            logger.info("YAMNet weights from %s: %s", origin, path)
+            return path
+        logger.debug("no YAMNet weights at %s (%s)", path, origin)
+    return None
 
 
 def find_esc50(
@@ -177,12 +293,13 @@ def find_esc50(
     cwd: Path | None = None,
     cache_dir: Path | None = None,
 ) -> Path:
-    """The ESC-50 folder: explicit path/env var, shared assets, user cache, else a download.
+    """The ESC-50 folder: a flag, an environment variable, the shared assets, the user cache,
+    else a download (the module docstring gives the order).
 
     Args:
-        esc50_dir: the ESC-50 folder itself (``--esc50``); overrides ``$OIDO_ESC50``.
+        esc50_dir: the ESC-50 folder itself (``--esc50``); overrides everything else.
         assets_dir: an assets root holding ``esc50/``, or an ESC-50 folder itself (``--assets``);
-            overrides ``$OIDO_ASSETS``.
+            overrides ``$OIDO_ESC50`` and ``$OIDO_ASSETS``.
         download: try the upstream archive when no local copy is found.
         progress: show a download progress bar (on a terminal only).
         env, root, cwd, cache_dir: where to look instead of ``os.environ``, the repository
@@ -223,13 +340,47 @@ def find_esc50(
             return download_esc50(target, url=url, progress=progress)
         except (OSError, zipfile.BadZipFile, AssetError) as error:
             reason = str(error) or type(error).__name__
+    shared = _shared_assets_candidates(root=root or repo_root(), cwd=cwd or Path.cwd())[0] / "esc50"
     raise AssetError(
-        f"ESC-50 not found: put the ESC-50 folder (audio/ + {ESC50_CSV.as_posix()}) at {target} "
-        f"or pass --esc50 PATH / set {ESC50_ENV}; download failed: {reason}"
+        f"ESC-50 not found: put the ESC-50 folder (audio/ + {ESC50_CSV.as_posix()}) at {shared} or {target}, "
+        f"or pass --esc50 PATH or --assets DIR (the folder holding esc50/); download failed: {reason}"
     )
 
 
 # --- downloading --------------------------------------------------------------------------
+
+
+def remove_stale_downloads(folder: Path, *, max_idle_seconds: float = STALE_SCRATCH_SECONDS) -> list[Path]:
+    """Remove the scratch folders (``.esc50-download-*``) in ``folder`` that nothing has written to
+    for ``max_idle_seconds``: what a killed download leaves (up to 600 MB each). Returns them.
+
+    Idle time, not a lock or a process id: a live download writes every second, and the test
+    holds for a cache shared between machines, where another host's process ids mean nothing.
+    """
+    removed: list[Path] = []
+    now = time.time()
+    for scratch in sorted(folder.glob(f"{DOWNLOAD_SCRATCH_PREFIX}*")):
+        try:
+            idle = now - max(_modification_times(scratch))
+        except OSError:  # gone meanwhile: another download cleaned up
+            continue
+        if scratch.is_dir() and idle >= max_idle_seconds:
+            logger.info("removing %s, left by an interrupted download (untouched for %.0f h)", scratch, idle / 3600)
+            shutil.rmtree(scratch, ignore_errors=True)
+            removed.append(scratch)
+    return removed
+
+
+def _modification_times(folder: Path) -> Iterator[float]:
+    yield folder.stat().st_mtime
+    for parent, _, files in os.walk(folder):
+        yield os.stat(parent).st_mtime
+        for name in files:
+            yield os.stat(os.path.join(parent, name)).st_mtime
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / 1e6:.1f}"
 
 
 def download_esc50(
@@ -241,28 +392,44 @@ def download_esc50(
 ) -> Path:
     """Download the ESC-50 archive and extract its audio/ and meta/ into ``target``.
 
-    The archive is streamed to a temporary file beside ``target`` and extracted into a
-    temporary folder that is renamed into place only when complete, so an interrupted
-    download leaves nothing that looks like ESC-50.
+    The archive is streamed to a scratch folder beside ``target`` and extracted there; the
+    result is renamed into place only when complete, so an interrupted download leaves nothing
+    that looks like ESC-50. Scratch folders of earlier, killed downloads are removed first
+    (remove_stale_downloads).
 
     Raises:
-        OSError: the download or the extraction failed (e.g. offline, disk full).
+        OSError: the download or the extraction failed (offline, disk full, or the server sent
+            fewer bytes than its Content-Length: "interrupted after X of Y MB").
         AssetError: the archive does not hold ESC-50.
     """
     from tqdm import tqdm  # noqa: PLC0415 - only a download needs it
 
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_downloads(target.parent)
     logger.info("downloading ESC-50 from %s into %s", url, target)
-    with tempfile.TemporaryDirectory(prefix=".esc50-download-", dir=target.parent) as scratch:
+    with tempfile.TemporaryDirectory(prefix=DOWNLOAD_SCRATCH_PREFIX, dir=target.parent) as scratch:
         archive = Path(scratch) / "esc50.zip"
+        received = 0
         with request.urlopen(url, timeout=timeout_seconds) as response, archive.open("wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(
                 total=total, unit="B", unit_scale=True, desc="ESC-50", disable=None if progress else True
             ) as bar:
-                while chunk := response.read(_DOWNLOAD_CHUNK_BYTES):
-                    out.write(chunk)
-                    bar.update(len(chunk))
+                cut_short = False
+                try:
+                    while chunk := response.read(_DOWNLOAD_CHUNK_BYTES):
+                        out.write(chunk)
+                        received += len(chunk)
+                        bar.update(len(chunk))
+                except http.client.IncompleteRead:  # a chunked body cut short
+                    cut_short = True
+        # http.client ends a body shorter than its Content-Length quietly; unchecked, that
+        # surfaced as "File is not a zip file".
+        if cut_short or (total is not None and received != total):
+            of_total = f" of {_megabytes(total)}" if total is not None else ""
+            raise OSError(
+                f"the download of {url} was interrupted after {_megabytes(received)}{of_total} MB; run again to retry"
+            )
         extracted = Path(scratch) / "extracted"
         with zipfile.ZipFile(archive) as zipped:
             members = [

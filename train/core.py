@@ -154,19 +154,16 @@ class LazyYamnet:
         assets_dir: Path | None = None,
         params: Params = DEFAULT_PARAMS,
     ):
-        from train.yamnet import default_weight_paths
+        from train.yamnet import find_weights_file
         from train.yamnet_weights import file_sha256
 
         self.source = source
         self.params = params
+        self.assets_dir = assets_dir
         self._model: Any = None
         self.weights_path: Path | None = None
-        if source != "hub":
-            candidates = (
-                [Path(weights_path).expanduser()] if weights_path is not None
-                else default_weight_paths(assets_dir=assets_dir)
-            )  # fmt: skip
-            self.weights_path = next((path for path in candidates if path.is_file()), None)
+        if source != "hub":  # a location given that lacks the file raises here, as load_yamnet does
+            self.weights_path = find_weights_file(weights_path=weights_path, assets_dir=assets_dir)
         if self.weights_path is not None:
             self.weights_sha256: str = file_sha256(self.weights_path)
         else:  # TF Hub, or no file: load now so a missing file fails here with YAMNet's own message
@@ -180,7 +177,8 @@ class LazyYamnet:
 
             started = time.perf_counter()
             source = "tflite" if self.weights_path is not None else self.source
-            self._model = load_yamnet(source=source, weights_path=self.weights_path, params=self.params)  # type: ignore[arg-type]
+            self._model = load_yamnet(source=source, weights_path=self.weights_path, params=self.params,  # type: ignore[arg-type]
+                                      assets_dir=self.assets_dir)  # fmt: skip
             if self.weights_path is not None and self._model.weights_sha256 != self.weights_sha256:
                 raise RuntimeError(f"{self.weights_path} changed while loading (sha256 differs); run again")
             logger.info(
@@ -219,8 +217,10 @@ def load_embedder(
 ) -> LazyYamnet:
     """The YAMNet embeddings come from (train.yamnet.load_yamnet), built when first needed.
 
-    weights_path: the weights file; else it is searched for (train.yamnet.default_weight_paths),
-    with assets_dir (``--assets``) as the assets root holding yamnet/.
+    weights_path: the weights file (``--yamnet-weights``); else it is searched for
+    (train.yamnet.find_weights_file), with assets_dir (``--assets``) as the assets root holding
+    yamnet/. A location given (either, or $OIDO_YAMNET_TFLITE / $OIDO_ASSETS) that lacks the
+    file raises AssetError: it is never skipped for another copy.
     """
     if source not in ("auto", "tflite", "hub"):
         raise ValueError(f"YAMNet source must be 'auto', 'tflite' or 'hub', got {source!r}")

@@ -7,7 +7,9 @@ read by `train.yamnet_weights`) and rebuilds the network as a Keras 3 functional
 (tf.signal), so the model exports with TFLiteConverter and the same numbers reach the Pi.
 
 On a networked machine without the TF-Lite copy, it falls back to TF Hub google/yamnet/1
-(which takes a whole waveform: each patch is run through it on its own).
+(which takes a whole waveform: each patch is run through it on its own), cached in the user
+cache (``~/.cache/oido/tfhub``) unless ``$TFHUB_CACHE_DIR`` says otherwise; its AudioSet class
+map is kept beside where the weights file would be, so the class names are found as for the file.
 
 Architecture and front end follow tensorflow/models research/audioset/yamnet
 (features.py, yamnet.py); every size comes from `edge.params.Params`.
@@ -18,8 +20,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +33,15 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.params import DEFAULT_PARAMS, Params
-from train.assets import AssetError, find_assets_dir, repo_root, user_cache_dir
+from train.assets import (
+    YAMNET_ENV,
+    YAMNET_WEIGHTS_FILE,
+    AssetError,
+    find_yamnet_weights,
+    repo_root,
+    user_cache_dir,
+    yamnet_candidates,
+)
 from train.yamnet_weights import YamnetWeights, read_yamnet_weights
 
 logger = logging.getLogger(__name__)
@@ -38,37 +51,40 @@ FloatArray = npt.NDArray[np.float32]
 Source = Literal["auto", "tflite", "hub"]
 MelChoice = Literal["exact", "file"]
 
-WEIGHTS_FILE_NAME = "yamnet_public_int8w.tflite"
+WEIGHTS_FILE_NAME = YAMNET_WEIGHTS_FILE
 """The TF-Lite copy of the public YAMNet weights the project reads."""
-WEIGHTS_ENV_VAR = "OIDO_YAMNET_TFLITE"
+WEIGHTS_ENV_VAR = YAMNET_ENV
 """Environment variable that may name the weights file."""
 HUB_HANDLE = "https://tfhub.dev/google/yamnet/1"
 """TF Hub model used when no weights file is found."""
+HUB_CACHE_ENV = "TFHUB_CACHE_DIR"
+"""tensorflow_hub's cache folder variable; unset, Oído uses ``user_cache_dir() / "tfhub"``."""
 
 
 def default_weight_paths(*, assets_dir: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Where `load_yamnet(source="auto")` looks for the weights file, in order.
+    """Every place `load_yamnet(source="auto")` may read the weights file from, in search order.
 
-    $OIDO_YAMNET_TFLITE, then yamnet/ in the assets root (``assets_dir`` (``--assets``), else
-    ``$OIDO_ASSETS``, else ../shared/assets beside the repository root, else beside the working
-    directory), then the user cache (~/.cache/oido/yamnet). AssetError if ``assets_dir`` or
-    ``$OIDO_ASSETS`` names a folder that does not exist.
+    The first given of ``assets_dir`` (``--assets``), $OIDO_YAMNET_TFLITE, $OIDO_ASSETS (as
+    train.assets.yamnet_candidates), then yamnet/ in ../shared/assets beside the repository
+    root and beside the working directory, then the user cache (~/.cache/oido/yamnet). It only
+    lists: find_weights_file decides, and fails on a given place that lacks the file.
     """
-    paths: list[Path] = []
-    from_env = os.environ.get(WEIGHTS_ENV_VAR)
-    if from_env:
-        paths.append(Path(from_env).expanduser())
-    assets = find_assets_dir(assets_dir=assets_dir)
-    if assets is not None:
-        paths.append(assets / "yamnet" / WEIGHTS_FILE_NAME)
-    for base in (repo_root(), Path.cwd()):
-        paths.append((base.parent / "shared" / "assets" / "yamnet" / WEIGHTS_FILE_NAME).resolve())
-    paths.append(user_cache_dir() / "yamnet" / WEIGHTS_FILE_NAME)
+    explicit, implicit = yamnet_candidates(assets_dir=assets_dir)
     unique: list[Path] = []
-    for path in paths:
+    for _, path in explicit + implicit:
         if path not in unique:
             unique.append(path)
     return unique
+
+
+def find_weights_file(
+    *, weights_path: str | os.PathLike[str] | None = None, assets_dir: str | os.PathLike[str] | None = None
+) -> Path | None:
+    """The weights file: ``weights_path`` (``--yamnet-weights``), else ``assets_dir`` (``--assets``),
+    else $OIDO_YAMNET_TFLITE, else $OIDO_ASSETS, else the shared assets, else the user cache;
+    None when none was given and none holds it (then TF Hub). AssetError, naming it and the fix,
+    when the place given does not hold the file (train.assets.find_yamnet_weights)."""
+    return find_yamnet_weights(weights_path=weights_path, assets_dir=assets_dir)
 
 
 CLASS_MAP_FILE_NAME = "yamnet_class_map.csv"
@@ -94,12 +110,9 @@ def class_map_candidates(
     weights_path: str | os.PathLike[str] | None = None, *, assets_dir: str | os.PathLike[str] | None = None
 ) -> list[Path]:
     """Where yamnet_class_map.csv may be, in order: beside the weights, then beside every path
-    default_weight_paths tries."""
+    default_weight_paths lists (the user cache's yamnet/ holds the TF Hub model's, see hub_class_names)."""
     places = [Path(weights_path)] if weights_path is not None else []
-    try:
-        places += default_weight_paths(assets_dir=assets_dir)
-    except AssetError:
-        pass
+    places += default_weight_paths(assets_dir=assets_dir)
     candidates: list[Path] = []
     for place in places:
         if place.parent / CLASS_MAP_FILE_NAME not in candidates:
@@ -111,7 +124,7 @@ def find_audioset_classes(
     weights_path: str | os.PathLike[str] | None = None, *, assets_dir: str | os.PathLike[str] | None = None
 ) -> tuple[str, ...]:
     """YAMNet's class names from the first class map of class_map_candidates; () when there is
-    none (e.g. weights from TF Hub)."""
+    none (no weights file here and TF Hub's YAMNet never loaded on this machine)."""
     for candidate in class_map_candidates(weights_path, assets_dir=assets_dir):
         if candidate.is_file():
             return read_class_map(candidate)
@@ -121,12 +134,88 @@ def find_audioset_classes(
 def _where_to_put_weights() -> str:
     return (
         f"put {WEIGHTS_FILE_NAME} in {repo_root().parent / 'shared' / 'assets' / 'yamnet'}/ "
-        f"(or in {user_cache_dir() / 'yamnet'}/, or set {WEIGHTS_ENV_VAR} to its path)"
+        f"or {user_cache_dir() / 'yamnet'}/, or pass --yamnet-weights FILE or --assets DIR (the folder holding yamnet/)"
     )
 
 
-def _missing_weights_message() -> str:
-    return f"YAMNet weights not found and TF Hub ({HUB_HANDLE}) is unreachable: {_where_to_put_weights()}."
+def _hub_failure_message(error: BaseException, *, searched: bool) -> str:
+    """One sentence: why TF Hub failed (its own words kept) and what to do."""
+    cause = " ".join(str(error).split()) or type(error).__name__
+    module_dir = hub_module_dir()
+    if module_dir.is_dir() and not isinstance(error, ImportError):
+        # downloaded once: a damaged copy (tensorflow/hub#896) fails the same way on every run
+        return (
+            f"TF Hub's cached YAMNet in {module_dir} does not load ({cause}): delete that folder "
+            f"to download it again, or {_where_to_put_weights()}."
+        )
+    found = "YAMNet weights not found and " if searched else ""
+    return f"{found}TF Hub's YAMNet ({HUB_HANDLE}) could not be loaded ({cause}): {_where_to_put_weights()}."
+
+
+# --- TF Hub ------------------------------------------------------------------------
+
+
+def hub_cache_dir(*, env: Mapping[str, str] | None = None) -> Path:
+    """Where TF Hub downloads go: ``$TFHUB_CACHE_DIR``, else ``user_cache_dir() / "tfhub"``."""
+    env = os.environ if env is None else env
+    return Path(env[HUB_CACHE_ENV]).expanduser() if env.get(HUB_CACHE_ENV) else user_cache_dir(env=env) / "tfhub"
+
+
+def hub_module_dir(handle: str = HUB_HANDLE, *, env: Mapping[str, str] | None = None) -> Path:
+    """The folder tensorflow_hub unpacks ``handle`` into: hub_cache_dir() / sha1(handle), as its
+    compressed-module resolver names it."""
+    return hub_cache_dir(env=env) / hashlib.sha1(handle.encode("utf-8")).hexdigest()
+
+
+@contextmanager
+def _hub_cache_default() -> Iterator[Path]:
+    """``$TFHUB_CACHE_DIR`` set to hub_cache_dir() while TF Hub loads, unless the user set it:
+    tensorflow_hub reads nothing else and would otherwise cache in /tmp/tfhub_modules."""
+    previous = os.environ.get(HUB_CACHE_ENV)
+    cache = hub_cache_dir()
+    if previous:
+        yield cache
+        return
+    os.environ[HUB_CACHE_ENV] = str(cache)
+    try:
+        yield cache
+    finally:
+        if previous is None:
+            os.environ.pop(HUB_CACHE_ENV, None)
+        else:
+            os.environ[HUB_CACHE_ENV] = previous
+
+
+def hub_class_names(hub_model: Any) -> tuple[str, ...]:
+    """YAMNet's class names from a TF Hub model's own class map (the CSV asset its
+    ``class_map_path()`` names), in score order; () with a warning if it has none.
+
+    The CSV is also kept as the user cache's yamnet/yamnet_class_map.csv (unless one is there),
+    where find_audioset_classes looks, so the names are found as for the weights file's.
+    """
+    try:
+        value = hub_model.class_map_path()
+        value = value.numpy() if hasattr(value, "numpy") else value
+        source = Path(value.decode("utf-8") if isinstance(value, bytes) else str(value))
+        names = read_class_map(source)
+    except (AttributeError, TypeError, ValueError, OSError) as error:
+        logger.warning("TF Hub's YAMNet gives no readable class map (%s): no AudioSet class names, so no veto", error)
+        return ()
+    kept = user_cache_dir() / "yamnet" / CLASS_MAP_FILE_NAME
+    if not kept.is_file():
+        try:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=kept.parent, prefix=".class-map-", delete=False) as partial:
+                pass
+            try:
+                shutil.copyfile(source, partial.name)
+                os.replace(partial.name, kept)
+            finally:
+                Path(partial.name).unlink(missing_ok=True)
+            logger.info("kept TF Hub YAMNet's class map as %s", kept)
+        except OSError as error:
+            logger.warning("cannot keep TF Hub YAMNet's class map in %s (%s); this run has it", kept, error)
+    return names
 
 
 # --- front end ---------------------------------------------------------------------
@@ -325,6 +414,8 @@ class YamnetTF:
         weights: the float weights read from the file (None for "hub").
         params: the sizes the model was built with.
         mel_matrix: float32 [spectrum_bins, mel_bands] the front end uses (None: the exact one).
+        audioset_classes: the display names of the scores, in score order, from the class map
+            beside the weights file or TF Hub's own; () if neither could be read.
     """
 
     patch_model: Any
@@ -334,6 +425,7 @@ class YamnetTF:
     weights: YamnetWeights | None = None
     params: Params = DEFAULT_PARAMS
     mel_matrix: FloatArray | None = field(default=None, repr=False)
+    audioset_classes: tuple[str, ...] = field(default=(), repr=False)
     _batch_fn: Any = field(default=None, repr=False)
     _log_mel_fn: Any = field(default=None, repr=False)
     _serving_fn: Any = field(default=None, repr=False)
@@ -475,10 +567,12 @@ class YamnetTF:
 
 
 def _load_hub_model(handle: str = HUB_HANDLE) -> Any:
-    """TF Hub YAMNet (downloads once into TFHUB_CACHE_DIR). Raises whatever hub raises offline."""
+    """TF Hub YAMNet, downloaded once into hub_cache_dir(). Raises whatever hub raises (offline,
+    no tensorflow_hub, a damaged cached copy)."""
     import tensorflow_hub as hub
 
-    return hub.load(handle)
+    with _hub_cache_default():
+        return hub.load(handle)
 
 
 def _variables_sha256(module: Any) -> str:
@@ -501,6 +595,11 @@ def _from_tflite(path: Path, params: Params, mel: MelChoice) -> YamnetTF:
         )
     mel_matrix = weights.mel_matrix if mel == "file" else mel_weight_matrix(params)
     model = build_patch_model(weights, params=params, mel_matrix=mel_matrix)
+    try:
+        classes = find_audioset_classes(path)
+    except ValueError as error:  # the weights still work; only the names (for a veto) are missing
+        logger.warning("%s", error)
+        classes = ()
     return YamnetTF(
         patch_model=model,
         source="tflite",
@@ -509,19 +608,21 @@ def _from_tflite(path: Path, params: Params, mel: MelChoice) -> YamnetTF:
         weights=weights,
         params=params,
         mel_matrix=mel_matrix,
+        audioset_classes=classes,
     )
 
 
-def _from_hub(params: Params) -> YamnetTF:
+def _from_hub(params: Params, *, searched: bool) -> YamnetTF:
     try:
         hub_model = _load_hub_model(HUB_HANDLE)
     except Exception as error:  # no tensorflow_hub, no network, a broken cache ...
-        raise AssetError(_missing_weights_message()) from error
+        raise AssetError(_hub_failure_message(error, searched=searched)) from error
     return YamnetTF(
         patch_model=_hub_patch_model(hub_model, params=params),
         source="hub",
         weights_sha256=_variables_sha256(hub_model),
         params=params,
+        audioset_classes=hub_class_names(hub_model),
     )
 
 
@@ -537,19 +638,21 @@ def load_yamnet(
 
     Args:
         source: "tflite" reads the weights file; "hub" wraps TF Hub google/yamnet/1; "auto"
-            uses the weights file if one is found (see `default_weight_paths`), else TF Hub.
-        weights_path: the weights file (yamnet_public_int8w.tflite); overrides the search.
+            uses the weights file if one is found (see `find_weights_file`), else TF Hub.
+        weights_path: the weights file (yamnet_public_int8w.tflite, ``--yamnet-weights``);
+            overrides the search.
         params: sizes (sample rate, patch, mel bands ...).
         mel: "exact" builds the mel matrix with tf.signal as YAMNet's features.py does;
             "file" uses the weights file's copy, which the TF-Lite converter rounded to int8
             (reproduces that file's graph exactly; embeddings differ from "exact" by cosine < 0.001).
-        assets_dir: the assets root (``--assets``) holding yamnet/, searched before the defaults.
+        assets_dir: the assets root (``--assets``) holding yamnet/; overrides the environment.
 
     Returns:
         The model with its source and weight hash.
 
     Raises:
-        AssetError: no weights file found (or the given one is missing) and TF Hub unreachable.
+        AssetError: the weights file given (argument or environment) is missing, or none was
+            found and TF Hub could not be loaded; the message says what to do.
         ValueError: naming the file, when the weights file is not a usable YAMNet.
     """
     if source not in ("auto", "tflite", "hub"):
@@ -557,20 +660,11 @@ def load_yamnet(
     if mel not in ("exact", "file"):
         raise ValueError(f"mel must be 'exact' or 'file', got {mel!r}")
     if source == "hub":
-        return _from_hub(params)
-    if weights_path is not None:
-        path = Path(weights_path).expanduser()
-        if not path.is_file():
-            raise AssetError(
-                f"YAMNet weights file {path} does not exist: point weights_path at {WEIGHTS_FILE_NAME} "
-                "(from the project's shared assets)."
-            )
+        return _from_hub(params, searched=False)
+    path = find_weights_file(weights_path=weights_path, assets_dir=assets_dir)
+    if path is not None:
         return _from_tflite(path, params, mel)
-    for path in default_weight_paths(assets_dir=assets_dir):
-        if path.is_file():
-            logger.info("YAMNet weights from %s", path)
-            return _from_tflite(path, params, mel)
     if source == "tflite":
         raise AssetError(f"YAMNet weights not found: {_where_to_put_weights()}.")
     logger.info("no YAMNet weights file found; trying TF Hub %s", HUB_HANDLE)
-    return _from_hub(params)
+    return _from_hub(params, searched=True)
