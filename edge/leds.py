@@ -23,6 +23,18 @@ FAULT_BLINK_SPEEDUP = 4
 GPIO_HINT = "On a Pi: install python3-lgpio, add the user to the 'gpio' group and check no other program holds the pins."
 
 
+def status_blink_seconds(mode: str, *, blink_seconds: float) -> tuple[float, float]:
+    """(on, off) seconds of the status LED's blink in `mode` ("alive" or "fault"), given the alive
+    blink's half period `blink_seconds`; the fault blink is FAULT_BLINK_SPEEDUP times faster."""
+    if mode == "alive":
+        half_period = blink_seconds
+    elif mode == "fault":
+        half_period = blink_seconds / FAULT_BLINK_SPEEDUP
+    else:
+        raise ValueError(f"the status LED blinks only when 'alive' or 'fault', not {mode!r}")
+    return half_period, half_period
+
+
 class LedBank:
     """One gpiozero LED per label, and an optional status LED.
 
@@ -94,11 +106,11 @@ class LedBank:
 
     def status_alive(self) -> None:
         """Status LED: slow blink, the device is listening."""
-        self._set_status("alive", self._blink_seconds)
+        self._set_status("alive")
 
     def status_fault(self) -> None:
         """Status LED: fast blink, the microphone failed and is being reopened."""
-        self._set_status("fault", self._blink_seconds / FAULT_BLINK_SPEEDUP)
+        self._set_status("fault")
 
     def status_off(self) -> None:
         if self._status is not None and not self._closed and self._status_mode != "off":
@@ -110,12 +122,15 @@ class LedBank:
         """"off", "alive" or "fault"."""
         return self._status_mode
 
-    def _set_status(self, mode: str, half_period_seconds: float) -> None:
+    def _set_status(self, mode: str) -> None:
         if self._closed or self._status_mode == mode:
             return
         self._status_mode = mode
         if self._status is not None:
-            self._status.blink(on_time=half_period_seconds, off_time=half_period_seconds, background=True)
+            on_seconds, off_seconds = status_blink_seconds(mode, blink_seconds=self._blink_seconds)
+            # Logged so a run (and a test) can see each change of blink without timing the pin.
+            log.debug("status LED %s: %s, blinking %g s on, %g s off", self._status.pin, mode, on_seconds, off_seconds)
+            self._status.blink(on_time=on_seconds, off_time=off_seconds, background=True)
 
     def close(self) -> None:
         """All LEDs off and their pins released; safe to call twice.

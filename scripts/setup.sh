@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 
-APT_PACKAGES="pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins alsa-utils libsndfile1 espeak-ng sox shellcheck logrotate systemd qemu-user-static python3-venv python3-pip"
+APT_PACKAGES="pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins alsa-utils libsndfile1 espeak-ng sox shellcheck logrotate systemd qemu-user-static python3-venv python3-pip strace"
 missing=""
 for p in $APT_PACKAGES; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

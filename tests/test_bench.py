@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import operator
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -21,6 +22,8 @@ from edge.params import DEFAULT_PARAMS
 
 REPO = Path(__file__).resolve().parent.parent
 from fixtures.assets import ASSETS  # noqa: E402
+
+MODEL_DIR = REPO / "model"
 FIGURES = (
     "cpu_seconds_per_audio_hour",
     "real_time_factor",
@@ -169,7 +172,8 @@ def quick_report(tmp_path_factory: pytest.TempPathFactory) -> Tuple[Dict[str, An
     if not (ASSETS / "esc50" / "meta" / "esc50.csv").is_file():
         pytest.skip(f"ESC-50 assets not found at {ASSETS}")
     reports = tmp_path_factory.mktemp("bench")
-    assert bench.main(["--quick", "--quiet", "--reports-dir", str(reports)]) == 0
+    assert bench.main(["--quick", "--quiet", "--reports-dir", str(reports), "--model-dir", str(MODEL_DIR),
+                       "--assets-dir", str(ASSETS)]) == 0
     return json.loads((reports / "bench.json").read_text()), (reports / "bench.md").read_text()
 
 
@@ -181,15 +185,61 @@ def test_quick_report_names_machine_config_audio_limits_and_checks(quick_report:
     assert 0 < report["audio"]["stream_seconds"] <= bench.QUICK_STREAM_SECONDS
     assert report["limits"]["yamnet_macs_per_patch"] == bench.YAMNET_MACS_PER_PATCH
     assert report["limits"]["numpy"]["float32_matmul"]["gmacs_per_second"] > 0
-    assert len(report["checks"]) == 5
-    for check in report["checks"]:
-        assert check["passed"] in (True, False, None) and check["claim"]
+    assert len(report["checks"]) == len(CHECKS)
 
 
-def test_every_system_has_figures_or_an_unavailable_reason(quick_report: Tuple[Dict[str, Any], str]) -> None:
+# Each check of the report: a piece of its claim, the systems it compares, and how its value meets its target.
+CHECKS = (
+    ("uses <= 0.01 of one core", ("oido_48k",), operator.le),
+    ("re-running YAMNet over each window costs >= 1.5x", ("oido", "rerun_window"), operator.ge),
+    ("MediaPipe's AudioClassifier on the same hop costs more", ("oido", "mediapipe"), operator.gt),
+    ("faster per patch than Oído float under ai-edge-litert", ("oido", "oido_float"), operator.ge),
+    ("faster per patch than Oído float under tflite-runtime", ("oido_tflite214", "oido_float_tflite214"), operator.ge),
+)
+
+
+def test_each_check_holds_exactly_when_its_value_meets_its_target(quick_report: Tuple[Dict[str, Any], str]) -> None:
     report, _ = quick_report
-    names = {system["name"] for system in report["systems"]}
-    assert {"oido", "oido_48k", "rerun_window", "mediapipe", "oido_float", "oido_tflite214", "tf_reference"} <= names
+    measured = {system["name"] for system in report["systems"] if "summary" in system}
+    for check, (claim, systems, meets) in zip(report["checks"], CHECKS):
+        assert claim in check["claim"], (claim, check["claim"])
+        if set(systems) <= measured:
+            assert isinstance(check["passed"], bool) and check["value"] > 0, check
+            assert check["passed"] == meets(check["value"], check["target"]), check
+        else:  # a system it compares is not measured here: no verdict, and the note says why
+            assert check["passed"] is None and "value" not in check and check["note"].startswith("unavailable: "), check
+
+
+def expected_available(report: Dict[str, Any]) -> Dict[str, bool]:
+    """Which systems must have run here, from what this machine has: the exported model, the YAMNet
+    assets, TensorFlow with the Keras head, mediapipe, the tflite-runtime 2.14 venv (.venv-legacy)."""
+    model = (MODEL_DIR / "manifest.json").is_file()
+    asset = (ASSETS / "yamnet" / bench.ASSET_YAMNET).is_file()
+    tensorflow = importlib.util.find_spec("tensorflow") is not None and model and bench.keras_head_path(MODEL_DIR).is_file()
+    legacy = (REPO / ".venv-legacy" / "bin" / "python").is_file()
+    mediapipe = (importlib.util.find_spec("mediapipe") is not None or (REPO / ".venv-mediapipe" / "bin" / "python").is_file()) \
+        and (ASSETS / "yamnet" / bench.MEDIAPIPE_MODEL).is_file()
+    # The float pair comes from convert's float export or TensorFlow; the dynamic-range YAMNet from TensorFlow,
+    # unless the exported YAMNet is already dynamic-range (then it is oido itself).
+    own_is_dynamic = bench._quantization_kind(report["config"]["model_quantization"] or "dynamic") == "dynamic_int8"
+    floating = model and (tensorflow or bench.find_float_export(MODEL_DIR, None)[0] is not None)
+    dynamic = tensorflow and not own_is_dynamic
+    return {
+        "oido": model, "oido_48k": model, "rerun_window": model, "mediapipe": mediapipe,
+        "oido_float": floating, "oido_tflite214": model and legacy, "oido_float_tflite214": floating and legacy,
+        "oido_dynamic": dynamic, "oido_dynamic_tflite214": dynamic and legacy,
+        "asset_yamnet": asset, "asset_yamnet_tflite214": asset and legacy, "tf_reference": tensorflow,
+    }
+
+
+def test_every_system_installed_here_has_figures_and_the_others_say_why_not(
+    quick_report: Tuple[Dict[str, Any], str]
+) -> None:
+    report, _ = quick_report
+    expected = expected_available(report)
+    assert sorted(system["name"] for system in report["systems"]) == sorted(expected)
+    assert {system["name"]: "summary" in system for system in report["systems"]} == expected, \
+        {system["name"]: system.get("unavailable") for system in report["systems"]}
     for system in report["systems"]:
         if "unavailable" in system:
             assert isinstance(system["unavailable"], str) and system["unavailable"], system["name"]

@@ -6,8 +6,8 @@ YAMNet + head when a model directory is available) and check which LED lit.
 
 from __future__ import annotations
 
+import inspect
 import logging
-import statistics
 import sys
 import threading
 import time
@@ -23,7 +23,7 @@ from gpiozero.pins.mock import MockFactory  # noqa: E402
 
 from edge.detect import Detector, DetectorConfig  # noqa: E402
 from edge.leds import (  # noqa: E402
-    FAULT_BLINK_SPEEDUP, LedBank, NullLedBank, light_each_in_turn, open_led_bank, pin_history,
+    LedBank, NullLedBank, light_each_in_turn, open_led_bank, pin_history, status_blink_seconds,
 )
 from edge.listen import run_stream  # noqa: E402
 from edge.pipeline import StreamingPipeline  # noqa: E402
@@ -112,23 +112,45 @@ def test_a_pin_that_fails_on_close_leaves_no_other_led_lit_or_held(factory, monk
     bank.close()  # the second close has nothing left to do and raises nothing
 
 
-def test_status_led_blinks_while_alive_and_faster_on_a_fault(factory):
-    half_period = 0.08
-    with LedBank(PINS, status_pin=STATUS_PIN, pin_factory=factory, blink_seconds=half_period) as bank:
+@pytest.fixture
+def blinks(monkeypatch) -> list[tuple[str, float, float, bool]]:
+    """Every LED.blink() request, as (pin name e.g. "GPIO24", on_time, off_time, background); gpiozero still blinks."""
+    requested: list[tuple[str, float, float, bool]] = []
+    real_blink = LED.blink
+
+    def recording_blink(self, *args, **kwargs):
+        call = inspect.signature(real_blink).bind(self, *args, **kwargs)
+        call.apply_defaults()
+        arguments = call.arguments
+        requested.append((self.pin.info.name, arguments["on_time"], arguments["off_time"], arguments["background"]))
+        return real_blink(self, *args, **kwargs)
+
+    monkeypatch.setattr(LED, "blink", recording_blink)
+    return requested
+
+
+def test_status_blink_is_the_half_period_while_alive_and_four_times_faster_on_a_fault():
+    assert status_blink_seconds("alive", blink_seconds=0.5) == (0.5, 0.5)
+    assert status_blink_seconds("fault", blink_seconds=0.5) == (0.125, 0.125)
+    with pytest.raises(ValueError, match="'off'"):
+        status_blink_seconds("off", blink_seconds=0.5)
+
+
+def test_status_led_blinks_while_alive_and_four_times_faster_on_a_fault(factory, blinks):
+    with LedBank(PINS, status_pin=STATUS_PIN, pin_factory=factory, blink_seconds=0.08) as bank:
         pin = factory.pin(STATUS_PIN)
         bank.status_alive()
-        wait_for(lambda: len(pin.states) >= 5)
-        alive = [s.timestamp for s in pin.states[2:5]]
-        assert bank.status_mode == "alive"
+        assert bank.status_mode == "alive" and blinks == [("GPIO24", 0.08, 0.08, True)]
+        wait_for(lambda: [bool(s.state) for s in pin.states][:4] == [False, True, False, True])  # it blinks
+        bank.status_alive()  # already alive: the blink goes on undisturbed
         bank.status_fault()
+        assert bank.status_mode == "fault" and blinks[1:] == [("GPIO24", 0.02, 0.02, True)]
         pin.clear_states()
-        wait_for(lambda: len(pin.states) >= 6)
-        fault = [s.timestamp for s in pin.states[3:6]]
-        assert bank.status_mode == "fault"
-    # Timing on a loaded machine is loose; the fault blink is FAULT_BLINK_SPEEDUP times faster.
-    assert statistics.median(fault) < statistics.median(alive)
-    assert statistics.median(alive) == pytest.approx(half_period, abs=0.06)
-    assert statistics.median(fault) == pytest.approx(half_period / FAULT_BLINK_SPEEDUP, abs=0.06)
+        wait_for(lambda: len(pin.states) >= 4)  # three changes since: still blinking
+        bank.status_fault()
+        assert len(blinks) == 2
+        bank.status_off()
+        assert bank.status_mode == "off" and not pin.state
     assert not pin.state  # close() leaves the status LED off
 
 

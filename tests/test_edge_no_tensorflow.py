@@ -7,7 +7,9 @@ workstation packages (train, convert), then imports every edge module and runs
 
 from __future__ import annotations
 
+import ast
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -50,22 +52,34 @@ def test_the_blocker_really_blocks_tensorflow():
     assert result.returncode != 0 and "blocked" in result.stderr
 
 
+def cli_command_modules() -> set[str]:
+    """The edge modules edge/cli.py imports, at the top or inside its commands (most lazily)."""
+    tree = ast.parse((REPO / "edge" / "cli.py").read_text(encoding="utf-8"))
+    return {node.module for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "edge"}
+
+
 def test_every_edge_module_imports_without_tensorflow_and_without_opening_audio():
     result = run_blocked(
         """
-        import importlib, pkgutil, sys
+        import importlib, json, pkgutil, sys
         import edge
         names = sorted(m.name for m in pkgutil.iter_modules(edge.__path__) if m.name != "__main__")
         for name in names:
             importlib.import_module(f"edge.{name}")
         heavy = sorted(m for m in ("tensorflow", "keras", "sounddevice", "train", "convert") if m in sys.modules)
-        print("imported", len(names), "modules; heavy:", heavy)
+        print(json.dumps({"imported": sorted(m for m in sys.modules if m.startswith("edge.")), "heavy": heavy}))
         """
     )
     assert result.returncode == 0, result.stderr
-    assert "heavy: []" in result.stdout, result.stdout
-    # The CLI's modules are among them.
-    assert "imported" in result.stdout
+    outcome = json.loads(result.stdout.splitlines()[-1])
+    assert outcome["heavy"] == [], outcome
+    imported = set(outcome["imported"])
+    every_module = {f"edge.{path.stem}" for path in (REPO / "edge").glob("*.py") if path.stem not in ("__init__", "__main__")}
+    assert every_module <= imported, sorted(every_module - imported)
+    # The CLI and every module its commands import are among them.
+    assert "edge.cli" in imported and {"edge.listen", "edge.record", "edge.sources", "edge.leds"} <= cli_command_modules()
+    assert cli_command_modules() <= imported, sorted(cli_command_modules() - imported)
 
 
 def test_help_and_devices_work_without_tensorflow():

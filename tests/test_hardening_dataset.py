@@ -40,6 +40,7 @@ from edge.config import BCM_PINS, MAX_BLOCK_SECONDS, MAX_EVENT_AUDIO_SECONDS, pa
 from edge.errors import ConfigError, ManifestError, ModelError, OidoError  # noqa: E402
 from edge.manifest import load_manifest  # noqa: E402
 from edge.record import label_problem  # noqa: E402
+from train import datasets, evaluate  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fixtures.edge_models import ASSET_YAMNET, TINY_HEAD, fake_model_dir  # noqa: E402
@@ -70,9 +71,11 @@ def own_data(root: Path, layout: dict[str, list[str]]) -> Path:
 
 
 def prepare(own: Path, out: Path, **options: Any):
-    prepare_module = pytest.importorskip("train.prepare")
-    return prepare_module.prepare_dataset(classes=options.pop("classes", None), own_data_dir=own, background=None,
-                                          out_dir=out, progress=False, **options)
+    pytest.importorskip("soxr")  # train.prepare resamples with it (the train extra)
+    from train.prepare import prepare_dataset
+
+    return prepare_dataset(classes=options.pop("classes", None), own_data_dir=own, background=None,
+                           out_dir=out, progress=False, **options)
 
 
 def test_the_same_recording_under_two_labels_is_kept_once_and_the_warning_names_both(
@@ -92,7 +95,6 @@ def test_unicode_and_spaced_labels_go_through_prepare_and_back(tmp_path: Path) -
     labels = ["tür_klopfen", "狗", "door knock"]
     own = own_data(tmp_path / "own", {label: ["a_01.wav", "b_01.wav", "c_01.wav"] for label in labels})
     dataset = prepare(own, tmp_path / "data", classes=labels)
-    datasets = pytest.importorskip("train.datasets")
     again = datasets.load_dataset(tmp_path / "data")
     assert list(again.labels) == labels and again == dataset
     assert all((tmp_path / "data" / "audio" / e.file_name).is_file() for e in again.entries)
@@ -108,7 +110,6 @@ def test_unicode_and_spaced_labels_go_through_prepare_and_back(tmp_path: Path) -
 def test_a_label_that_is_not_a_plain_folder_name_is_refused_before_anything_is_written(
     tmp_path: Path, label: str
 ) -> None:
-    datasets = pytest.importorskip("train.datasets")
     own = own_data(tmp_path / "own", {"knock": ["a_01.wav", "b_01.wav", "c_01.wav"]})
     with pytest.raises(datasets.DatasetError, match="label"):
         prepare(own, tmp_path / "data", classes=[label])
@@ -123,7 +124,6 @@ def test_a_label_that_is_not_a_plain_folder_name_is_refused_before_anything_is_w
 @settings(max_examples=200, deadline=None, derandomize=True)
 @given(st.text(max_size=12))
 def test_record_and_prepare_accept_exactly_the_same_labels(label: str) -> None:
-    datasets = pytest.importorskip("train.datasets")
     try:
         datasets.validate_label(label)
         prepare_ok = True
@@ -156,7 +156,6 @@ def test_macos_appledouble_and_hidden_files_are_ignored(tmp_path: Path) -> None:
 
 
 def test_a_class_absent_from_the_test_clips_scores_zero_recall_not_nan() -> None:
-    evaluate = pytest.importorskip("train.evaluate")
     labels = ["knock", "clap", "other"]
     probabilities = [np.array([[0.8, 0.1, 0.1]], np.float32), np.array([[0.1, 0.1, 0.8]], np.float32)]
     report = evaluate.evaluate_clip_probabilities(probabilities, [0, 2], labels, background_label="other")

@@ -5,8 +5,8 @@ Already covered elsewhere (not repeated here):
 - a failed stream reopened with back-off and a Gap: test_edge_mic.py::test_a_failed_stream_is_reopened_with_back_off...
 - the virtual microphone vanishing during `record`:
   test_edge_mic.py::test_a_vanished_microphone_is_reopened_and_recording_goes_on
-- status LED blink speeds (alive / 4x faster on a fault):
-  test_edge_leds.py::test_status_led_blinks_while_alive_and_faster_on_a_fault
+- status LED blink speeds (alive / 4x faster on a fault), as requested of gpiozero:
+  test_edge_leds.py::test_status_led_blinks_while_alive_and_four_times_faster_on_a_fault
 - SIGTERM while `listen` has an LED lit, and during `record`, on the virtual mic: test_edge_mic.py (mic group)
 - `prepare` interrupted leaves no half-written data set:
   test_train_prepare.py::test_interrupted_prepare_leaves_no_half_written_dataset
@@ -18,6 +18,7 @@ read-only mount: root ignores chmod, so chmod cannot simulate it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import json
@@ -45,6 +46,7 @@ from edge.params import DEFAULT_PARAMS
 from edge.pipeline import StreamingPipeline
 from edge.record import record
 from edge.sources import FakeSource, MicrophoneSource
+from train import embeddings, head
 
 sf = pytest.importorskip("soundfile")
 
@@ -387,12 +389,9 @@ def test_a_failure_while_ending_the_events_does_not_hide_the_original_error(
 # --- the virtual microphone is removed while listening (PulseAudio) --------------------------
 
 
-def status_intervals(stdout: str) -> list[float]:
-    """Seconds between the status LED's changes, from --mock-gpio's pin history."""
-    line = re.search(r"^gpio status pin \d+: (.*)$", stdout, re.MULTILINE)
-    assert line, stdout
-    times = [float(item.split("@")[1]) for item in line.group(1).split()]
-    return list(np.diff(times))
+def status_blink(mode: str, seconds: float) -> str:
+    """The --verbose line edge.leds logs when the status LED starts blinking in `mode`, `seconds` on and off."""
+    return re.escape(f"edge.leds: status LED GPIO24: {mode}, blinking {seconds:g} s on, {seconds:g} s off") + "$"
 
 
 @pytest.mark.mic
@@ -401,21 +400,21 @@ def test_listen_reopens_a_removed_virtual_microphone_and_blinks_the_fault_meanwh
 ) -> None:
     listener = Running(edge_command("listen", "--model-dir", str(tiny_model_dir), "--device", "pulse",
                                     "--rate", "48000", "--pin", "beep=17", "--status-pin", "24", "--mock-gpio",
-                                    "--event-log", str(tmp_path / "events.jsonl")), virtual_mic)
+                                    "--verbose", "--event-log", str(tmp_path / "events.jsonl")), virtual_mic)
+    blink = 0.5  # LedConfig.blink_seconds
     listener.wait_for_line("listening on input", timeout=120)
-    time.sleep(1.5)  # healthy for a while: slow blinks
+    listener.wait_for_line(status_blink("alive", blink), timeout=30)  # healthy: slow blinks
     with microphone_removed(virtual_mic):
+        listener.wait_for_line(status_blink("fault", blink / 4), timeout=30)  # the input failed: 4x faster
         listener.wait_for_line("reopening the audio input failed", timeout=30)
-        time.sleep(1.0)  # faulty for a while: fast blinks
     listener.wait_for_line("audio input reopened", timeout=60)
-    time.sleep(1.0)
+    listener.wait_for_line(status_blink("alive", blink), timeout=30)  # audio flows again: slow blinks
     listener.process.send_signal(signal.SIGTERM)
     code, stdout, stderr = listener.finish(timeout=60)
     assert code == 0 and "Traceback" not in stderr, stderr[-3000:]
-    intervals = status_intervals(stdout)
-    blink = 0.5  # LedConfig.blink_seconds
-    assert any(abs(i - blink) < 0.1 for i in intervals), intervals  # alive
-    assert sum(abs(i - blink / 4) < 0.06 for i in intervals) >= 4, intervals  # fault: 4x faster
+    assert len(re.findall(r"status LED GPIO24: ", stderr)) == 3, stderr[-3000:]  # no other change of blink
+    status = re.search(r"^gpio status pin 24: (.*)$", stdout, re.MULTILINE)
+    assert status and "on@" in status.group(1) and status.group(1).split()[-1].startswith("off"), stdout
     assert all(line.split()[-1].startswith("off") for line in re.findall(r"^gpio .*$", stdout, re.MULTILINE))
     assert "1 reopen(s)" in stderr
 
@@ -788,6 +787,38 @@ def _report_pins():
 '''
 
 
+IMPORTING_MARKER = "PAUSED importing edge.cli"
+
+PAUSE_WHILE_IMPORTING = r'''
+"""Run `python -m edge` so that the import of edge.cli stops half-way (after edge/__main__ has set its
+SIGTERM handler, before edge.cli exists), prints a marker on stderr, and waits there for a signal."""
+import runpy
+import signal
+import sys
+
+MARKER = __MARKER__
+
+
+class PauseAtEdgeCli:
+    def find_spec(self, name, path=None, target=None):
+        if name == "edge.cli":
+            print(MARKER, file=sys.stderr, flush=True)
+            while True:
+                signal.pause()  # returns only if a handler returns; ours raise KeyboardInterrupt
+        return None
+
+
+sys.meta_path.insert(0, PauseAtEdgeCli())
+runpy.run_module("edge", run_name="__main__", alter_sys=True)
+'''
+
+
+def paused_while_importing_the_cli(command: list[str]) -> list[str]:
+    """`python -m edge ARGS` -> the same run, stopped while importing edge.cli until a signal arrives."""
+    assert command[1:3] == ["-m", "edge"], command
+    return [command[0], "-c", PAUSE_WHILE_IMPORTING.replace("__MARKER__", repr(IMPORTING_MARKER)), *command[3:]]
+
+
 @pytest.fixture(scope="module")
 def fake_audio_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Environment for `python -m edge` capturing from the fake real-time microphone."""
@@ -814,21 +845,21 @@ def test_a_signal_at_any_point_of_listen_exits_0_with_leds_off_and_files_valid(
     fake_audio_env: dict[str, str], tiny_model_dir: Path, tmp_path: Path, signum: int, moment: str
 ) -> None:
     state = tmp_path / "state"
-    listener = Running(edge_command("listen", "--model-dir", str(tiny_model_dir), "--pin", "beep=17", "--status-pin", "24",
-                                    "--mock-gpio", "--verbose", "--event-log", str(state / "events.jsonl"),
-                                    "--save-events", str(state / "clips")), fake_audio_env)
+    command = edge_command("listen", "--model-dir", str(tiny_model_dir), "--pin", "beep=17", "--status-pin", "24",
+                           "--mock-gpio", "--verbose", "--event-log", str(state / "events.jsonl"),
+                           "--save-events", str(state / "clips"))
     if moment == "importing":
-        time.sleep(0.3)
+        command = paused_while_importing_the_cli(command)
+    listener = Running(command, fake_audio_env)
+    if moment == "importing":
+        listener.wait_for_line(IMPORTING_MARKER, timeout=60)  # the child now waits, mid-import, for the signal
     elif moment == "model-loaded":
         listener.wait_for_line(r"model .* labels", timeout=120)
     elif moment == "listening":
         listener.wait_for_line("listening on input", timeout=120)
     else:
         listener.wait_for_line("listening on input", timeout=120)
-        deadline = time.monotonic() + 30
-        while not any(">>> beep started" in line for line in listener.stdout):
-            assert time.monotonic() < deadline, "the beep never lit its LED"
-            time.sleep(0.05)
+        listener.wait_for_line(">>> beep started", timeout=30, stream="stdout")
     listener.process.send_signal(signum)
     code, stdout, stderr = listener.finish(timeout=60)
     assert code == 0 and "Traceback" not in stderr, stderr[-3000:]
@@ -838,6 +869,23 @@ def test_a_signal_at_any_point_of_listen_exits_0_with_leds_off_and_files_valid(
         assert len(jsonl(state / "events.jsonl")) == 1 and len(list((state / "clips").glob("*.wav"))) == 1
 
 
+def growing_take_bytes(folder: Path, name: str) -> int:
+    """Size of the WAV `name` being recorded in `folder` under its temporary name (edge.audio.WavWriter); 0 if none."""
+    sizes = [0]
+    for path in folder.glob(f".{name}.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):  # renamed into place meanwhile
+            sizes.append(path.stat().st_size)
+    return max(sizes)
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
+    """Poll a condition nothing announces (a file growing on disk) until it holds; AssertionError(what) after timeout."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_during_record_leaves_a_valid_wav_of_what_was_captured(
     fake_audio_env: dict[str, str], tmp_path: Path, signum: int
@@ -845,13 +893,17 @@ def test_a_signal_during_record_leaves_a_valid_wav_of_what_was_captured(
     output = tmp_path / "take.wav"
     recorder = Running(edge_command("record", str(output), "--seconds", "30"), fake_audio_env)
     recorder.wait_for_line("recording 30.0 s", timeout=60)
-    time.sleep(1.5)
+    # Signalled once the take holds over 1 s of float32 samples (its header is under 100 bytes).
+    wait_until(lambda: growing_take_bytes(tmp_path, "take.wav") > 100 + 4 * RATE, timeout=30,
+               what="the recording never reached 1 s")
     recorder.process.send_signal(signum)
     code, stdout, stderr = recorder.finish(timeout=60)
     assert code == 0 and "Traceback" not in stderr, stderr
     info = sf.info(str(output))
-    assert info.samplerate == RATE and 1.0 < info.duration < 10.0 and "(interrupted)" in stdout
+    assert info.samplerate == RATE and 1.0 < info.duration < 30.0, info
+    assert f"take.wav: {info.duration:.2f} s at {RATE} Hz" in stdout and "(interrupted)" in stdout, stdout
     assert [p.name for p in tmp_path.iterdir()] == ["take.wav"]
+
 
 
 # --- training interrupted --------------------------------------------------------------------
@@ -872,8 +924,8 @@ class CountingEmbedder:
         if self.calls == self.die_at:
             raise KeyboardInterrupt
         self.patches += len(patches)
-        embeddings = np.repeat(patches.mean(axis=1, keepdims=True), DEFAULT_PARAMS.embedding_size, axis=1)
-        return embeddings.astype(np.float32), np.zeros((len(patches), DEFAULT_PARAMS.yamnet_classes), np.float32)
+        means = np.repeat(patches.mean(axis=1, keepdims=True), DEFAULT_PARAMS.embedding_size, axis=1)
+        return means.astype(np.float32), np.zeros((len(patches), DEFAULT_PARAMS.yamnet_classes), np.float32)
 
 
 def clips(folder: Path, count: int) -> list[Path]:
@@ -887,7 +939,6 @@ def clips(folder: Path, count: int) -> list[Path]:
 
 
 def test_an_interrupted_embedding_run_leaves_a_valid_cache_that_the_rerun_reuses(tmp_path: Path) -> None:
-    embeddings = pytest.importorskip("train.embeddings")
     pytest.importorskip("tqdm")
     paths = clips(tmp_path / "audio", 12)
     per_clip = DEFAULT_PARAMS.patches_in(2 * RATE)  # 4 patches: batches of 2 clips
@@ -907,7 +958,6 @@ def test_an_interrupted_embedding_run_leaves_a_valid_cache_that_the_rerun_reuses
 
 
 def test_a_torn_cache_entry_is_computed_again_not_trusted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    embeddings = pytest.importorskip("train.embeddings")
     pytest.importorskip("tqdm")
     paths = clips(tmp_path / "audio", 3)
     embeddings.embed_files(paths, CountingEmbedder(), cache_root=tmp_path / "cache", progress=False)
@@ -924,7 +974,6 @@ def test_an_interrupt_while_storing_a_cache_entry_leaves_no_partial_entry(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Ctrl-C after the entry's bytes are written but before it is renamed into place."""
-    embeddings = pytest.importorskip("train.embeddings")
     pytest.importorskip("tqdm")
     paths = clips(tmp_path / "audio", 2)
     real_savez = np.savez
@@ -947,7 +996,7 @@ def test_an_interrupt_while_storing_a_cache_entry_leaves_no_partial_entry(
 @pytest.fixture(scope="module")
 def trained_head_module() -> Any:
     pytest.importorskip("tensorflow")
-    return pytest.importorskip("train.head")
+    return head
 
 
 def small_head(module: Any, *, seed: int) -> Any:
