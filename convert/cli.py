@@ -8,7 +8,10 @@
 it writes model/yamnet.tflite, head.tflite, parity.json, parity.md, golden.json and
 manifest.json (last), after checking every file. `check` replays model/golden.json's clips
 through the edge pipeline with whichever TF-Lite runtime is installed and exits 1 if any
-decision differs. Exit codes: 0 success, 1 a project error (message names the file), 2 usage.
+decision differs. Exit codes, as oido-train's: 0 success; 1 the export or check failed (a file failed
+its checks, a decision differs); 2 a usage error: a bad flag, or input the user has to provide first
+(no trained head, no prepared data, no YAMNet weights; convert.export.ExportInputError). Each message
+names the file and the fix.
 """
 
 from __future__ import annotations
@@ -27,6 +30,12 @@ from edge.errors import OidoError
 logger = logging.getLogger(__name__)
 
 COMMANDS = ("export", "check")
+EXIT_OK = 0
+EXIT_FAILURE = 1
+"""The export or the check failed (a file failed its checks, a golden decision differs)."""
+EXIT_USAGE = 2
+"""A bad flag, or missing or mismatched input (no head, no prepared data): the message says how to fix it."""
+EXIT_INTERRUPTED = 130
 VERBOSITY_FLAGS = ("-v", "--verbose", "-q", "--quiet")
 
 
@@ -149,7 +158,7 @@ def _export(args: argparse.Namespace) -> int:
     result = export_model(args.model_dir, args.data_dir, options=options)
     if not args.quiet:
         print(result.summary())
-    return 0
+    return EXIT_OK
 
 
 def _positive_int(text: str) -> int:
@@ -167,7 +176,7 @@ def _check(args: argparse.Namespace) -> int:
 
     report = check_golden(args.model_dir, args.data_dir, limit=args.limit)
     print(report.describe())
-    return 0 if not report.failures else 1
+    return EXIT_OK if not report.failures else EXIT_FAILURE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -186,16 +195,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(_with_recipe(arguments, args, parser))
     # SIGTERM (systemd, `kill`) unwinds like Ctrl-C, so the export's staging folder is removed.
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    from convert.export import ExportInputError
+
     try:
         if args.command == "check":
             return _check(args)
         return _export(args)
     except OidoError as error:
         logger.error("%s", error)
-        return 1
+        return EXIT_USAGE if isinstance(error, ExportInputError) else EXIT_FAILURE
     except KeyboardInterrupt:
         logger.error("interrupted; the previous model in %s is unchanged", getattr(args, "model_dir", "model"))
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous)
 

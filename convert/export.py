@@ -80,6 +80,13 @@ from edge.params import DEFAULT_PARAMS, Params
 
 logger = logging.getLogger(__name__)
 
+
+class ExportInputError(ConvertError):
+    """What the export reads is missing or does not fit (no trained head, no prepared data, no YAMNet
+    weights, a head of other data or params, bad thresholds): the user's to fix, so oido-convert
+    exits 2 for it, as oido-train does for the same mistakes. Nothing has been written."""
+
+
 FloatArray = npt.NDArray[np.float32]
 PathArg = Union[str, "os.PathLike[str]"]
 
@@ -194,7 +201,7 @@ def read_clips(data_dir: PathArg, which: str, *, labels: Sequence[str]) -> list[
     """Entries of data_dir/<which> checked against the head's labels; ConvertError naming the file."""
     path = Path(data_dir) / which
     if not path.is_file():
-        raise ConvertError(f"{path} not found: prepare the data first (oido-train prepare)", path=path)
+        raise ExportInputError(f"{path} not found: prepare the data first (oido-train prepare)", path=path)
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))
         clips = [
@@ -208,12 +215,12 @@ def read_clips(data_dir: PathArg, which: str, *, labels: Sequence[str]) -> list[
             for e in entries
         ]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError, ValueError) as error:
-        raise ConvertError(
+        raise ExportInputError(
             f"{path}: not a list of clip entries ({error}); re-run oido-train prepare", path=path
         ) from None
     for clip in clips:
         if not 0 <= clip.class_number < len(labels) or labels[clip.class_number] != clip.class_name:
-            raise ConvertError(
+            raise ExportInputError(
                 f"{path}: {clip.file_name} is {clip.class_name!r} (class {clip.class_number}) but the head's "
                 f"labels are {list(labels)}: the head was trained on other data; retrain it or re-prepare",
                 path=path,
@@ -242,7 +249,7 @@ def sample_training_audio(
 ) -> TrainingSample:
     """Pick selection clips (whole, per label) and calibration patches (two per other clip), seeded."""
     if not clips:
-        raise ConvertError(
+        raise ExportInputError(
             f"{data_dir / TRAIN_DATA} lists no clips: prepare the data first", path=data_dir / TRAIN_DATA
         )
     rng = np.random.default_rng(options.seed)
@@ -284,24 +291,24 @@ def load_trained_head(model_dir: Path, *, params: Params, yamnet_sha256: str | N
     try:
         head = load_head(model_dir)
     except HeadError as error:
-        raise ConvertError(f"{error}", path=json_path) from None
+        raise ExportInputError(f"{error}", path=json_path) from None
     inputs = int(head.model.inputs[0].shape[-1])
     outputs = int(head.model.outputs[0].shape[-1])
     keras_path = model_dir / str(head.extra.get("head_file", "head.keras"))
     if inputs != params.embedding_size:
-        raise ConvertError(
+        raise ExportInputError(
             f"{keras_path} takes {inputs}-value embeddings but YAMNet gives {params.embedding_size}: "
             "it was trained for another embedding model; retrain it with oido-train fit",
             path=keras_path,
         )
     if outputs != len(head.labels):
-        raise ConvertError(
+        raise ExportInputError(
             f"{keras_path} outputs {outputs} classes but {json_path} lists "
             f"{len(head.labels)} labels: retrain",
             path=json_path,
         )
     if head.params.to_dict() != params.to_dict():
-        raise ConvertError(
+        raise ExportInputError(
             f"{json_path}: the head was trained with params {head.params.to_dict()}, the export uses "
             f"{params.to_dict()}; retrain or export with the head's params",
             path=json_path,
@@ -315,7 +322,7 @@ def check_head_matches_yamnet(head: Any, yamnet_sha256: str, *, model_dir: Path)
     """ConvertError naming head.json when the head was trained on another YAMNet's embeddings."""
     json_path = model_dir / "head.json"
     if head.yamnet_weights_sha256 != yamnet_sha256:
-        raise ConvertError(
+        raise ExportInputError(
             f"{json_path}: the head was trained on embeddings of YAMNet weights {head.yamnet_weights_sha256[:16]}..., "
             f"but the export uses weights {yamnet_sha256[:16]}...; retrain the head or pass the same weights",
             path=json_path,
@@ -339,7 +346,7 @@ def resolve_thresholds(model_dir: Path, head: Any) -> tuple[dict[str, float], st
         try:
             document = json.loads(source_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ConvertError(f"{source_path}: not valid JSON ({error})", path=source_path) from None
+            raise ExportInputError(f"{source_path}: not valid JSON ({error})", path=source_path) from None
         values = document.get("thresholds", document) if isinstance(document, dict) else document
         chosen_for = document.get("head_sha256") if isinstance(document, dict) else None
         if chosen_for and chosen_for != head.extra.get("head_sha256"):
@@ -353,17 +360,26 @@ def resolve_thresholds(model_dir: Path, head: Any) -> tuple[dict[str, float], st
         default = DetectorConfig().default_threshold
         return {label: default for label in labels if label != head.background_label}, "default"
     if not isinstance(values, dict):
-        raise ConvertError(f"{source_path}: thresholds must be an object {{label: probability}}", path=source_path)
+        raise ExportInputError(f"{source_path}: thresholds must be an object {{label: probability}}", path=source_path)
     unknown = sorted(set(values) - set(labels))
     if unknown:
-        raise ConvertError(
+        raise ExportInputError(
             f"{source_path}: thresholds for unknown labels {unknown}; labels are {labels}", path=source_path
         )
     try:
         config = DetectorConfig(thresholds={str(k): float(v) for k, v in values.items()})
     except (ConfigError, TypeError, ValueError) as error:
-        raise ConvertError(f"{source_path}: {error}", path=source_path) from None
+        raise ExportInputError(f"{source_path}: {error}", path=source_path) from None
     return dict(config.thresholds), str(source_path.name)
+
+
+def head_calibration_warnings(head: Any) -> list[str]:
+    """What fit-openset or calibrate warned about the head's thresholds (head.json "openset" ->
+    "calibration" -> "warnings", train.openset.calibration_warnings): classes they may never light."""
+    openset = head.extra.get("openset")
+    calibration = openset.get("calibration") if isinstance(openset, dict) else None
+    warnings = calibration.get("warnings") if isinstance(calibration, dict) else None
+    return [str(text) for text in warnings] if isinstance(warnings, list) else []
 
 
 # --- TensorFlow -> TF-Lite -----------------------------------------------------------------
@@ -951,7 +967,9 @@ def export_model(
         yamnet: a train.yamnet.YamnetTF to export (default: load_yamnet per options).
 
     Raises:
-        ConvertError: bad input or a file failing its checks, naming the file; model_dir is unchanged.
+        ExportInputError: (a ConvertError) missing or mismatched input: no head, no prepared data, no
+            YAMNet weights, naming the file; nothing is written.
+        ConvertError: an exported file failing its checks, naming the file; model_dir is unchanged.
     """
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -966,7 +984,7 @@ def export_model(
     model_dir = Path(model_dir)
     data_dir = Path(data_dir)
     if not model_dir.is_dir():
-        raise ConvertError(
+        raise ExportInputError(
             f"{model_dir} is not a directory: train a head first (oido-train fit-openset, the head the Pi ships; "
             "or oido-train fit)",
             path=model_dir,
@@ -982,6 +1000,12 @@ def export_model(
             "with `oido-train fit-openset` for a head that stays dark for other sounds",
             model_dir / "head.json", DetectorConfig().default_threshold,
         )  # fmt: skip
+    if thresholds_source == "head.json":
+        for text in head_calibration_warnings(head):
+            logger.warning("%s: its thresholds, exported as they are, were calibrated with a warning: %s",
+                           model_dir / "head.json", text)  # fmt: skip
+    train_clips = read_clips(data_dir, TRAIN_DATA, labels=labels)  # no prepared data: said before YAMNet loads
+    test_clips = read_clips(data_dir, TEST_DATA, labels=labels) if options.evaluate else []
     if yamnet is None:
         from train.yamnet import AssetError, load_yamnet
 
@@ -989,14 +1013,12 @@ def export_model(
             yamnet = load_yamnet(source=options.yamnet_source, weights_path=options.yamnet_weights, params=params,
                                  assets_dir=options.assets_dir)  # fmt: skip
         except (AssetError, ValueError) as error:
-            raise ConvertError(str(error), path=options.yamnet_weights) from None
+            raise ExportInputError(str(error), path=options.yamnet_weights) from None
     check_head_matches_yamnet(head, yamnet.weights_sha256, model_dir=model_dir)
     class_names = read_class_map(
         find_class_map(getattr(yamnet, "weights_path", None), explicit=options.class_map, assets_dir=options.assets_dir)
     )
     tick("load")
-    train_clips = read_clips(data_dir, TRAIN_DATA, labels=labels)
-    test_clips = read_clips(data_dir, TEST_DATA, labels=labels) if options.evaluate else []
     sample = sample_training_audio(train_clips, data_dir, options=options, labels=labels, params=params)
     probes = probe_sounds(params)
 

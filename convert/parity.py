@@ -8,7 +8,10 @@ on both paths.
 
 golden.json keeps, per test clip, the quantized decision and mean probabilities as the
 exporting runtime gave them; `check_golden` replays the clips in whatever runtime is installed
-(ai-edge-litert, or tflite-runtime 2.14 in the legacy venv) and compares. This module imports
+(ai-edge-litert, or tflite-runtime 2.14 in the legacy venv) and compares. golden.json records the
+runtime (backend, version) that made it: replayed by that same runtime, the comparison is a
+self-check (GoldenCheck.same_runtime) that can only show the replay reproduces it to golden's
+rounding; the one that matters is under another runtime (the Pi environments). This module imports
 no TensorFlow (the float path imports it only when run), so the check runs on the Pi side.
 
 Regenerating the golden file: it is rewritten by every export (`oido-convert`); after changing
@@ -85,9 +88,23 @@ TARGETS: dict[str, float] = {
     "head_max_mb": 0.6,
     "cosine_mean_min": 0.995,
     "accuracy_max_clips_lost": 1,
-    "target_accuracy_min": 31 / 32,
+    "default_task_accuracy_min": 31 / 32,
 }
-"""The issue's targets; the report says which are met (MB = 10^6 bytes)."""
+"""What quantization may cost, and the default task's own goal; the report says which targets are met (MB = 10^6 bytes).
+
+Accuracy is judged as quantized against float, on all test clips and on the target clips alike:
+the quantized model may decide at most `accuracy_max_clips_lost` clips fewer right than the float
+one. The float accuracy itself is the head's, not the export's (it is reported, not judged): a
+fixed bar such as 31/32 said NO for every head that misses two clips in float, and 8/8 on a small
+own-data test set. One clip, not zero: quantization may flip a clip whose top two labels are a
+near-tie (GOLDEN_TIE_MARGIN; the tutorial head has one such clip), which is not a broken export.
+More would let a real loss through: a whole clip is ~3% of the default task's 32 targets.
+
+`default_task_accuracy_min` is the goal of the default task (the tutorial's four classes, fold 5:
+31 of 32 targets, quantized), judged only for a head whose targets are DEFAULT_TASK_LABELS."""
+DEFAULT_TASK_LABELS = ("crying_baby", "clock_alarm", "toilet_flush", "water_drops")
+"""The default task's targets (train.prepare.DEFAULT_CLASSES; repeated here: the Pi side imports
+this module, and it imports no train)."""
 _BYTES_PER_MB = 1e6
 
 
@@ -209,9 +226,17 @@ class ParityReport:
         correct = sum(int(getattr(c, attribute) == c.true_index) for c in clips)
         return {"correct": correct, "clips": len(clips), "accuracy": round(correct / len(clips), 4) if clips else None}
 
-    def target_clips_needed(self) -> int:
-        """Fewest right target clips (quantized) that meet target_accuracy_min on this test set (31 of 32)."""
-        return math.ceil(self.targets["target_accuracy_min"] * len(self._target_clips()) - 1e-9)
+    def clips_needed(self, float_correct: int) -> int:
+        """Fewest right quantized clips that keep within accuracy_max_clips_lost of the float model's."""
+        return max(0, float_correct - int(self.targets["accuracy_max_clips_lost"]))
+
+    def is_default_task(self) -> bool:
+        """The head's targets (its labels but the background) are the default task's four classes."""
+        return tuple(label for label in self.labels if label != self.background_label) == DEFAULT_TASK_LABELS
+
+    def default_task_clips_needed(self, target_clips: int) -> int:
+        """Fewest right quantized target clips that meet default_task_accuracy_min (31 of 32)."""
+        return math.ceil(self.targets["default_task_accuracy_min"] * target_clips - 1e-9)
 
     def summary(self) -> dict[str, Any]:
         targets = self._target_clips()
@@ -234,10 +259,11 @@ class ParityReport:
             "yamnet_size": self.sizes_bytes.get("yamnet", 0) <= self.targets["yamnet_max_mb"] * _BYTES_PER_MB,
             "head_size": self.sizes_bytes.get("head", 0) <= self.targets["head_max_mb"] * _BYTES_PER_MB,
             "cosine_mean": self.cosine.get("mean", 0.0) >= self.targets["cosine_mean_min"],
-            "accuracy_within_one_clip": (float_all - quant_all) <= self.targets["accuracy_max_clips_lost"]
-            and (float_targets - quant_targets) <= self.targets["accuracy_max_clips_lost"],
-            "target_accuracy": bool(targets) and quant_targets >= self.target_clips_needed(),
+            "accuracy_all_clips": quant_all >= self.clips_needed(float_all),
+            "accuracy_target_clips": quant_targets >= self.clips_needed(float_targets),
         }
+        if self.is_default_task():
+            met["default_task_accuracy"] = quant_targets >= self.default_task_clips_needed(len(targets))
         return {
             "clips": len(self.clips),
             "target_clips": len(targets),
@@ -282,6 +308,12 @@ class ParityReport:
 
         ok = {True: "yes", False: "NO"}
         met = s["targets_met"]
+        lost = int(self.targets["accuracy_max_clips_lost"])
+
+        def kept(entry: Mapping[str, Any]) -> str:
+            """The target of a quantized accuracy: within `lost` clips of the float one."""
+            return f"quantized >= {self.clips_needed(entry['correct'])}/{entry['clips']} (float - {lost})"
+
         rows = [
             (
                 "embedding cosine mean / p1 / min",
@@ -293,14 +325,24 @@ class ParityReport:
             (
                 "accuracy, all test clips: float / quantized",
                 f"{frac(acc['all_clips']['float'])} / {frac(acc['all_clips']['quantized'])}",
-                "within 1 clip",
-                ok[met["accuracy_within_one_clip"]],
+                kept(acc["all_clips"]["float"]),
+                ok[met["accuracy_all_clips"]],
             ),
             (
                 "accuracy, target clips: float / quantized",
                 f"{frac(acc['target_clips']['float'])} / {frac(acc['target_clips']['quantized'])}",
-                f">= {self.target_clips_needed()}/{s['target_clips']}",
-                ok[met["target_accuracy"]],
+                kept(acc["target_clips"]["float"]),
+                ok[met["accuracy_target_clips"]],
+            ),
+            *(
+                [(
+                    "the default task's goal: target clips right, quantized",
+                    frac(acc["target_clips"]["quantized"]),
+                    f">= {self.default_task_clips_needed(s['target_clips'])}/{s['target_clips']}",
+                    ok[met["default_task_accuracy"]],
+                )]
+                if "default_task_accuracy" in met
+                else []
             ),
             (
                 f"yamnet.tflite ({self.quantization.get('yamnet', '?')})",
@@ -520,12 +562,25 @@ class GoldenCheck:
     def decisions_equal(self) -> int:
         return sum(int(c.expected == c.got) for c in self.clips)
 
+    @property
+    def same_runtime(self) -> bool:
+        """The runtime (backend and version) that made golden.json replays it. The comparison then
+        checks the export against itself (same code, same kernels): it shows the replay reproduces
+        golden.json, not that another runtime agrees; that is what the Pi environments check."""
+        return self.runtime == self.golden_runtime
+
+    @property
+    def largest_difference(self) -> float:
+        """Largest |mean probability - golden| over every clip and label."""
+        return max((c.max_probability_difference for c in self.clips), default=0.0)
+
     def describe(self) -> str:
-        worst = max((c.max_probability_difference for c in self.clips), default=0.0)
         lines = [
             f"{self.decisions_equal}/{len(self.clips)} decisions equal to golden.json "
             f"({self.golden_runtime.get('backend')} {self.golden_runtime.get('version')}) under "
-            f"{self.runtime.get('backend')} {self.runtime.get('version')}; largest probability difference {worst:.4f}"
+            f"{self.runtime.get('backend')} {self.runtime.get('version')}"
+            f"{' (the runtime that made it: a self-check)' if self.same_runtime else ''}; "
+            f"largest probability difference {self.largest_difference:.4f}"
         ]
         lines += [
             f"  {c.file_name}: golden {c.expected}, got {c.got}, "

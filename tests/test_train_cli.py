@@ -212,3 +212,63 @@ def test_a_missing_extra_background_folder_exits_2_and_writes_nothing(
     line = one_error_line(capsys)
     assert str(tmp_path / "no-such-folder") in line and "does not exist" in line
     assert not (tmp_path / "data" / "trainData.json").exists()
+
+
+def test_prepare_of_one_class_without_a_background_exits_2_naming_the_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused at prepare, before ESC-50 is looked for, not after fit has embedded every clip."""
+    status = main(["-q", "prepare", "--classes", "crying_baby", "--background", "none",
+                   "--esc50", str(tmp_path / "no-esc50"), "--data-dir", str(tmp_path / "data")])  # fmt: skip
+    assert status == EXIT_USAGE
+    line = one_error_line(capsys)
+    assert "1 label(s) (crying_baby)" in line and "--background esc10" in line and "--classes" in line
+    assert not (tmp_path / "data").exists()
+
+
+def test_fit_help_says_which_training_defaults_are_the_tutorials(monkeypatch: pytest.MonkeyPatch) -> None:
+    from train.cli import build_parser, _sub_parsers
+
+    monkeypatch.setenv("COLUMNS", "1000")  # no line breaks inside a flag's name
+    text = " ".join(_sub_parsers(build_parser())["fit"].format_help().split())
+    assert "defaults: the TF.js tutorial's" not in text  # class weighting and the silence level are not
+    assert "--epochs, --batch-size, --learning-rate, --validation-fraction default to the TF.js tutorial's" in text
+    assert "--silent-patch-dbfs, --class-weight, --seed, --deterministic are this project's additions" in text
+    assert "(default: balanced, this project's)" in text and "(default: 20, the tutorial's)" in text
+
+
+@pytest.mark.parametrize("out", ["folder", "figure.jpg", "figure"])
+def test_plot_clip_refuses_an_out_that_is_no_png_file_before_loading_anything(
+    out: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import train.head
+
+    def no_head(*_: object, **__: object) -> None:
+        raise AssertionError("the head was loaded before --out was checked")
+
+    monkeypatch.setattr(train.head, "load_head", no_head)
+    (tmp_path / "folder").mkdir()
+    target = tmp_path / out
+    status = main(["plot-clip", str(tmp_path / "clip.wav"), "--out", str(target), "--model-dir", str(tmp_path)])
+    assert status == EXIT_USAGE
+    line = one_error_line(capsys)
+    assert f"--out {target}" in line and ".png" in line
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["folder"]  # nothing written
+
+
+def test_the_plot_clip_example_names_a_clip_the_default_prepare_writes() -> None:
+    import csv
+    import re
+
+    import train.cli
+    from fixtures.assets import ESC50_DIR
+    from train.prepare import DEFAULT_CLASSES
+
+    (name,) = re.findall(r"oido-train plot-clip data/audio/(\S+\.wav)", train.cli.__doc__ or "")
+    csv_path = ESC50_DIR / "meta" / "esc50.csv"
+    if not csv_path.is_file():
+        pytest.skip(f"no ESC-50 metadata at {csv_path}")
+    with csv_path.open(newline="", encoding="utf-8") as handle:
+        rows = {row["filename"]: row for row in csv.DictReader(handle)}
+    assert name in rows, f"{name} is not an ESC-50 clip"
+    assert rows[name]["category"] in DEFAULT_CLASSES  # prepare writes the default classes' clips to data/audio

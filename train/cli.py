@@ -9,7 +9,7 @@ Parsing only; the work is in train.core. Examples:
     oido-train fit --epochs 30 --class-weight none
     oido-train evaluate
     oido-train cv
-    oido-train plot-clip data/audio/5-200334-A-18.wav
+    oido-train plot-clip data/audio/5-151085-A-20.wav     # a fold-5 crying_baby clip the default prepare writes
     oido-train --config scripts/recipe.toml fit-openset   # flags from a TOML recipe (train.recipe)
     oido-train fit-openset | calibrate | evaluate-stream | loco | separability | readouts | feedback | ablation   (train.openset_cli)
 
@@ -76,14 +76,30 @@ def optional_float_arg(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"{text!r}: give a number, or 'none' to turn this off") from None
 
 
+TUTORIAL_TRAINING_FIELDS = ("hidden_units", "epochs", "batch_size", "learning_rate", "validation_fraction")
+"""TrainConfig fields whose defaults are the TF.js tutorial's (Dense 512, 20 epochs, batch 16, Adam's
+0.001, 15% validation); the others are this project's (class_weight, silent_patch_dbfs) or
+reproducibility settings the tutorial does not have (seed, deterministic)."""
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def _add_train_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field (--epochs, --batch-size, ...), help from its docstring."""
     docs = field_docs(TrainConfig)
-    group = parser.add_argument_group("training (TrainConfig; defaults: the TF.js tutorial's)")
+    own = [spec.name for spec in dataclasses.fields(TrainConfig) if spec.name not in TUTORIAL_TRAINING_FIELDS]
+    group = parser.add_argument_group(
+        "training (TrainConfig)",
+        f"{', '.join(_flag(name) for name in TUTORIAL_TRAINING_FIELDS)} default to the TF.js tutorial's values; "
+        f"{', '.join(_flag(name) for name in own)} are this project's additions (not in the tutorial).",
+    )
     for spec in dataclasses.fields(TrainConfig):
-        flag = "--" + spec.name.replace("_", "-")
+        flag = _flag(spec.name)
         default = getattr(DEFAULT_TRAIN_CONFIG, spec.name)
-        help_text = f"{docs.get(spec.name, '')} (default: {default})"
+        origin = "the tutorial's" if spec.name in TUTORIAL_TRAINING_FIELDS else "this project's"
+        help_text = f"{docs.get(spec.name, '')} (default: {default}, {origin})"
         if isinstance(default, bool):
             group.add_argument(flag, dest=spec.name, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif spec.name == "class_weight":
@@ -119,8 +135,8 @@ def _add_prepare_flags(parser: argparse.ArgumentParser) -> None:
                             "'other' like --extra-background DIR, and also in the validation streams that choose the "
                             "thresholds, so calibration hears what fooled the device (never in a test stream)")  # fmt: skip
     group.add_argument("--esc50", type=Path, default=None, metavar="PATH",
-                       help="the ESC-50 folder (default: $OIDO_ESC50, else esc50/ in the assets folder (--assets), "
-                            "else the user cache, else downloaded)")  # fmt: skip
+                       help="the ESC-50 folder (default: esc50/ in --assets, else $OIDO_ESC50, else $OIDO_ASSETS, else "
+                            "../shared/assets, else the user cache, else downloaded)")  # fmt: skip
 
 
 def add_yamnet_flags(parser: argparse.ArgumentParser) -> None:
@@ -343,15 +359,25 @@ def _run_cv(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def check_png_path(out: Path, *, example: str) -> None:
+    """ValueError naming --out and the fix unless `out` can become a PNG file: not a folder, ends in .png.
+    Checked before anything loads: matplotlib would write PNG data under any other name."""
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder: give the PNG file to write, e.g. --out {out / example}")
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out {out}: plot-clip writes PNG only; give a name ending in .png, e.g. --out {out.with_suffix('.png')}")
+
+
 def _run_plot_clip(args: argparse.Namespace) -> int:
     from train import core
     from train.head import load_head
 
+    out = args.out if args.out is not None else args.reports_dir / f"{args.file.stem}.png"
+    check_png_path(out, example=f"{args.file.stem}.png")
     head = load_head(args.model_dir)
     embedder = core.load_embedder(
         source=args.yamnet_source, weights_path=args.yamnet_weights, assets_dir=args.assets, params=head.params
     )
-    out = args.out if args.out is not None else args.reports_dir / f"{args.file.stem}.png"
     png, decision = core.plot_clip_file(args.file, head=head, embedder=embedder, out_path=out)
     _say(args, f"{args.file}: {decision}; figure {png}")
     return EXIT_OK

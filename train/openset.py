@@ -773,6 +773,9 @@ class Calibration:
     """Per label: [{threshold, missed, false_events}] over CALIBRATION_GRID."""
     expected: dict[str, Any]
     """Validation figures at the chosen thresholds."""
+    warnings: tuple[str, ...] = ()
+    """Per class whose threshold calibration could not choose (calibration_warnings): what went
+    wrong and the fix. Printed by fit-openset and calibrate, kept in head.json and thresholds.json."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -935,6 +938,57 @@ def calibrate_on_streams(
         sweep={label: [{"threshold": r[0], "missed": r[1], "false_events": r[3]} for r in rows] for label, rows in curves.items()},
         expected=expected,
     )
+
+
+def calibration_warnings(task: Task, calibration: Calibration, *, train_folds: Sequence[int]) -> tuple[str, ...]:
+    """One warning per target class whose calibrated threshold cannot be trusted, naming the class,
+    what happened and the fix:
+
+    - its training clips are all in one fold (e.g. own data recorded in two sessions: one went to
+      the test fold), so out of fold the heads that score those clips never trained on the class;
+    - its threshold misses every validation target ("missed 10 of 10"): the LED would never light.
+
+    The model is still saved (a user may want it for a test); the caller shows these.
+    """
+    warnings = []
+    for index, label in enumerate(task.labels):
+        if index == task.background_index:
+            continue
+        clips = [c for c in task.select(folds=train_folds, background=False) if c.label == index]
+        folds = sorted({c.fold for c in clips})
+        figures = calibration.expected.get(label) or {}
+        targets, missed = int(figures.get("targets", 0)), int(figures.get("missed", 0))
+        problems = []
+        if len(folds) == 1 and len(train_folds) > 1:
+            sources = sorted({c.source for c in clips})
+            problems.append(
+                f"its {len(clips)} training clip(s) are all in fold {folds[0]} (source(s) {', '.join(sources[:3])}), so "
+                f"out-of-fold calibration never sees it trained: the heads that score fold {folds[0]} were trained without it"
+            )
+        if targets and missed >= targets:
+            threshold = calibration.thresholds.get(label, math.nan)
+            problems.append(
+                f"its calibrated threshold {threshold:g} misses all {targets} of its validation targets "
+                f"(missed {missed} of {targets}), so as exported its LED would never light"
+            )
+        if not problems:
+            continue
+        if len(folds) == 1:
+            fix = (f"record a third session of {label} (oido-edge record --label {label}) so two training folds hold "
+                   "it, then run oido-train prepare and fit-openset again")  # fmt: skip
+        else:
+            fix = (f"record another session of {label} (varied takes and rooms), or allow more false events "
+                   "(--target-false-per-hour), then fit-openset again")  # fmt: skip
+        warnings.append(f"class {label!r}: " + "; ".join(problems) + f". Fix: {fix}")
+    return tuple(warnings)
+
+
+def checked_calibration(task: Task, calibration: Calibration, *, train_folds: Sequence[int]) -> Calibration:
+    """`calibration` with its calibration_warnings, each logged as a warning."""
+    found = calibration_warnings(task, calibration, train_folds=train_folds)
+    for text in found:
+        logger.warning("%s", text)
+    return replace(calibration, warnings=found)
 
 
 # --------------------------------------------------------------------------- streams of a task
@@ -1134,6 +1188,7 @@ def fit_openset(
         validation.streams, labels=task.labels, config=base, target_false_per_hour=experiment.target_false_per_hour,
         options=factory.options, params=factory.params, position=experiment.threshold_position,
     )  # fmt: skip
+    calibration = checked_calibration(task, calibration, train_folds=train_folds)
     if progress:
         progress("final heads on all training folds")
     training = task.select(folds=train_folds, exclude_categories=exclude_categories)

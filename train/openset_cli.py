@@ -31,6 +31,7 @@ from train.openset import (
     Task,
     TfYamnet,
     calibrate_on_streams,
+    checked_calibration,
     clip_accuracy,
     detector_with,
     evaluate_streams,
@@ -330,8 +331,18 @@ def fit_openset_main(args: argparse.Namespace) -> int:
     plot_calibration(model.calibration, reports / "calibration.png")
     _say(args, f"saved {model_dir / 'head.json'} (+ the .keras it names) and {THRESHOLDS_FILE}: thresholds "
                + thresholds_text(model.calibration.thresholds))  # fmt: skip
-    _say(args, f"test fold {task.test_fold}: {right}/{total} target clips decided right; calibration plot {reports / 'calibration.png'}")
+    _say(args, f"test fold {task.test_fold}: {right}/{total} target clips decided right (a clip's argmax; whether an LED "
+               f"lights is the thresholds'); calibration plot {reports / 'calibration.png'}")  # fmt: skip
+    _say_warnings(args, model.calibration.warnings)
     return 0
+
+
+def _say_warnings(args: argparse.Namespace, warnings: Sequence[str]) -> None:
+    """The calibration's warnings again as the last lines of the summary (logged when found, too)."""
+    if warnings:
+        _say(args, f"WARNING: calibration found no working threshold for {len(warnings)} class(es); fix before shipping:")
+        for text in warnings:
+            _say(args, f"  {text}")
 
 
 def calibrate_main(args: argparse.Namespace) -> int:
@@ -365,6 +376,7 @@ def calibrate_main(args: argparse.Namespace) -> int:
                                        target_false_per_hour=experiment.target_false_per_hour,
                                        options=factory.options, params=factory.params,
                                        position=experiment.threshold_position)  # fmt: skip
+    calibration = checked_calibration(factory.task, calibration, train_folds=_train_folds(factory.task))
     veto = (metadata.get("detector") or {}).get("veto") or {}
     detector = detector_with(calibration, base, factory.task.background_label).with_changes(veto=veto)
     update_thresholds(model_dir, calibration, detector)
@@ -373,6 +385,7 @@ def calibrate_main(args: argparse.Namespace) -> int:
                f"and {THRESHOLDS_FILE}: " + thresholds_text(calibration.thresholds))  # fmt: skip
     _say(args, f"validation: {calibration.validation_hours:.2f} h of non-target sound, {calibration.validation_targets} targets; plot {png}")
     _say(args, "run oido-convert again to copy them into model/manifest.json")
+    _say_warnings(args, calibration.warnings)
     return 0
 
 
