@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import struct
 import tempfile
 from pathlib import Path
@@ -56,6 +57,10 @@ _PCM16_SCALE = 32768.0
 """float -> 16-bit PCM as libsndfile does it: x * 2^15, rounded, saturated to [-32768, 32767]."""
 _ENCODE_FRAMES = 16384
 """Frames encoded and written per step: bounds the temporary memory of a write (a long-running device)."""
+_CUT_DATA_CHUNK = re.compile(r"^\s*(?:data|SSND)\s*:\s*(?P<promised>\d+)\s*\(should be (?P<held>\d+)\)", re.MULTILINE)
+"""libsndfile's verbose header line for a WAV (AIFF) data chunk longer than the file."""
+_UNKNOWN_LENGTH_BYTES = 0x7FFF0000
+"""Data sizes from here up (0x7FFFFFFF, 0xFFFFFFFF) mean "length unknown", not "cut short"."""
 
 
 def _soundfile():  # type: ignore[no-untyped-def]
@@ -78,13 +83,43 @@ def warn_if_misscaled(path: object, peak: float) -> None:
         )
 
 
+def missing_audio_bytes(extra_info: str) -> int:
+    """Bytes of audio a WAV or AIFF header promises that its file lacks (a copy cut short), else 0.
+
+    extra_info: libsndfile's header dump (``soundfile.info(path, verbose=True).extra_info``, or
+    ``SoundFile.extra_info``), which reads ``data : 160000 (should be 79978)`` (AIFF: ``SSND : ...``)
+    when the data chunk runs past the end of the file; libsndfile itself then reads what is there
+    without complaint. A size of 2 GiB or more is the placeholder of a writer that streamed to a
+    pipe and never knew the length.
+    """
+    match = _CUT_DATA_CHUNK.search(extra_info)
+    if match is None:
+        return 0
+    promised, held = int(match["promised"]), int(match["held"])
+    return promised - held if held < promised < _UNKNOWN_LENGTH_BYTES else 0
+
+
+def cut_short_error(path: PathArg, extra_info: str) -> Optional[AudioError]:
+    """The AudioError naming `path` when its header (libsndfile's `extra_info` dump) promises more
+    audio than the file holds (missing_audio_bytes), else None."""
+    missing = missing_audio_bytes(extra_info)
+    if not missing:
+        return None
+    return AudioError(
+        f"{path}: cut short: its header promises {missing} more bytes of audio than the file holds (an interrupted "
+        f"copy?); copy it again, or delete it",
+        path=path,
+    )
+
+
 def read_audio(path: PathArg, *, target_rate_hz: int = DEFAULT_PARAMS.sample_rate_hz) -> FloatArray:
     """Read an audio file as mono float32 [n >= 1], finite, nominally in [-1, 1], at target_rate_hz.
 
     Mono is the mean of the channels; NaN/Inf samples become 0 (with a warning). Resampled
     full-scale audio may exceed [-1, 1] slightly (kept; see the module docstring).
-    Raises AudioError naming the file if it is missing, empty, not readable audio, too short
-    to give one sample at target_rate_hz, or at a rate that cannot be converted.
+    Raises AudioError naming the file if it is missing, empty, not readable audio, cut short (a
+    WAV or AIFF copy whose header promises more audio than it holds), too short to give one sample
+    at target_rate_hz, or at a rate that cannot be converted.
     """
     file_path = Path(path)
     if not file_path.is_file():
@@ -92,8 +127,13 @@ def read_audio(path: PathArg, *, target_rate_hz: int = DEFAULT_PARAMS.sample_rat
     if file_path.stat().st_size == 0:
         raise AudioError(f"{file_path}: file is empty (0 bytes); re-record or re-copy it", path=file_path)
     soundfile = _soundfile()
+    cut_short: Optional[AudioError] = None
     try:
-        samples, rate_hz = soundfile.read(str(file_path), dtype="float32", always_2d=True)
+        with soundfile.SoundFile(str(file_path)) as audio:
+            cut_short = cut_short_error(file_path, str(audio.extra_info))
+            if cut_short is None:
+                rate_hz = audio.samplerate
+                samples = audio.read(dtype="float32", always_2d=True)
     except (RuntimeError, ValueError, TypeError, OSError, MemoryError) as error:
         # LibsndfileError is a RuntimeError; MemoryError: a corrupt header claiming billions of frames.
         raise AudioError(
@@ -101,6 +141,8 @@ def read_audio(path: PathArg, *, target_rate_hz: int = DEFAULT_PARAMS.sample_rat
             f"not what its name says: convert it to WAV or FLAC (e.g. `ffmpeg -i in -ar 16000 -ac 1 out.wav`)",
             path=file_path,
         ) from None
+    if cut_short is not None:
+        raise cut_short
     if samples.shape[0] == 0:
         raise AudioError(f"{file_path}: holds no audio samples; re-record or re-export it", path=file_path)
     mono = samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1, dtype=np.float64).astype(np.float32)

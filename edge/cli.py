@@ -34,6 +34,7 @@ from edge.config import (
     load_config,
     locator_for,
     parse_assignment,
+    window_params,
 )
 from edge.detect import DetectorConfig
 from edge.errors import AudioError, ConfigError, OidoError, listed
@@ -90,6 +91,14 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _finite_float(text: str) -> float:
+    """A number; its range is Params' to check (edge.config.window_params), naming the flag."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
 def _days_arg(text: str) -> float:
     value = _positive_float(text)
     if value > MAX_EVENT_DAYS:
@@ -143,6 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
                               "repeatable. Each label's threshold is the first of: this flag, the config file, the "
                               "manifest (labels without one there use its default_threshold, "
                               f"{DetectorConfig.default_threshold:g} if it has none)")
+        sub.add_argument("--window-seconds", type=_finite_float, metavar="SECONDS",
+                         help="audio one window decision averages, at least one patch "
+                              f"({DEFAULT_PARAMS.patch_seconds:.3f} s); the tutorial's NUM_SECONDS (default: the "
+                              f"manifest's, {DEFAULT_PARAMS.window_seconds:g}; overrides the config's [detection] "
+                              "window_seconds). Windows only: the events and LEDs work per patch")
+        sub.add_argument("--overlap", type=_finite_float, metavar="FRACTION",
+                         help="fraction of a window shared with the next, in [0, 1): a decision every "
+                              "window x (1 - overlap); the tutorial's OVERLAP_FACTOR (default: the manifest's, "
+                              f"{DEFAULT_PARAMS.overlap:g}; overrides the config's [detection] overlap)")
         sub.add_argument("--threads", type=_positive_int, help="TF-Lite interpreter threads (default 1)")
         sub.add_argument("--block-seconds", type=_block_seconds_arg,
                          help=f"audio per block (default {AudioConfig.block_seconds})")
@@ -196,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(run=cmd_replay)
 
     record = commands.add_parser("record", parents=[common], help="microphone -> 16 kHz mono WAV")
-    record.add_argument("output", nargs="?", type=Path, help="WAV to write (or use --dataset and --label)")
+    record.add_argument("output", nargs="?", type=Path, help="WAV to write, named .wav; its folder is made if missing (or use --dataset and --label)")
     record.add_argument("--seconds", type=_positive_float, default=DEFAULT_PARAMS.clip_seconds,
                         help=f"how long to record (default {DEFAULT_PARAMS.clip_seconds:g})")
     record.add_argument("--dataset", type=Path, metavar="DIR",
@@ -267,6 +285,8 @@ def load_edge_config(args: argparse.Namespace) -> EdgeConfig:
         event_log=getattr(args, "event_log", None),
         save_dir=getattr(args, "save_events", None),
         num_threads=getattr(args, "threads", None),
+        window_seconds=getattr(args, "window_seconds", None),
+        overlap=getattr(args, "overlap", None),
     )
 
 
@@ -275,7 +295,8 @@ def _block_seconds(args: argparse.Namespace, config: EdgeConfig) -> float:
 
 
 def _load_base_pipeline(config: EdgeConfig) -> Any:
-    """The model's pipeline (at the model's rate), with the config's thresholds; checks the config's labels."""
+    """The model's pipeline (at the model's rate), with the config's thresholds and window decisions;
+    checks the config's labels."""
     from edge.detect import threshold_text, thresholds_text
     from edge.listen import detector_config_for, pipeline_for_rate
     from edge.pipeline import load_pipeline
@@ -284,10 +305,12 @@ def _load_base_pipeline(config: EdgeConfig) -> Any:
     check_labels(config, pipeline.labels, model_dir=config.model_dir,
                  audioset_classes=pipeline.detector.audioset_classes)
     detector_config = detector_config_for(pipeline.detector.config, config)
-    log.info("model %s: labels %s, thresholds %s (default %s), veto %s", config.model_dir, list(pipeline.labels),
-             thresholds_text(detector_config.thresholds) or "none", threshold_text(detector_config.default_threshold),
-             dict(detector_config.veto) or "none")  # fmt: skip
-    return pipeline_for_rate(pipeline, pipeline.input_rate_hz, detector_config=detector_config)
+    params = window_params(pipeline.params, config)
+    log.info("model %s: labels %s, thresholds %s (default %s), veto %s; a %g s window every %g s", config.model_dir,
+             list(pipeline.labels), thresholds_text(detector_config.thresholds) or "none",
+             threshold_text(detector_config.default_threshold), dict(detector_config.veto) or "none",
+             params.window_seconds, params.decision_hop_seconds)  # fmt: skip
+    return pipeline_for_rate(pipeline, pipeline.input_rate_hz, detector_config=detector_config, params=params)
 
 
 def _open_leds(config: EdgeConfig, *, mock: bool) -> Any:
@@ -399,7 +422,8 @@ def _check_listen(config: EdgeConfig, *, wait_for_input: bool = False) -> int:
     ran = len(base.push(noise).patches) + len(base.flush().patches)
     print(f"model: {config.model_dir}: labels {', '.join(base.labels)}; thresholds "
           f"{thresholds_text(base.detector.config.thresholds) or 'none'}; {ran} patch(es) of test noise "
-          f"ran in {1000 * (time.perf_counter() - started):.0f} ms")
+          f"ran in {1000 * (time.perf_counter() - started):.0f} ms; a {base.params.window_seconds:g} s window "
+          f"every {base.params.decision_hop_seconds:g} s")
     sd = import_sounddevice()
     try:
         device = resolve_input_device(config.audio.device, sd=sd)
@@ -609,7 +633,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from edge.record import SUBTYPES, check_output_path, record, record_session
+    from edge.record import SUBTYPES, check_output_folder, check_output_path, label_folder, record, record_session
     from edge.sources import MicrophoneSource
 
     if (args.dataset is None) == (args.output is None):
@@ -618,9 +642,14 @@ def cmd_record(args: argparse.Namespace) -> int:
         raise ConfigError("--dataset needs --label NAME (the class folder to number the recording in)")
     if args.output is not None and args.count != 1:
         raise ConfigError(f"--count {args.count} needs --dataset DIR --label NAME (one output WAV holds one take)")
-    if args.output is not None:
-        check_output_path(args.output)  # before the microphone opens: a folder would lose the take at the end
+    # Everything that can refuse the take is checked before the microphone opens: a bad label, a
+    # folder or a .flac name for the WAV, a folder that cannot be made (made here when it can).
+    folder = label_folder(args.dataset, args.label) if args.dataset is not None else None
     config = load_edge_config(args)
+    if folder is not None:
+        check_output_folder(folder)
+    else:
+        check_output_path(args.output)
     subtype = SUBTYPES["pcm16" if args.pcm16 else "float32"]
     mic = MicrophoneSource(config.audio.device, config.audio.rate_hz, config.audio.block_seconds,
                            config.audio.channels)

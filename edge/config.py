@@ -2,7 +2,8 @@
 
 Every setting of the appliance that is not a model parameter lives here: which microphone,
 which GPIO pin lights for which class, thresholds that override the model's, where events
-go. Model parameters (framing, windows) come from the model's manifest, never from here.
+go. Model parameters (framing, patches) come from the model's manifest, never from here; only
+the window decisions, which the models never see, may be changed (`window_params`).
 
 A mistake in the file raises ConfigError naming the file, the line, the key and the fix::
 
@@ -22,6 +23,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 from edge.detect import unknown_audioset_class
 from edge.errors import ConfigError
+from edge.params import DEFAULT_PARAMS, Params
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -65,7 +67,7 @@ class AudioConfig:
 
 @dataclass(frozen=True)
 class DetectionConfig:
-    """Thresholds that override the model manifest's."""
+    """Thresholds that override the model manifest's, and the window decisions' length and overlap."""
 
     threshold: Optional[float] = None
     """Score every label without its own threshold must reach; None = the manifest's."""
@@ -74,6 +76,11 @@ class DetectionConfig:
     veto: Mapping[str, float] = field(default_factory=dict)
     """YAMNet AudioSet class -> score, laid over the model's veto (a patch YAMNet scores that
     high holds no evidence); 0 turns that class's veto off."""
+    window_seconds: Optional[float] = None
+    """Audio one window decision averages (the tutorial's NUM_SECONDS); None = the manifest's (3 s)."""
+    overlap: Optional[float] = None
+    """Fraction of a window shared with the next, in [0, 1) (the tutorial's OVERLAP_FACTOR); None =
+    the manifest's (0.5). A decision every window_seconds x (1 - overlap)."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +165,8 @@ class EdgeConfig:
         event_log: Optional[str] = None,
         save_dir: Optional[Path] = None,
         num_threads: Optional[int] = None,
+        window_seconds: Optional[float] = None,
+        overlap: Optional[float] = None,
     ) -> "EdgeConfig":
         """A copy with command-line values (None = keep the file's) replacing the file's.
 
@@ -176,6 +185,8 @@ class EdgeConfig:
             self.detection,
             threshold=self.detection.threshold if threshold is None else threshold,
             thresholds={**file_thresholds, **(thresholds or {})},
+            window_seconds=self.detection.window_seconds if window_seconds is None else window_seconds,
+            overlap=self.detection.overlap if overlap is None else overlap,
         )
         flags = dict(self.flags)
         if device is not None:
@@ -186,6 +197,10 @@ class EdgeConfig:
             flags[("detection", "threshold")] = f"--threshold {threshold:g}"
         for label, value in (thresholds or {}).items():
             flags[("detection.thresholds", label)] = f"--threshold {label}={value:g}"
+        if window_seconds is not None:
+            flags[("detection", "window_seconds")] = f"--window-seconds {window_seconds:g}"
+        if overlap is not None:
+            flags[("detection", "overlap")] = f"--overlap {overlap:g}"
         for label, pin in (pins or {}).items():
             flags[("leds.pins", label)] = f"--pin {label}={pin}"
         if event_log is not None:
@@ -221,7 +236,8 @@ class EdgeConfig:
 _TOP_KEYS = {"model_dir": (str,), "state_dir": (str,), "num_threads": (int,)}
 _TABLES: dict[str, dict[str, tuple[type, ...]]] = {
     "audio": {"device": (str, int), "rate_hz": (int,), "block_seconds": (int, float), "channels": (int,)},
-    "detection": {"threshold": (int, float), "thresholds": (dict,), "veto": (dict,)},
+    "detection": {"threshold": (int, float), "thresholds": (dict,), "veto": (dict,), "window_seconds": (int, float),
+                  "overlap": (int, float)},
     "leds": {"status": (int,), "blink_seconds": (int, float), "pins": (dict,)},
     "events": {
         "log": (str,),
@@ -338,6 +354,9 @@ def parse_config(text: str, *, path: Optional[Path] = None) -> EdgeConfig:
     for table in ("thresholds", "veto"):
         if table in detection:
             detection[table] = {k: float(v) for k, v in detection[table].items()}
+    for key in ("window_seconds", "overlap"):
+        if key in detection:
+            detection[key] = float(detection[key])
 
     config = EdgeConfig(
         model_dir=to_path(values.get("model_dir")) or EdgeConfig.model_dir,
@@ -383,6 +402,7 @@ def validate(config: EdgeConfig, *, where: str, locate: Optional["TomlLocator"] 
             raise ConfigError(
                 f"{at('detection.veto', name)}: {name} = {score}; a veto is a YAMNet score in (0, 1], or 0 to turn it off"
             )
+    window_params(DEFAULT_PARAMS, config, at=at)  # the model's params are checked again when it loads
 
     used: dict[int, str] = {}
     named = [("leds.pins", label, pin) for label, pin in leds.pins.items()]
@@ -419,6 +439,28 @@ def validate(config: EdgeConfig, *, where: str, locate: Optional["TomlLocator"] 
             f"{at('events', key)}: pre_roll_seconds + max_clip_seconds must be at most "
             f"{MAX_EVENT_AUDIO_SECONDS:g} s (that much audio is kept in memory), e.g. 1 and 15"
         )
+
+
+def window_params(params: Params, config: EdgeConfig, *, at: Optional["TomlLocator"] = None) -> Params:
+    """`params` (the model's) with the config's window decisions laid over them: [detection]
+    window_seconds and overlap, or --window-seconds and --overlap (flag over file over manifest).
+
+    Only the windows change: the models see patches, never windows. Raises ConfigError naming the
+    setting (the flag, or file:line) when Params refuses it: a window shorter than one patch, an
+    overlap outside [0, 1).
+    """
+    at = at or locator_for(config)
+    for key in ("overlap", "window_seconds"):  # overlap first: Params checks it without the window
+        value = getattr(config.detection, key)
+        if value is None:
+            continue
+        try:
+            params = params.with_changes(**{key: value})
+        except ValueError as error:
+            flag = config.flags.get(("detection", key))
+            where = f"command line: {flag}" if flag else f"{at('detection', key)}: [detection] {key} = {value}"
+            raise ConfigError(f"{where}: {error}") from None
+    return params
 
 
 def check_labels(

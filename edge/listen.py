@@ -23,7 +23,8 @@ from edge.config import STDOUT, EdgeConfig
 from edge.detect import Detector, DetectorConfig, Event, threshold_text
 from edge.events import EventAudioSaver, EventLog, event_record
 from edge.leds import AnyLedBank, NullLedBank
-from edge.pipeline import PatchResult, StepOutput, StreamingPipeline, WindowDecision, voting_mean
+from edge.params import Params
+from edge.pipeline import SILENCE, PatchResult, StepOutput, StreamingPipeline, WindowDecision, voting_mean
 from edge.sources import Gap
 
 log = logging.getLogger(__name__)
@@ -55,19 +56,25 @@ def detector_config_for(model: DetectorConfig, config: EdgeConfig) -> DetectorCo
 
 
 def pipeline_for_rate(
-    base: StreamingPipeline, input_rate_hz: int, *, detector_config: Optional[DetectorConfig] = None
+    base: StreamingPipeline,
+    input_rate_hz: int,
+    *,
+    detector_config: Optional[DetectorConfig] = None,
+    params: Optional[Params] = None,
 ) -> StreamingPipeline:
     """A fresh pipeline sharing `base`'s loaded models, for blocks at input_rate_hz.
 
-    detector_config: None = base's detector settings.
+    detector_config: None = base's detector settings. params: None = base's; otherwise the
+    base's with other window decisions (window_params): the models never see them.
     """
+    params = base.params if params is None else params
     settings = base.detector.config if detector_config is None else detector_config
-    detector = Detector(settings, labels=base.labels, params=base.params, audioset_classes=base.detector.audioset_classes)
+    detector = Detector(settings, labels=base.labels, params=params, audioset_classes=base.detector.audioset_classes)
     return StreamingPipeline(
         base.yamnet,
         base.head,
         labels=base.labels,
-        params=base.params,
+        params=params,
         detector=detector,
         input_rate_hz=input_rate_hz,
     )
@@ -106,10 +113,13 @@ class ConsoleView:
                offset_seconds: float = 0.0) -> None:
         if not self.enabled:
             return
-        order = np.argsort(-decision.mean_probabilities)[: self.top_k]
-        tops = "  ".join(f"{labels[i]} {decision.mean_probabilities[i]:.2f}" for i in order)
+        if decision.silent:  # its mean is what YAMNet makes of silence: no class to show
+            tops = "no audible patch"
+        else:
+            order = np.argsort(-decision.mean_probabilities)[: self.top_k]
+            tops = "  ".join(f"{labels[i]} {decision.mean_probabilities[i]:.2f}" for i in order)
         end = offset_seconds + decision.end_sample / sample_rate_hz
-        self._print(f"{end:8.2f} s  window {decision.index:4d}  {decision.label:<16s} | {tops}")
+        self._print(f"{end:8.2f} s  window {decision.index:4d}  {decision.shown_label:<16s} | {tops}")
 
     def patch(self, result: PatchResult, detector: Detector, *, offset_seconds: float = 0.0) -> None:
         """One line per patch when `patches` is on: its end time, level, top classes (each
@@ -407,6 +417,8 @@ class ClipSummary:
     """decide() over the file's audible patches (None for a file too short for a patch)."""
     score: float
     report: StreamReport
+    silent: bool = False
+    """No patch of the file is audible: `label` is only decide()'s argmax over silence, shown as SILENCE."""
 
 
 def replay_source(
@@ -425,9 +437,11 @@ def replay_source(
     )
     if not report.patch_probabilities:
         return ClipSummary(path=name, label=None, score=0.0, report=report)
-    mean = voting_mean(np.stack(report.patch_probabilities), pipeline.params.audible(report.patch_levels_dbfs))
+    audible = pipeline.params.audible(report.patch_levels_dbfs)
+    mean = voting_mean(np.stack(report.patch_probabilities), audible)
     index = int(np.argmax(mean))
-    return ClipSummary(path=name, label=pipeline.labels[index], score=float(mean[index]), report=report)
+    return ClipSummary(path=name, label=pipeline.labels[index], score=float(mean[index]), report=report,
+                       silent=not bool(np.any(audible)))
 
 
 def format_summary(summaries: Iterable[ClipSummary]) -> str:
@@ -441,8 +455,13 @@ def format_summary(summaries: Iterable[ClipSummary]) -> str:
         events = ", ".join(
             f"{r['label']} {r['start_seconds']:.2f}-{r['end_seconds']:.2f} s" for r in summary.report.records
         ) or "no events"
-        label = summary.label if summary.label is not None else "(too short)"
-        lines.append(f"{summary.path}: {label} {summary.score:.2f}; {events}")
+        if summary.label is None:
+            label, shown = "(too short)", "(too short) 0.00"
+        elif summary.silent:  # no evidence: a score would dress the argmax over silence up as a decision
+            label = shown = SILENCE
+        else:
+            label, shown = summary.label, f"{summary.label} {summary.score:.2f}"
+        lines.append(f"{summary.path}: {shown}; {events}")
         decided[label] += 1
         lit.update({r["label"] for r in summary.report.records})
         dark += not summary.report.records

@@ -6,7 +6,8 @@ Live audio and clips go through the same `StreamingPipeline.push()/flush()`:
       -> channel mean -> StreamingResampler (to params.sample_rate_hz)
       -> StreamingFramer (a 0.975 s patch every 0.48 s)
       -> YAMNet (embedding, scores) -> head (class probabilities)   [once per patch]
-      -> Detector (events, per patch) and window decisions (3 s windows, from cached patch probabilities)
+      -> Detector (events, per patch) and window decisions (params.window_seconds windows, 3 s by
+         default, every window x (1 - overlap); from cached patch probabilities)
 
 `classify_clip` feeds a whole waveform through exactly that path, so what is
 measured on files is what the Pi does.
@@ -41,6 +42,10 @@ FloatArray = npt.NDArray[np.float32]
 
 _SILENCE_DBFS = -200.0
 """rms_dbfs reported for an all-zero patch (log of zero)."""
+
+SILENCE = "silence"
+"""Shown instead of a class for a window or clip without one audible patch: such audio holds no
+evidence, and the argmax of YAMNet's output for digital silence would look like a real decision."""
 
 
 class PatchEmbedder(Protocol):
@@ -83,7 +88,8 @@ class PatchResult:
 
 @dataclass(frozen=True, eq=False)
 class WindowDecision:
-    """The tutorial's decision over one window (3 s, every 1.5 s), from cached patch probabilities.
+    """The tutorial's decision over one window (Params.window_seconds every decision_hop_seconds:
+    3 s every 1.5 s by default), from cached patch probabilities.
 
     Window k spans [end_sample - window_samples, end_sample) with
     end_sample = window_samples + k * decision_hop_samples, and averages the
@@ -99,10 +105,18 @@ class WindowDecision:
     """labels[decide(...)]: argmax of the mean."""
     score: float
     """mean_probabilities[label_index]."""
+    silent: bool = False
+    """No patch of the window is audible (Params.silent_patch_dbfs): it holds no evidence, so its
+    label is only the argmax of what YAMNet makes of silence; shown as SILENCE, never a class."""
 
     @property
     def label_index(self) -> int:
         return int(np.argmax(self.mean_probabilities))
+
+    @property
+    def shown_label(self) -> str:
+        """What a person is told this window heard: its label, or SILENCE when no patch was audible."""
+        return SILENCE if self.silent else self.label
 
 
 @dataclass(frozen=True, eq=False)
@@ -137,7 +151,18 @@ class ClipResult:
 
     @property
     def label(self) -> str:
+        """labels[label_index]; of a silent clip, only the argmax over silence (evaluation keeps it)."""
         return self.labels[self.label_index]
+
+    @property
+    def silent(self) -> bool:
+        """No patch of the clip is audible: it holds no evidence for any class."""
+        return not bool(np.any(self.audible))
+
+    @property
+    def shown_label(self) -> str:
+        """What a person is told the clip is: its label, or SILENCE when no patch was audible."""
+        return SILENCE if self.silent else self.label
 
 
 _NOTHING = StepOutput()
@@ -398,8 +423,9 @@ class StreamingPipeline:
             self._next_window_end += self._decision_hop_samples
             if not indices:
                 continue
-            voting = [i for i in indices if self._audible[i]] or indices
-            mean = window_mean([self._probabilities[i] for i in voting])
+            audible = [i for i in indices if self._audible[i]]
+            # A window without an audible patch keeps the mean of them all (decide()'s rule) but says it is silent.
+            mean = window_mean([self._probabilities[i] for i in audible or indices])
             label_index = int(np.argmax(mean))
             windows.append(
                 WindowDecision(
@@ -409,6 +435,7 @@ class StreamingPipeline:
                     mean_probabilities=mean,
                     label=self.labels[label_index],
                     score=float(mean[label_index]),
+                    silent=not audible,
                 )
             )
             # Later windows start at or after this one: drop patches they cannot use.

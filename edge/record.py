@@ -102,7 +102,9 @@ def label_problem(label: str) -> Optional[str]:
     return None
 
 
-def _label_folder(dataset_dir: Union[str, Path], label: str) -> Path:
+def label_folder(dataset_dir: Union[str, Path], label: str) -> Path:
+    """DIR/LABEL, the folder `record --dataset DIR --label LABEL` numbers takes in; ConfigError
+    naming --label when LABEL cannot be a folder name (label_problem). Touches no disk."""
     problem = label_problem(label)
     if problem is not None:
         raise ConfigError(f"--label {label!r} {problem}: it becomes a folder name; use e.g. crying_baby")
@@ -138,7 +140,7 @@ def next_dataset_path(dataset_dir: Union[str, Path], label: str, *, session: Opt
     numbers keep going up and no existing file is ever chosen. `session` defaults to a new one
     (new_session_id). ConfigError for a label that cannot be a folder name, before touching disk.
     """
-    folder = _label_folder(dataset_dir, label)
+    folder = label_folder(dataset_dir, label)
     session = session if session is not None else new_session_id(dataset_dir)
     numbers = []
     if folder.is_dir():
@@ -217,7 +219,7 @@ def record_session(
         raise ConfigError(f"--count {takes}: record at least one take, e.g. --count 10")
     if not (math.isfinite(seconds) and seconds > 0):
         raise ConfigError(f"--seconds {seconds}: record at least a fraction of a second, e.g. --seconds 5")
-    _label_folder(dataset_dir, label)
+    label_folder(dataset_dir, label)
     session = new_session_id(dataset_dir, now=now)
     shared = _Takes(source, round(seconds * int(source.rate_hz)))
     results: list[Recording] = []
@@ -235,15 +237,39 @@ def record_session(
     return results
 
 
-def check_output_path(path: Union[str, Path]) -> Path:
-    """`path` as a Path if `record` can write its WAV there; ConfigError naming the fix if it is a folder.
+def check_output_folder(folder: Union[str, Path]) -> Path:
+    """`folder` as a Path, made (with its parents) if missing, for `record` to write takes in;
+    ConfigError naming it and the fix when it cannot be made (under a file, /proc, a missing drive).
 
-    Checked before anything is captured: the WAV is renamed onto `path` at the end, which a folder refuses.
+    Checked before the microphone opens, so a mistyped path costs no take. A folder that exists but
+    is read-only is found when the WAV is opened, still before anything is captured (OSError).
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        why = "a file is in the way" if isinstance(error, (FileExistsError, NotADirectoryError)) else (
+            error.strerror or str(error))
+        raise ConfigError(f"{folder}: cannot make the folder to record into ({why}); give a path in a folder "
+                          f"you can write, e.g. ~/recordings/take.wav", path=folder) from None
+    return folder
+
+
+def check_output_path(path: Union[str, Path]) -> Path:
+    """`path` as a Path if `record` can write its WAV there, its folder made if missing (check_output_folder);
+    ConfigError naming the fix if it is a folder, or not named .wav.
+
+    Checked before anything is captured: the WAV is renamed onto `path` at the end, which a folder
+    refuses, and a WAV under another name (take.flac, take.mp3) would be skipped or misread later.
     """
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path} is a folder; give a file such as {path / 'take.wav'}, or use --dataset {path} "
                           f"--label NAME to number takes in it", path=path)
+    if path.suffix.lower() != ".wav":
+        raise ConfigError(f"{path}: record writes WAV files; name it {path.with_suffix('.wav')} (a WAV under "
+                          f"another name would be misread or skipped by prepare)", path=path)
+    check_output_folder(path.parent)
     return path
 
 
@@ -259,24 +285,23 @@ def record(
 
     Stops early when the source stops (signal) or ends, or the disk refuses more (one log line);
     what was captured and written is kept. Raises before capturing: ConfigError if `path` is a
-    folder (check_output_path) or the source's rate cannot be resampled, OSError if `path` cannot
-    be written.
+    folder, not a .wav or in a folder that cannot be made (check_output_path) or the source's
+    rate cannot be resampled, OSError if `path` cannot be written.
     """
     from edge.audio import WavWriter
     from edge.resample import StreamingResampler, can_resample
 
     if not (math.isfinite(seconds) and seconds > 0):
         raise ConfigError(f"--seconds {seconds}: record at least a fraction of a second, e.g. --seconds 5")
-    path = check_output_path(path)
     rate_hz = int(source.rate_hz)
     target_hz = params.sample_rate_hz
     if not can_resample(rate_hz, target_hz):
         raise ConfigError(f"audio at {rate_hz} Hz cannot be resampled to {target_hz} Hz; capture at 16000, 44100 or "
                           f"48000 Hz (--rate or [audio] rate_hz)")
+    path = check_output_path(path)  # makes its folder: after every other refusal
     resampler = None if rate_hz == target_hz else StreamingResampler(rate_hz, target_hz)
     wanted = round(seconds * rate_hz)
     captured = 0
-    path.parent.mkdir(parents=True, exist_ok=True)
     writer = WavWriter(path, rate_hz=target_hz, subtype=subtype)  # a read-only or full disk fails here
     error: Optional[OSError] = None
     peak = 0.0

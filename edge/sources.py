@@ -547,11 +547,27 @@ class MicrophoneSource(StoppableSource):
 class FileSource(StoppableSource):
     """Blocks of an audio file (WAV/FLAC/...) at its own rate, as fast as possible or paced in real time.
 
-    Yields float32 [n, channels] blocks of block_seconds (the last may be shorter).
+    Yields float32 [n, channels] blocks of block_seconds (the last may be shorter). A file whose
+    header cannot be read raises AudioError here; one that breaks off mid-way (a FLAC cut short,
+    corrupt data) or a WAV/AIFF copy cut short (its header promises more audio than it holds:
+    `cut_short`) raises AudioError from blocks(), naming the file, so a caller playing several
+    files can skip it and go on. realtime: each block is yielded once the clock has reached its
+    end (the audio's own time since the first block); clock: seconds, monotonic; sleep(seconds)
+    waits (None: on the stop event, so stop() cuts a wait short). Both are passed in by tests.
     """
 
-    def __init__(self, path: Union[str, Path], *, block_seconds: float = 0.1, realtime: bool = False) -> None:
+    def __init__(
+        self,
+        path: Union[str, Path],
+        *,
+        block_seconds: float = 0.1,
+        realtime: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Optional[Callable[[float], object]] = None,
+    ) -> None:
         import soundfile  # a dependency of the edge extra; imported here so the core does not need it
+
+        from edge.audio import cut_short_error
 
         if block_seconds <= 0:
             raise ValueError(f"block_seconds must be > 0, got {block_seconds}")
@@ -560,7 +576,7 @@ class FileSource(StoppableSource):
             why = "is a folder; give a WAV or FLAC file" if self.path.is_dir() else "audio file not found; check the path"
             raise AudioError(f"{self.path}: {why}", path=self.path)
         try:
-            info = soundfile.info(str(self.path))
+            info = soundfile.info(str(self.path), verbose=True)
         except (RuntimeError, ValueError, TypeError, OSError) as error:  # LibsndfileError is a RuntimeError
             raise AudioError(
                 f"{self.path}: cannot read audio ({error}); give a WAV or FLAC file", path=self.path
@@ -572,13 +588,27 @@ class FileSource(StoppableSource):
         self.duration_seconds = info.frames / info.samplerate
         self.block_seconds = block_seconds
         self.realtime = realtime
+        self.cut_short: Optional[AudioError] = cut_short_error(self.path, str(info.extra_info))
+        """Why the file is a copy cut short (blocks() raises it before any audio), or None."""
+        self._clock = clock
+        self._sleep = sleep
         super().__init__()
+
+    def _wait(self, seconds: float) -> bool:
+        """Wait `seconds` (> 0); True if stop() came first or meanwhile."""
+        if self._sleep is None:
+            return self._stop.wait(seconds)
+        self._sleep(seconds)
+        return self._stop.is_set()
 
     def blocks(self) -> Iterator[SourceItem]:
         import soundfile
 
+        if self.cut_short is not None:
+            # libsndfile would read what is there without complaint: the take is incomplete, say so.
+            raise self.cut_short
         block_frames = max(1, round(self.block_seconds * self.rate_hz))
-        started = time.monotonic()
+        started = self._clock()
         emitted = 0
         try:
             audio = soundfile.SoundFile(str(self.path))
@@ -598,9 +628,10 @@ class FileSource(StoppableSource):
                 if len(block) == 0:
                     return
                 if self.realtime:
-                    # Pace to the wall clock; wait() returns early on stop().
+                    # Pace to the clock: a block is due when the audio up to its end has played.
                     due = started + (emitted + len(block)) / self.rate_hz
-                    if self._stop.wait(max(0.0, due - time.monotonic())):
+                    ahead = due - self._clock()
+                    if (ahead > 0 and self._wait(ahead)) or self._stop.is_set():
                         return
                 emitted += len(block)
                 yield block

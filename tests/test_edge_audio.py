@@ -10,7 +10,7 @@ import pytest
 
 soundfile = pytest.importorskip("soundfile")
 
-from edge.audio import read_audio, write_wav  # noqa: E402
+from edge.audio import missing_audio_bytes, read_audio, write_wav  # noqa: E402
 from edge.errors import AudioError  # noqa: E402
 from edge.resample import resample  # noqa: E402
 
@@ -91,6 +91,28 @@ def test_truncated_header_is_an_audio_error(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:20])
     with pytest.raises(AudioError, match="cut.wav"):
         read_audio(path)
+
+
+def test_missing_audio_bytes_reads_libsndfiles_header_dump() -> None:
+    assert missing_audio_bytes("RIFF : 96036 (should be 992)\nWAVE\ndata : 96000 (should be 956)\nEnd\n") == 95044
+    assert missing_audio_bytes("FORM : 96046 (should be 1000)\n SSND : 96008 (should be 954)\n") == 95054  # AIFF
+    assert missing_audio_bytes("data : 96000\nEnd\n") == 0  # whole
+    assert missing_audio_bytes("data : 4294967295 (should be 956)\n") == 0  # "length unknown": streamed to a pipe
+
+
+@pytest.mark.parametrize("fmt, suffix", [("WAV", ".wav"), ("AIFF", ".aiff")])
+def test_a_copy_cut_short_is_an_audio_error_naming_the_file_and_the_fix(tmp_path: Path, fmt: str, suffix: str) -> None:
+    """`head -c 1000 clip.wav > cut.wav`: libsndfile reads the frames there without complaint."""
+    whole = tmp_path / f"whole{suffix}"
+    soundfile.write(str(whole), tone(RATE, seconds=3.0), RATE, subtype="PCM_16", format=fmt)
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(whole.read_bytes()[:1000])
+    assert 0 < soundfile.info(str(cut)).frames < 500  # what libsndfile alone makes of it
+    with pytest.raises(AudioError, match=rf"cut{suffix}: cut short: its header promises \d+ more bytes of audio than "
+                                         r"the file holds \(an interrupted copy\?\); copy it again") as error:
+        read_audio(cut)
+    assert error.value.path == str(cut)
+    assert len(read_audio(whole)) == 3 * RATE
 
 
 def test_file_without_samples_is_an_audio_error(tmp_path: Path) -> None:

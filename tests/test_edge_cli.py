@@ -120,6 +120,58 @@ def test_a_threshold_flag_for_every_label_drops_the_files_per_class_thresholds(t
     assert loaded.detection.threshold == 0.7 and loaded.detection.thresholds == {"clock_alarm": 0.8}
 
 
+@pytest.mark.parametrize("command", ["listen", "replay"])
+def test_window_and_overlap_flags_beat_the_config_files_detection_table(tmp_path, command):
+    config = check_config(tmp_path, "[detection]", "window_seconds = 4", "overlap = 0.25")
+    files = ["x.wav"] if command == "replay" else []
+    from_file = cli.load_edge_config(cli.build_parser().parse_args([command, *files, "--config", str(config)]))
+    assert (from_file.detection.window_seconds, from_file.detection.overlap) == (4.0, 0.25)
+    flagged = cli.load_edge_config(cli.build_parser().parse_args(
+        [command, *files, "--config", str(config), "--window-seconds", "2", "--overlap", "0.75"]))
+    assert (flagged.detection.window_seconds, flagged.detection.overlap) == (2.0, 0.75)
+    assert flagged.flags[("detection", "overlap")] == "--overlap 0.75"
+
+
+def window_ends(out: str) -> list[float]:
+    """End times (s) of replay's window lines."""
+    return [float(line.split()[0]) for line in out.splitlines() if " window " in line]
+
+
+def test_replay_window_settings_space_the_decisions_and_flags_beat_the_file(tmp_path, monkeypatch, capsys):
+    """The tutorial's NUM_SECONDS and OVERLAP_FACTOR from the config or the command line, applied to
+    the model's params where its pipeline is built (the models themselves are untouched)."""
+    import soundfile
+
+    import edge.pipeline
+
+    monkeypatch.setattr(edge.pipeline, "load_pipeline", lambda model_dir, **options: fake_pipeline())
+    clip = tmp_path / "alarm.wav"
+    soundfile.write(str(clip), loud_then_quiet(16000), 16000)  # 10 s
+    config = config_in(tmp_path)
+    assert cli.main(["replay", str(clip), "--config", str(config)]) == cli.EXIT_OK
+    assert window_ends(capsys.readouterr().out) == [3.0, 4.5, 6.0, 7.5, 9.0]  # the manifest's: 3 s every 1.5 s
+    assert cli.main(["replay", str(clip), "--config", str(config), "--window-seconds", "2", "--overlap", "0.75"]) == 0
+    assert window_ends(capsys.readouterr().out) == [2.0 + 0.5 * k for k in range(17)]  # 2 s every 0.5 s
+    config.write_text(config.read_text(encoding="utf-8").replace("# window_seconds = 3.0", "window_seconds = 4")
+                      .replace("# overlap = 0.5", "overlap = 0"), encoding="utf-8")
+    assert cli.main(["replay", str(clip), "--config", str(config)]) == cli.EXIT_OK
+    assert window_ends(capsys.readouterr().out) == [4.0, 8.0]
+    assert cli.main(["replay", str(clip), "--config", str(config), "--overlap", "0.5"]) == cli.EXIT_OK
+    assert window_ends(capsys.readouterr().out) == [4.0, 6.0, 8.0, 10.0]
+
+
+def test_a_window_shorter_than_a_patch_or_an_overlap_of_1_is_refused_before_loading_any_model(tmp_path, capsys):
+    for flags, why in ((["--overlap", "1"], "command line: --overlap 1: overlap must be in [0, 1)"),
+                       (["--window-seconds", "0.5"], "command line: --window-seconds 0.5: window_seconds=0.5 is "
+                                                      "shorter than one YAMNet patch (0.975 s)")):
+        code = cli.main(["replay", "x.wav", "--model-dir", str(tmp_path / "no-model"), *flags])
+        err = capsys.readouterr().err
+        assert code == cli.EXIT_USAGE and why in err and "manifest" not in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["listen", "--overlap", "half"])
+    assert exit_.value.code == cli.EXIT_USAGE and "'half' is not a number" in capsys.readouterr().err
+
+
 def test_replay_of_a_missing_file_names_it_before_loading_any_model(tmp_path, capsys):
     missing = tmp_path / "nope.wav"
     assert cli.main(["replay", str(missing), "--model-dir", str(tmp_path)]) == cli.EXIT_USAGE
@@ -137,8 +189,8 @@ def test_replay_of_a_folder_plays_every_audio_file_under_it_in_name_order(tmp_pa
     assert cli.main(["replay", str(takes), "--config", str(config_in(tmp_path)), "--summary-only"]) == cli.EXIT_OK
     summary = [line for line in capsys.readouterr().out.splitlines() if line.startswith((str(takes), "2 files"))]
     assert [line.split(":")[0] for line in summary[:-1]] == [str(takes / "kettle" / "a.wav"), str(takes / "kettle" / "b.flac")]
-    assert "no events" in summary[0] and "clock_alarm" in summary[1]
-    assert summary[-1] == "2 files: decided clock_alarm 1, other 1; files that lit each label: clock_alarm 1; 1 lit nothing"
+    assert summary[0] == f"{takes / 'kettle' / 'a.wav'}: silence; no events" and "clock_alarm" in summary[1]
+    assert summary[-1] == "2 files: decided clock_alarm 1, silence 1; files that lit each label: clock_alarm 1; 1 lit nothing"
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -161,10 +213,31 @@ def test_replay_goes_on_past_a_file_corrupt_after_its_header_and_exits_1(tmp_pat
     soundfile.write(str(takes / "c.wav"), np.zeros(16000, np.float32), 16000)
     assert cli.main(["replay", str(takes), "--config", str(config_in(tmp_path)), "--summary-only"]) == cli.EXIT_FAILURE
     captured = capsys.readouterr()
-    assert f"{takes / 'a.wav'}: clock_alarm" in captured.out and f"{takes / 'c.wav'}: other" in captured.out
-    assert "2 files: decided clock_alarm 1, other 1" in captured.out
+    assert f"{takes / 'a.wav'}: clock_alarm" in captured.out and f"{takes / 'c.wav'}: silence" in captured.out
+    assert "2 files: decided clock_alarm 1, silence 1" in captured.out
     assert f"1 file(s) could not be read to the end and are not counted above: {takes / 'b.flac'}" in captured.out
     assert f"{takes / 'b.flac'}: unreadable after" in captured.err and "skipped, the other files go on" in captured.err
+
+
+def test_replay_skips_a_wav_copy_cut_short_naming_it_and_exits_1(tmp_path, fake_models, capsys):
+    """`head -c 1000 clip.wav > cut.wav`: libsndfile reads the 478 frames there without complaint, so
+    replay used to print a decision for it and exit 0. Its header promises 3 s: it is an incomplete copy."""
+    import soundfile
+
+    takes = tmp_path / "takes"
+    takes.mkdir()
+    soundfile.write(str(takes / "a.wav"), loud_then_quiet(16000), 16000, subtype="PCM_16")
+    soundfile.write(str(tmp_path / "whole.wav"), loud_then_quiet(16000, seed=1), 16000, subtype="PCM_16")
+    (takes / "b.wav").write_bytes((tmp_path / "whole.wav").read_bytes()[:1000])
+    assert cli.main(["replay", str(takes), "--config", str(config_in(tmp_path)), "--summary-only"]) == cli.EXIT_FAILURE
+    captured = capsys.readouterr()
+    assert f"{takes / 'a.wav'}: clock_alarm" in captured.out and f"{takes / 'b.wav'}:" not in captured.out
+    assert f"1 file(s) could not be read to the end and are not counted above: {takes / 'b.wav'}" in captured.out
+    assert re.search(rf"{re.escape(str(takes / 'b.wav'))}: cut short: its header promises \d+ more bytes of audio "
+                     r"than the file holds .*copy it again.*skipped, the other files go on", captured.err)
+    alone = cli.main(["replay", str(takes / "b.wav"), "--config", str(config_in(tmp_path))])
+    captured = capsys.readouterr()
+    assert alone == cli.EXIT_FAILURE and " window " not in captured.out and "cut short" in captured.err
 
 
 def test_replay_names_every_unreadable_file_before_loading_any_model(tmp_path, capsys):
@@ -466,21 +539,57 @@ def test_the_config_file_changes_or_turns_off_single_entries_of_the_models_veto(
     assert detector_config_for(model, parse_config("")) == model
 
 
-def test_file_source_paces_to_real_time_only_when_asked(tmp_path):
-    import time
+class FakeClock:
+    """A monotonic clock that moves only when slept on or told to (`advance`)."""
 
+    def __init__(self, start: float = 100.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_file_source_paces_each_block_to_the_clock_only_when_asked(tmp_path):
     import soundfile
 
     from edge.sources import FileSource
 
     clip = tmp_path / "short.wav"
     soundfile.write(str(clip), np.zeros(int(0.4 * 8000), np.float32), 8000)
-    for realtime in (False, True):
-        started = time.monotonic()
-        blocks = list(FileSource(clip, block_seconds=0.05, realtime=realtime).blocks())
-        elapsed = time.monotonic() - started
-        assert sum(len(b) for b in blocks) == 3200 and blocks[0].shape == (400, 1)
-        assert (elapsed >= 0.35) == realtime
+    clock = FakeClock()
+    blocks = list(FileSource(clip, block_seconds=0.05, clock=clock, sleep=clock.sleep).blocks())
+    assert sum(len(b) for b in blocks) == 3200 and blocks[0].shape == (400, 1)
+    assert clock.sleeps == [] and clock.now == 100.0  # as fast as possible: never waits
+
+    clock = FakeClock()
+    source = FileSource(clip, block_seconds=0.05, realtime=True, clock=clock, sleep=clock.sleep)
+    yielded_at = []
+    for block in source.blocks():
+        yielded_at.append(clock.now - 100.0)
+        clock.advance(0.02)  # the consumer's work counts against the next wait
+    # Each block is yielded when the audio up to its end has played: 0.05, 0.10, ... 0.40 s.
+    assert yielded_at == pytest.approx([0.05 * k for k in range(1, 9)], abs=1e-9)
+    assert clock.sleeps[0] == pytest.approx(0.05) and clock.sleeps[1:] == pytest.approx([0.03] * 7)
+
+    clock = FakeClock()
+    late = FileSource(clip, block_seconds=0.05, realtime=True, clock=clock, sleep=clock.sleep)
+    for index, block in enumerate(late.blocks()):
+        clock.advance(0.32 if index == 0 else 0.0)  # a consumer that fell behind catches up without waits
+    assert clock.sleeps == pytest.approx([0.05, 0.03])  # blocks 2-7 were due already (0.37 s); the last is waited for
+
+    stopping = FileSource(clip, block_seconds=0.05, realtime=True)  # the real wait: stop() cuts it short
+    items = stopping.blocks()
+    next(items)
+    stopping.stop()
+    assert list(items) == []
 
 
 # --- the CLI wired to fakes ---
@@ -521,10 +630,36 @@ def test_replay_patches_prints_every_patch_against_its_thresholds_and_why_silenc
     lines = [line for line in capsys.readouterr().out.splitlines() if " patch " in line]
     assert len(lines) == DEFAULT_PARAMS.patches_in(len(audio))
     assert [int(line.split()[3]) for line in lines] == list(range(len(lines)))
-    loud = [line for line in lines if "clock_alarm 0.900*/0.5" in line]  # at or over the config's threshold
-    silent = [line for line in lines if "no evidence (silent: -200.0 dBFS < -90)" in line]
-    assert loud and silent and len(loud) + len(silent) <= len(lines)
-    assert all("other 0.900" in line and "*" not in line for line in silent)  # the background class has no threshold
+    loud = [int(line.split()[3]) for line in lines if "clock_alarm 0.900*/0.5" in line]  # at or over its threshold
+    silent = [int(line.split()[3]) for line in lines if "no evidence (silent: -200.0 dBFS < -90)" in line]
+    params = DEFAULT_PARAMS
+    padded = np.pad(audio, (0, len(lines) * params.hop_samples + params.patch_samples))
+    noisy = [k for k in range(len(lines)) if np.any(padded[k * params.hop_samples : k * params.hop_samples + params.patch_samples])]
+    # Each patch is one or the other: over its threshold where it holds any of the noise, silent where it holds only zeros.
+    assert loud == noisy and silent == sorted(set(range(len(lines))) - set(noisy)) and loud and silent
+    assert all("other 0.900" in lines[k] and "*" not in lines[k] for k in silent)  # the background class has no threshold
+
+
+def test_replay_and_the_live_view_say_silence_for_a_window_without_an_audible_patch(tmp_path, fake_models,
+                                                                                     monkeypatch, capsys):
+    """3 s of digital zeros used to print `window 0 toilet_flush` with the shipped model (here: other)."""
+    import soundfile
+
+    import edge.sources
+
+    clip = tmp_path / "zeros.wav"
+    soundfile.write(str(clip), np.zeros(3 * 16000, np.float32), 16000)
+    assert cli.main(["replay", str(clip), "--config", str(config_in(tmp_path))]) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if " window " in line] == [
+        "    3.00 s  window    0  silence          | no audible patch"]
+    assert f"{clip}: silence; no events" in out and "other" not in out
+
+    monkeypatch.setattr(edge.sources, "import_sounddevice", lambda: FakeSoundDevice(np.zeros(5 * 48000, np.float32)))
+    assert cli.main(["listen", "--config", str(config_in(tmp_path)), "--duration", "4.5", "--no-leds", "--verbose"]) == 0
+    windows = [line for line in capsys.readouterr().out.splitlines() if " window " in line]
+    assert len(windows) == 2 and all(line.endswith("silence          | no audible patch") for line in windows)
+    assert not (tmp_path / "state" / "events.jsonl").exists() or not (tmp_path / "state" / "events.jsonl").read_text()
 
 
 class FakeSoundDevice:
@@ -757,6 +892,61 @@ def test_record_count_writes_one_session_per_run_and_refuses_count_for_a_single_
     assert "--count 2 needs --dataset" in capsys.readouterr().err
 
 
+@pytest.fixture
+def microphone_must_not_open(monkeypatch):
+    import edge.sources
+
+    def refuse(self):
+        raise AssertionError("the microphone was opened before the take was known to be writable")
+
+    monkeypatch.setattr(edge.sources.MicrophoneSource, "open", refuse)
+
+
+@pytest.mark.parametrize("name", ["take.mp3", "take.flac", "take"])
+def test_record_refuses_a_name_other_than_wav_before_the_microphone_opens(tmp_path, microphone_must_not_open,
+                                                                          capsys, name):
+    """WAV data under take.mp3 was lost to prepare (it ignores .mp3), and under take.flac misnamed."""
+    assert cli.main(["record", str(tmp_path / name), "--seconds", "1"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{tmp_path / name}: record writes WAV files; name it {tmp_path / 'take.wav'}" in err
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="record writes WAV files"):
+        record(FakeSource([np.zeros(1600, np.float32)], rate_hz=16000), tmp_path / name, seconds=0.1)
+    assert list(tmp_path.iterdir()) == []
+    from edge.record import check_output_path
+
+    assert check_output_path(tmp_path / "TAKE.WAV") == tmp_path / "TAKE.WAV"  # any case
+
+
+def test_record_refuses_a_bad_label_before_the_microphone_opens(tmp_path, microphone_must_not_open, capsys):
+    assert cli.main(["record", "--dataset", str(tmp_path / "mydata"), "--label", "../x"]) == cli.EXIT_USAGE
+    assert "--label '../x' contains a path separator" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_record_names_a_folder_it_cannot_make_before_the_microphone_opens(tmp_path, microphone_must_not_open, capsys):
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    under_a_file = tmp_path / "notes.txt" / "takes"
+    for arguments, folder in (([str(under_a_file / "x.wav")], under_a_file),
+                              (["--dataset", str(under_a_file), "--label", "kettle"], under_a_file / "kettle")):
+        assert cli.main(["record", *arguments]) == cli.EXIT_USAGE
+        err = capsys.readouterr().err
+        assert f"{folder}: cannot make the folder to record into (a file is in the way); give a path in a folder " in err
+        assert "Traceback" not in err
+    if Path("/proc/self").is_dir():  # a folder nobody can make, root included
+        assert cli.main(["record", "/proc/nope/x.wav"]) == cli.EXIT_USAGE
+        assert "/proc/nope: cannot make the folder to record into (No such file or directory)" in capsys.readouterr().err
+
+
+def test_record_makes_a_missing_output_folder_before_the_microphone_opens(tmp_path, monkeypatch, capsys):
+    import edge.sources
+
+    monkeypatch.setattr(edge.sources, "import_sounddevice", lambda: FakeSoundDevice(np.zeros(2 * 48000, np.float32)))
+    take = tmp_path / "new" / "folder" / "take.wav"
+    assert cli.main(["record", str(take), "--seconds", "1"]) == cli.EXIT_OK
+    assert take.is_file() and f"{take}: 1.00 s at 16000 Hz" in capsys.readouterr().out
+
+
 def test_record_resamples_the_capture_to_16k_mono(tmp_path):
     import soundfile
 
@@ -836,7 +1026,7 @@ def test_replay_in_a_subprocess_runs_real_yamnet_and_drives_mock_leds(tiny_model
     out = result.stdout
     assert ">>> beep started" in out and "<<< beep ended" in out
     assert f"{clip}: " in out and "beep " in out.split(f"{clip}: ")[-1].splitlines()[0]
-    assert f"{silence}: other" in out and "no events" in out.split(f"{silence}: ")[-1].splitlines()[0]
+    assert f"{silence}: silence; no events" in out
     assert "gpio beep pin 17: off@0.00 on@" in out and "gpio speech pin 27: off@0.00\n" in out
     on_off = re.search(r"gpio beep pin 17: (.*)", out).group(1).split()
     assert [s.split("@")[0] for s in on_off] == ["off", "on", "off"]

@@ -378,3 +378,42 @@ def test_install_script_installs_what_the_service_and_config_expect():
                    "/opt/oido/venv", "extra=edge", "/opt/oido/model", "/etc/oido", "oido.toml", "useradd",
                    "gpio,audio", "systemctl enable"):
         assert needed in text, f"install_pi.sh does not mention {needed}"
+
+
+# --- window decisions: [detection] window_seconds and overlap ---
+
+
+def test_window_and_overlap_come_from_the_detection_table_and_flags_beat_them(tmp_path):
+    from edge.config import window_params
+    from edge.params import DEFAULT_PARAMS
+
+    assert window_params(DEFAULT_PARAMS, load_config(EXAMPLE)) is DEFAULT_PARAMS  # commented out: the model's
+    config = load_config(write(tmp_path, "[detection]\nwindow_seconds = 2\noverlap = 0.75\n"))
+    assert (config.detection.window_seconds, config.detection.overlap) == (2.0, 0.75)
+    params = window_params(DEFAULT_PARAMS, config)
+    assert (params.window_seconds, params.overlap, params.decision_hop_seconds) == (2.0, 0.75, 0.5)
+    assert params.with_changes(window_seconds=3.0, overlap=0.5) == DEFAULT_PARAMS  # nothing else changed
+    flagged = config.with_overrides(window_seconds=4.0)
+    assert (flagged.detection.window_seconds, flagged.detection.overlap) == (4.0, 0.75)
+    assert window_params(DEFAULT_PARAMS, config.with_overrides(overlap=0.0)).decision_hop_seconds == 2.0
+
+
+@pytest.mark.parametrize("text, line, why", [
+    ("window_seconds = 0.5", 3, r"\[detection\] window_seconds = 0.5: window_seconds=0.5 is shorter than one YAMNet patch \(0.975 s\)"),
+    ("window_seconds = nan", 3, r"\[detection\] window_seconds = nan: window_seconds must be a finite number"),
+    ("overlap = 1", 3, r"\[detection\] overlap = 1.0: overlap must be in \[0, 1\)"),
+    ("overlap = -0.25", 3, r"\[detection\] overlap = -0.25: overlap must be in \[0, 1\)"),
+    ("overlap = '0.5'", 3, r"\[detection\] overlap = '0.5' must be an integer or a number"),
+])
+def test_a_window_shorter_than_a_patch_or_an_overlap_outside_0_1_names_the_line(tmp_path, text, line, why):
+    path = write(tmp_path, f"[detection]\nthreshold = 0.5\n{text}\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}:{line}: {why}"):
+        load_config(path)
+
+
+def test_a_bad_window_flag_is_blamed_on_the_command_line_not_the_file(tmp_path):
+    config = load_config(write(tmp_path, "[detection]\nwindow_seconds = 2\n"))
+    with pytest.raises(ConfigError, match=r"^command line: --overlap 1: overlap must be in \[0, 1\)"):
+        config.with_overrides(overlap=1.0)
+    with pytest.raises(ConfigError, match=r"^command line: --window-seconds 0.9: window_seconds=0.9 is shorter"):
+        config.with_overrides(window_seconds=0.9)

@@ -12,7 +12,9 @@ import pytest
 from edge.detect import Detector, DetectorConfig
 from edge.errors import ConfigError
 from edge.params import DEFAULT_PARAMS
+from edge.listen import pipeline_for_rate
 from edge.pipeline import (
+    SILENCE,
     ClipResult,
     StepOutput,
     StreamingPipeline,
@@ -168,6 +170,44 @@ def test_silent_patches_do_not_vote_unless_every_patch_is_silent() -> None:
     result = classify_clip(pipeline, np.zeros(4 * RATE, np.float32))
     assert all(p.rms_dbfs < DEFAULT_PARAMS.silent_patch_dbfs for p in result.patches)
     assert result.label == TINY_LABELS[decide(result.probabilities)] and not result.events
+
+
+def test_a_window_without_an_audible_patch_says_silence_not_a_class() -> None:
+    """Digital silence used to get a window (and clip) decision that looked real ("other" here,
+    toilet_flush with the shipped model). Its label stays decide()'s argmax for evaluation."""
+    result = classify_clip(fake_pipeline(), np.zeros(4 * RATE, np.float32))
+    assert result.windows and all(w.silent and w.shown_label == SILENCE for w in result.windows)
+    assert all(w.label == TINY_LABELS[decide(result.probabilities[list(w.patch_indices)])] for w in result.windows)
+    assert result.silent and result.shown_label == SILENCE and result.label == TINY_LABELS[decide(result.probabilities)]
+    assert result.events == ()  # nor does silence start an event
+
+    beep = classify_clip(fake_pipeline(), beep_in_silence(before=4.0, beep=3.0, after=1.0))
+    shown = [w.shown_label for w in beep.windows]  # windows end at 3, 4.5, 6, 7.5 s
+    assert shown == [SILENCE, "beep", "beep", "beep"] and not beep.silent and beep.shown_label == "beep"
+    assert [w.silent for w in beep.windows] == [True, False, False, False]
+
+
+def test_a_shorter_window_with_more_overlap_decides_more_often_over_the_patches_inside_it() -> None:
+    """The tutorial's NUM_SECONDS and OVERLAP_FACTOR, changed where the pipeline is built for a
+    rate: 2 s windows overlapping by 0.75 decide every 0.5 s instead of every 1.5 s."""
+    params = DEFAULT_PARAMS.with_changes(window_seconds=2.0, overlap=0.75)
+    assert params.decision_hop_samples == RATE // 2 and params.window_patches == 3
+    pipeline = pipeline_for_rate(fake_pipeline(), RATE, params=params)
+    assert pipeline.params == params and pipeline.detector.params == params
+    waveform = beep_in_silence(before=2.0, beep=3.0, after=3.0)  # 8 s
+    outputs = feed(pipeline, waveform, 1023)
+    windows = [w for o in outputs for w in o.windows]
+    assert [w.end_sample for w in windows] == [2 * RATE + k * RATE // 2 for k in range(13)]  # 2, 2.5, ..., 8 s
+    patches = {p.index: p for o in outputs for p in o.patches}
+    for w in windows:
+        assert w.patch_indices == tuple(window_patch_indices(w.index, params=params)) and len(w.patch_indices) <= 3
+        for i in w.patch_indices:  # wholly inside the 2 s window
+            start = patches[i].start_sample
+            assert w.end_sample - 2 * RATE <= start and start + params.patch_samples <= w.end_sample
+    # Events come from patches, not windows: the same one event as with the default windows.
+    default = feed(fake_pipeline(), waveform, 1023)
+    assert summary(outputs)[2:] == summary(default)[2:] and len(summary(default)[3]) == 1
+    assert len([w for o in default for w in o.windows]) == 4
 
 
 def test_stereo_is_averaged_to_mono() -> None:

@@ -270,11 +270,18 @@ def test_an_mp3_named_wav_is_decoded_by_its_content(tmp_path: Path) -> None:
     assert 0.4 < float(np.max(np.abs(waveform))) < 0.6
 
 
-def test_truncated_data_reads_what_is_there(tmp_path: Path) -> None:
+def test_truncated_data_is_an_audio_error_for_reader_and_replay(tmp_path: Path) -> None:
+    """A WAV cut short reads as whatever frames are there (1000 of 16000 here) without a word from
+    libsndfile: read_audio and replay's FileSource both name it, as prepare does. Its header is
+    sound, so FileSource opens it and raises from blocks(): replay skips it and plays the rest."""
     path = write(tmp_path / "cut.wav", np.full(16000, 0.25), RATE, subtype="PCM_16")
     path.write_bytes(path.read_bytes()[: 44 + 2 * 1000 + 1])  # header + 1000.5 frames
-    waveform = read_audio(path)
-    assert len(waveform) == 1000 and np.allclose(waveform, 0.25, atol=1e-4)
+    with pytest.raises(AudioError, match=r"cut\.wav: cut short: its header promises 29999 more bytes"):
+        read_audio(path)
+    source = FileSource(path, block_seconds=0.05)
+    assert source.cut_short is not None
+    with pytest.raises(AudioError, match=r"cut\.wav: cut short: .*copy it again"):
+        next(iter(source.blocks()))
 
 
 def test_a_corrupt_flac_body_is_an_audio_error_for_reader_and_replay(tmp_path: Path) -> None:

@@ -255,6 +255,28 @@ def test_other_cannot_be_a_target_with_a_background(tmp_path: Path) -> None:
                         out_dir=tmp_path / "data", progress=False)  # fmt: skip
 
 
+ONE_LABEL = r"1 label\(s\) \(crying_baby\).*at least 2.*--background esc10.*--classes"
+
+
+def test_one_esc50_class_without_a_background_is_refused_before_esc50_is_looked_for(tmp_path: Path) -> None:
+    """fit would only say "a head needs at least 2 labels" after embedding every clip."""
+    with pytest.raises(DatasetError, match=ONE_LABEL):  # the ESC-50 folder does not even exist
+        prepare(tmp_path / "no-esc50", tmp_path / "data", classes=["crying_baby"], background=None)
+    assert no_dataset_written(tmp_path / "data")
+
+
+def test_one_own_label_folder_without_a_background_is_refused(tmp_path: Path) -> None:
+    own = make_own_data(tmp_path / "own", {"crying_baby": ["a_01.wav", "b_01.wav", "c_01.wav"]})
+    with pytest.raises(DatasetError, match=ONE_LABEL):
+        prepare_dataset(classes=None, own_data_dir=own, background=None, out_dir=tmp_path / "data", progress=False)
+    assert no_dataset_written(tmp_path / "data")
+    # with a background class the same folder is a task of two labels
+    background = make_own_data(tmp_path / "noise", {"hum": ["x_01.wav", "y_01.wav", "z_01.wav"]}, seed=50) / "hum"
+    dataset = prepare_dataset(classes=None, own_data_dir=own, background=background, out_dir=tmp_path / "data",
+                              progress=False)  # fmt: skip
+    assert dataset.labels == ("crying_baby", "other")
+
+
 # --- skipping work, atomic writes ---------------------------------------------------------------
 
 
@@ -309,7 +331,7 @@ def test_interrupted_prepare_leaves_no_half_written_dataset(tmp_path: Path, monk
 
 
 def test_progress_bar_is_quiet_in_a_pipe(fake_esc50: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    prepare_dataset(classes=["dog"], esc50_dir=fake_esc50, out_dir=tmp_path / "data", background=None, progress=True)
+    prepare_dataset(classes=["dog", "rain"], esc50_dir=fake_esc50, out_dir=tmp_path / "data", background=None, progress=True)
     assert capsys.readouterr().err == ""
 
 
@@ -624,7 +646,8 @@ def test_a_group_an_earlier_prepare_placed_moves_to_test_only_as_a_last_resort(
 
 
 def _own_two_sources(root: Path, label: str = "knock") -> Path:
-    return make_own_data(root, {label: ["a_01.wav", "a_02.wav", "b_01.wav"]})
+    """`label` from two sources (a, b), and a second label, door, so the task has the two labels a head needs."""
+    return make_own_data(root, {label: ["a_01.wav", "a_02.wav", "b_01.wav"], "door": ["a_01.wav", "b_01.wav"]})
 
 
 @pytest.mark.parametrize(
@@ -746,7 +769,7 @@ def test_clip_shorter_than_a_patch_is_zero_padded_with_a_warning(
 
 def test_unknown_own_class_is_an_error(tmp_path: Path) -> None:
     own = _own_two_sources(tmp_path / "own")
-    with pytest.raises(DatasetError, match=r"\['clap'\] have no folder in .*found: knock"):
+    with pytest.raises(DatasetError, match=r"\['clap'\] have no folder in .*found: door, knock"):
         prepare_dataset(classes=["clap"], own_data_dir=own, background=None, out_dir=tmp_path / "data",
                         progress=False)  # fmt: skip
 
@@ -770,8 +793,9 @@ def test_class_from_one_source_recording_cannot_have_test_clips(tmp_path: Path) 
 
 
 def test_own_files_named_with_training_folds_only_have_no_test_clips(tmp_path: Path) -> None:
-    own = make_own_data(tmp_path / "own", {"knock": ["1-1-A-0.wav", "2-2-A-0.wav", "3-3-A-0.wav"]})
-    with pytest.raises(DatasetError, match="no clips in the test fold 5"):
+    own = make_own_data(tmp_path / "own", {"knock": ["1-1-A-0.wav", "2-2-A-0.wav", "3-3-A-0.wav"],
+                                           "door": ["a_01.wav", "b_01.wav"]})  # fmt: skip
+    with pytest.raises(DatasetError, match="class 'knock' has no clips in the test fold 5"):
         prepare_dataset(classes=None, own_data_dir=own, background=None, out_dir=tmp_path / "data", progress=False)
 
 
@@ -809,7 +833,8 @@ def test_duplicate_files_warn_and_keep_one(tmp_path: Path, caplog: pytest.LogCap
         dataset = prepare_dataset(classes=None, own_data_dir=own, background=None, out_dir=tmp_path / "data",
                                   progress=False)  # fmt: skip
     assert "duplicate audio" in caplog.text and "c_01.wav" in caplog.text
-    assert sorted(e.file_name for e in dataset.entries) == ["knock__a_01.wav", "knock__a_02.wav", "knock__b_01.wav"]
+    assert sorted(e.file_name for e in dataset.entries if e.class_name == "knock") == [
+        "knock__a_01.wav", "knock__a_02.wav", "knock__b_01.wav"]  # fmt: skip
     assert dataset.report is not None and len(dataset.report.duplicates) == 1
 
 
@@ -839,8 +864,9 @@ def test_offline_without_esc50_fails_with_one_sentence(tmp_path: Path, monkeypat
         find_esc50(env={}, root=tmp_path / "repo", cwd=tmp_path / "repo", cache_dir=cache, progress=False)
     message = str(raised.value)
     assert attempts == [assets_module.ESC50_URL]
-    assert message.startswith("ESC-50 not found: put the ESC-50 folder (audio/ + meta/esc50.csv) at ")
-    assert str(cache / "esc50") in message and "--esc50 PATH" in message and "OIDO_ESC50" in message
+    shared = (tmp_path / "shared" / "assets" / "esc50").resolve()
+    assert message.startswith(f"ESC-50 not found: put the ESC-50 folder (audio/ + meta/esc50.csv) at {shared} or ")
+    assert str(cache / "esc50") in message and "--esc50 PATH or --assets DIR" in message
     assert message.endswith("download failed: <urlopen error [Errno -3] Temporary failure in name resolution>")
     assert "\n" not in message
     assert not (cache / "esc50").exists() and not any(cache.glob(".esc50-download-*"))
@@ -853,14 +879,21 @@ def _esc50_skeleton(root: Path) -> Path:
     return root
 
 
-def test_search_order_explicit_then_env_then_shared_then_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_search_order_flags_then_env_then_shared_then_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     attempts = _offline(monkeypatch)
     explicit = _esc50_skeleton(tmp_path / "explicit" / "esc50")
+    from_env = _esc50_skeleton(tmp_path / "env" / "esc50")
     shared = _esc50_skeleton(tmp_path / "shared" / "assets" / "esc50")
     cached = _esc50_skeleton(tmp_path / "cache" / "esc50")
     where = {"root": tmp_path / "repo", "cwd": tmp_path / "elsewhere" / "deep", "cache_dir": tmp_path / "cache"}
+    every_variable = {"OIDO_ESC50": str(from_env), "OIDO_ASSETS": str(from_env.parent)}
 
     assert find_esc50(esc50_dir=explicit, env={"OIDO_ESC50": str(shared)}, **where) == explicit
+    assert find_esc50(esc50_dir=explicit, assets_dir=from_env.parent, env={}, **where) == explicit
+    # --assets beats both variables: every flag before every environment variable
+    assert find_esc50(assets_dir=explicit.parent, env=every_variable, **where) == explicit
+    with pytest.raises(AssetError, match=r"\(from --assets\)"):  # a wrong flag is not rescued by a variable
+        find_esc50(assets_dir=tmp_path / "elsewhere", env=every_variable, **where)
     assert find_esc50(env={"OIDO_ESC50": str(explicit), "OIDO_ASSETS": str(shared.parent)}, **where) == explicit
     assert find_esc50(env={"OIDO_ASSETS": str(explicit.parent)}, **where) == explicit
     assert find_esc50(env={}, **where) == shared.resolve()  # ../shared/assets beside the repo root

@@ -475,10 +475,11 @@ def plot_clip_file(
     embedder: Any,
     out_path: Path,
 ) -> tuple[Path, str]:
-    """Waveform, log-mel and patch probabilities of one audio file as a PNG; returns (png, decision)."""
+    """Waveform, log-mel and patch probabilities of one audio file as a PNG; returns (png, decision):
+    the decided label, or edge.pipeline.SILENCE when no patch is audible."""
     from edge.audio import read_audio
     from edge.framing import waveform_to_patches
-    from edge.pipeline import decide
+    from edge.pipeline import SILENCE, decide
     from train.plots import plot_clip
 
     if embedder.weights_sha256 != head.yamnet_weights_sha256:
@@ -493,7 +494,7 @@ def plot_clip_file(
     padded = np.pad(waveform, (0, max(0, params.stft_window_samples - len(waveform))))
     log_mel = embedder.log_mel(padded)
     png = plot_clip(padded, log_mel, probabilities, head.labels, out_path, params=params, title=Path(audio_path).name, audible=audible)
-    return png, head.labels[decide(probabilities, audible)]
+    return png, head.labels[decide(probabilities, audible)] if audible.any() else SILENCE
 
 
 def run_all(

@@ -105,6 +105,34 @@ def plot_confusion_matrix(
     return _save(figure, path)
 
 
+def patch_cells(num_patches: int, *, params: Params = DEFAULT_PARAMS) -> tuple[npt.NDArray[np.float64], float]:
+    """Where plot_clip's heatmap draws each patch: (edges float64 [num_patches + 1] in s, end in s).
+
+    Cell k is one hop wide, centred on patch k's centre (k x hop + patch / 2: 0.4875 s, 0.9675 s, ...),
+    so its colour sits over the middle of the audio that produced it and the cells tile the axis.
+    `end` is where the last patch's audio ends ((num_patches - 1) x hop + patch: 5.295 s for 10):
+    the time axis reaches at least that far.
+    """
+    if num_patches < 1:
+        raise ValueError(f"need at least one patch, got {num_patches}")
+    centres = np.arange(num_patches) * params.hop_seconds + params.patch_seconds / 2
+    edges = np.append(centres - params.hop_seconds / 2, centres[-1] + params.hop_seconds / 2)
+    return edges, (num_patches - 1) * params.hop_seconds + params.patch_seconds
+
+
+def clip_decision_text(mean: npt.ArrayLike, labels: Sequence[str], *, silent: bool, params: Params = DEFAULT_PARAMS) -> str:
+    """plot_clip's heading: the edge's decision for the clip (argmax of `mean`, float [len(labels)],
+    the mean over its voting patches), or "silence" when no patch is audible (edge.pipeline.SILENCE):
+    the argmax of what YAMNet makes of silence is no decision."""
+    from edge.pipeline import SILENCE
+
+    if silent:
+        return f"decision: {SILENCE} (no patch reaches {params.silent_patch_dbfs:g} dBFS)"
+    values = np.asarray(mean, dtype=np.float64)
+    decision = int(np.argmax(values))
+    return f"decision: {labels[decision]} (mean p {values[decision]:.2f})"
+
+
 def plot_clip(
     waveform: npt.ArrayLike,
     log_mel: npt.ArrayLike,
@@ -121,7 +149,8 @@ def plot_clip(
     waveform: float32 [n] in [-1, 1] at params.sample_rate_hz; log_mel: float32 [frames, mel_bands]
     (frames every params.stft_hop_seconds); probabilities: float32 [patches, len(labels)], patch k
     starting at k x params.hop_seconds; audible: bool [patches], those that vote (None: all).
-    The title ends with the edge's decision for the clip.
+    Each patch's cell is centred on the patch (patch_cells); patches that do not vote are hatched
+    grey. The title ends with the edge's decision for the clip, "silence" when no patch votes.
     """
     from edge.pipeline import voting_mean
 
@@ -129,10 +158,10 @@ def plot_clip(
     samples = np.asarray(waveform, dtype=np.float32)
     spectrogram = np.asarray(log_mel, dtype=np.float32)
     scores = np.asarray(probabilities, dtype=np.float32)
-    if scores.ndim != 2 or scores.shape[1] != len(labels):
-        raise ValueError(f"probabilities must be [patches, {len(labels)}], got {scores.shape}")
-    mean = voting_mean(scores, audible)
-    decision = int(np.argmax(mean))
+    if scores.ndim != 2 or scores.shape[1] != len(labels) or len(scores) == 0:
+        raise ValueError(f"probabilities must be [patches >= 1, {len(labels)}], got {scores.shape}")
+    voting = np.ones(len(scores), bool) if audible is None else np.asarray(audible, bool).reshape(-1)
+    mean = voting_mean(scores, voting)
     seconds = len(samples) / params.sample_rate_hz
 
     # A narrow second column holds the colour bars, so the three panels share one time axis.
@@ -161,16 +190,22 @@ def plot_clip(
     mel_axis.tick_params(labelbottom=False)
     figure.colorbar(image, cax=mel_bar, label="log mel")
 
-    # Patch k is drawn over the hop it starts (k x hop .. (k+1) x hop) so the cells tile the axis.
-    starts = np.arange(len(scores) + 1) * params.hop_seconds
-    mesh = score_axis.pcolormesh(starts, np.arange(len(labels) + 1), scores.T, cmap="viridis", vmin=0.0, vmax=1.0)
-    score_axis.set_yticks(np.arange(len(labels)) + 0.5, [f"{label} ({mean[i]:.2f})" for i, label in enumerate(labels)])
+    edges, patches_end = patch_cells(len(scores), params=params)
+    # Silent patches do not vote: masked out of the mesh, their cells show hatched grey instead of a colour.
+    shown = np.ma.masked_array(scores.T, mask=np.broadcast_to(~voting, scores.T.shape))
+    for k in np.flatnonzero(~voting):
+        score_axis.axvspan(edges[k], edges[k + 1], facecolor="lightgray", edgecolor="darkgray", hatch="//",
+                           linewidth=0, zorder=0)
+    mesh = score_axis.pcolormesh(edges, np.arange(len(labels) + 1), shown, cmap="viridis", vmin=0.0, vmax=1.0)
+    means = [f" ({mean[i]:.2f})" if voting.any() else "" for i in range(len(labels))]  # no mean of silence
+    score_axis.set_yticks(np.arange(len(labels)) + 0.5, [f"{label}{means[i]}" for i, label in enumerate(labels)])
     score_axis.invert_yaxis()  # first label on top
-    score_axis.set_xlabel("time (s); a patch's cell starts where the patch starts")
+    silent_note = f"; hatched: silent patches (< {params.silent_patch_dbfs:g} dBFS), which do not vote" if not voting.all() else ""
+    score_axis.set_xlabel(f"time (s); a patch's cell is centred on the patch{silent_note}")
     score_axis.set_title("head probability per patch (label: mean over the audible patches)")
     figure.colorbar(mesh, cax=score_bar, label="probability")
-    wave_axis.set_xlim(0.0, max(seconds, starts[-1]))
+    wave_axis.set_xlim(0.0, max(seconds, patches_end))
 
-    heading = f"decision: {labels[decision]} (mean p {mean[decision]:.2f})"
+    heading = clip_decision_text(mean, labels, silent=not voting.any(), params=params)
     figure.suptitle(f"{title}  —  {heading}" if title else heading)
     return _save(figure, path)

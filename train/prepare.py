@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import os
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +31,7 @@ import numpy.typing as npt
 import soundfile as sf
 import soxr
 
-from edge.audio import warn_if_misscaled
+from edge.audio import missing_audio_bytes, warn_if_misscaled
 from edge.errors import listed
 from edge.params import DEFAULT_PARAMS, Params
 from train.assets import ESC50_ENV, ESC50_URL, AssetError, Esc50Catalog, find_esc50, user_cache_dir
@@ -89,6 +88,8 @@ ESC10_TASK_CLASSES: tuple[str, ...] = (
 """The second task: the nine ESC-10 classes of the local 16 kHz copy."""
 BACKGROUND_LABEL = "other"
 """Label of the optional background class; always the last label."""
+MIN_LABELS = 2
+"""Fewest labels a task may have (targets + background): a head chooses between them."""
 ESC10_BACKGROUND = "esc10"
 """``background=`` value selecting ESC-10 clips (of non-target classes) as the background class."""
 ESC50_BACKGROUND = "esc50"
@@ -102,10 +103,6 @@ MANIFEST_JSON = "manifest.json"
 MANIFEST_FORMAT = "oido-data/1"
 _HASH_CHUNK_BYTES = 1 << 20
 _LISTED_ERRORS = 20  # unusable input files named in one error; the rest are counted
-_CUT_DATA_CHUNK = re.compile(r"^\s*(?:data|SSND)\s*:\s*(?P<promised>\d+)\s*\(should be (?P<held>\d+)\)", re.MULTILINE)
-"""libsndfile's verbose header line for a WAV (AIFF) data chunk longer than the file."""
-_UNKNOWN_LENGTH_BYTES = 0x7FFF0000
-"""Data sizes from here up (0x7FFFFFFF, 0xFFFFFFFF) mean "length unknown", not "cut short"."""
 
 
 @dataclass
@@ -206,21 +203,6 @@ def _read_source(path: Path) -> tuple[FloatArray, int]:
         logger.warning("%s: %d NaN/Inf sample(s) replaced with 0", path, int(np.count_nonzero(bad)))
         waveform = np.nan_to_num(waveform, nan=0.0, posinf=0.0, neginf=0.0)
     return waveform, int(rate_hz)
-
-
-def missing_audio_bytes(extra_info: str) -> int:
-    """Bytes of audio a WAV or AIFF header promises that its file lacks (a copy cut short), else 0.
-
-    extra_info: libsndfile's header dump (``soundfile.info(path, verbose=True).extra_info``), which
-    reads ``data : 160000 (should be 79978)`` (AIFF: ``SSND : ...``) when the data chunk runs past
-    the end of the file; libsndfile itself then reads what is there without complaint. A size of
-    2 GiB or more is the placeholder of a writer that streamed to a pipe and never knew the length.
-    """
-    match = _CUT_DATA_CHUNK.search(extra_info)
-    if match is None:
-        return 0
-    promised, held = int(match["promised"]), int(match["held"])
-    return promised - held if held < promised < _UNKNOWN_LENGTH_BYTES else 0
 
 
 def _probe(clip: _PlannedClip) -> None:
@@ -393,9 +375,22 @@ def _previous_folds(root: Path) -> dict[str, int]:
     return {source: fold for source, fold in folds.items() if 1 <= fold <= NUM_FOLDS}
 
 
+def _check_label_count(labels: Sequence[str]) -> None:
+    """DatasetError when the task has fewer than MIN_LABELS labels (targets + background): a head of
+    one output cannot choose, and fit would only say so after embedding every clip."""
+    if len(labels) >= MIN_LABELS:
+        return
+    raise DatasetError(
+        f"the task has {len(labels)} label(s) ({', '.join(labels) or 'none'}) and a head needs at least "
+        f"{MIN_LABELS} to choose between: keep a background class (--background esc10, the default, adds "
+        f"'{BACKGROUND_LABEL}') or add a class to --classes (with --own-data: another label folder)"
+    )
+
+
 def _check_splits(
     plan: Sequence[_PlannedClip], labels: Sequence[str], *, test_fold: int, background: str | None
 ) -> None:
+    _check_label_count(labels)
     for label in labels:
         clips = [clip for clip in plan if clip.class_name == label]
         if not clips:
@@ -682,7 +677,8 @@ def prepare_dataset(
 
     Raises:
         DatasetError: bad input, naming the file and the fix (unreadable or empty audio,
-            an invalid or clip-less class, a class without test or train clips, ...).
+            an invalid or clip-less class, a class without test or train clips, fewer than
+            two labels with the background, ...).
             Nothing is written when the input fails these checks.
         ValueError: an unknown ESC-50 class (the message lists the valid names), or a bad option.
         AssetError: ESC-50 is needed and missing, or lacks a requested class's clips.
@@ -700,6 +696,8 @@ def prepare_dataset(
             raise ValueError(f"classes lists {repeated} more than once: name each class once")
         for name in classes:
             validate_label(name, where="the class list")
+    if own_data_dir is None and background is None:  # known now: refuse before ESC-50 is looked for (or downloaded)
+        _check_label_count(list(classes) if classes is not None else list(DEFAULT_CLASSES))
 
     @functools.cache
     def catalog() -> Esc50Catalog:
