@@ -9,9 +9,9 @@ it writes model/yamnet.tflite, head.tflite, parity.json, parity.md, golden.json 
 manifest.json (last), after checking every file. `check` replays model/golden.json's clips
 through the edge pipeline with whichever TF-Lite runtime is installed and exits 1 if any
 decision differs. Exit codes, as oido-train's: 0 success; 1 the export or check failed (a file failed
-its checks, a decision differs); 2 a usage error: a bad flag, or input the user has to provide first
-(no trained head, no prepared data, no YAMNet weights; convert.export.ExportInputError). Each message
-names the file and the fix.
+its checks, a decision differs, `check` finds no golden.json or clips to replay); 2 a usage error: a
+bad flag, or an export input the user has to provide first (no trained head, no prepared data, no
+YAMNet weights; convert.export.ExportInputError). Each message names the file and the fix.
 """
 
 from __future__ import annotations

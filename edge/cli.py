@@ -38,7 +38,7 @@ from edge.config import (
 )
 from edge.detect import DetectorConfig
 from edge.errors import AudioError, ConfigError, OidoError, listed
-from edge.params import DEFAULT_PARAMS
+from edge.params import DEFAULT_PARAMS, MAX_WINDOW_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "manifest (labels without one there use its default_threshold, "
                               f"{DetectorConfig.default_threshold:g} if it has none)")
         sub.add_argument("--window-seconds", type=_finite_float, metavar="SECONDS",
-                         help="audio one window decision averages, at least one patch "
-                              f"({DEFAULT_PARAMS.patch_seconds:.3f} s); the tutorial's NUM_SECONDS (default: the "
+                         help="audio one window decision averages, from one patch plus one hop "
+                              f"({DEFAULT_PARAMS.patch_seconds + DEFAULT_PARAMS.hop_seconds:.3f} s) to "
+                              f"{MAX_WINDOW_SECONDS:g} s; the tutorial's NUM_SECONDS (default: the "
                               f"manifest's, {DEFAULT_PARAMS.window_seconds:g}; overrides the config's [detection] "
                               "window_seconds). Windows only: the events and LEDs work per patch")
         sub.add_argument("--overlap", type=_finite_float, metavar="FRACTION",
@@ -633,7 +634,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from edge.record import SUBTYPES, check_output_folder, check_output_path, label_folder, record, record_session
+    from edge.record import (SUBTYPES, check_output_folder, check_output_path, label_folder, missing_folders, record,
+                             record_session, remove_empty_folders)
     from edge.sources import MicrophoneSource
 
     if (args.dataset is None) == (args.output is None):
@@ -646,6 +648,9 @@ def cmd_record(args: argparse.Namespace) -> int:
     # folder or a .flac name for the WAV, a folder that cannot be made (made here when it can).
     folder = label_folder(args.dataset, args.label) if args.dataset is not None else None
     config = load_edge_config(args)
+    # Folders made for the takes are removed again when none is written (the microphone is busy,
+    # Ctrl-C before the first take): an empty class folder would stop `oido-train prepare`.
+    made = missing_folders(folder if folder is not None else Path(args.output).parent)
     if folder is not None:
         check_output_folder(folder)
     else:
@@ -653,15 +658,20 @@ def cmd_record(args: argparse.Namespace) -> int:
     subtype = SUBTYPES["pcm16" if args.pcm16 else "float32"]
     mic = MicrophoneSource(config.audio.device, config.audio.rate_hz, config.audio.block_seconds,
                            config.audio.channels)
-    with contextlib.closing(mic):
-        mic.open()
-        with _stop_on_signals(mic.stop):
-            if args.output is not None:
-                log.info("recording %.1f s to %s", args.seconds, args.output)
-                results = [record(mic, args.output, seconds=args.seconds, subtype=subtype)]
-            else:
-                results = record_session(mic, args.dataset, args.label, seconds=args.seconds, takes=args.count,
-                                         subtype=subtype)
+    results: list = []
+    try:
+        with contextlib.closing(mic):
+            mic.open()
+            with _stop_on_signals(mic.stop):
+                if args.output is not None:
+                    log.info("recording %.1f s to %s", args.seconds, args.output)
+                    results = [record(mic, args.output, seconds=args.seconds, subtype=subtype)]
+                else:
+                    results = record_session(mic, args.dataset, args.label, seconds=args.seconds,
+                                             takes=args.count, subtype=subtype)
+    finally:
+        if not any(result.path is not None for result in results):
+            remove_empty_folders(made)
     written = [result for result in results if result.path is not None]
     for result in written:
         print(f"{result.path}: {result.seconds:.2f} s at {DEFAULT_PARAMS.sample_rate_hz} Hz, peak {result.peak_dbfs:.1f} dBFS"

@@ -16,6 +16,8 @@ import numpy as np
 _MAY_BE_ZERO = frozenset({"overlap", "mel_min_hz"})
 """Float fields for which 0 is a valid value; every other number must be > 0."""
 _NEGATIVE = frozenset({"silent_patch_dbfs"})
+MAX_WINDOW_SECONDS = 60.0
+"""Longest window decision: its patches' probabilities are kept until it decides."""
 """Float fields that must be < 0 (levels in dB full scale)."""
 
 
@@ -74,10 +76,19 @@ class Params:
                 raise ValueError(f"{item.name} must be positive, got {value!r}")
         if not 0.0 <= self.overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
-        if self.window_seconds * self.sample_rate_hz < self.patch_samples:
+        # A window decides over the patches wholly inside it, which lie on the hop grid wherever it
+        # starts: only a patch plus a hop is sure to hold one (3 s holds 4 or 5).
+        shortest = (self.patch_samples + self.hop_samples) / self.sample_rate_hz
+        if self.window_seconds < shortest - 1e-9:
             raise ValueError(
-                f"window_seconds={self.window_seconds} is shorter than one YAMNet patch "
-                f"({self.patch_seconds:.3f} s); use a window of at least that"
+                f"window_seconds={self.window_seconds:g} is shorter than one YAMNet patch plus one hop "
+                f"({shortest:.3f} s), so some windows would hold no whole patch and decide nothing; "
+                f"use a window of at least {shortest:.3f} s"
+            )
+        if self.window_seconds > MAX_WINDOW_SECONDS:
+            raise ValueError(
+                f"window_seconds={self.window_seconds:g} is longer than {MAX_WINDOW_SECONDS:g} s: a window "
+                f"keeps every patch's probabilities until it decides; use {MAX_WINDOW_SECONDS:g} s or less"
             )
 
     # --- derived sizes, in samples unless the name says otherwise ---

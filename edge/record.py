@@ -23,7 +23,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -235,6 +235,26 @@ def record_session(
     finally:
         shared.close()
     return results
+
+
+def missing_folders(folder: Union[str, Path]) -> List[Path]:
+    """The folders check_output_folder(`folder`) would make: `folder` and its missing parents,
+    deepest first (empty when it exists)."""
+    missing: List[Path] = []
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def remove_empty_folders(folders: Sequence[Path]) -> None:
+    """Remove `folders` (deepest first) while each is empty: what a take that never came made."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (a take, another user's file) or already gone: leave the rest
+            return
 
 
 def check_output_folder(folder: Union[str, Path]) -> Path:

@@ -163,7 +163,7 @@ def test_replay_window_settings_space_the_decisions_and_flags_beat_the_file(tmp_
 def test_a_window_shorter_than_a_patch_or_an_overlap_of_1_is_refused_before_loading_any_model(tmp_path, capsys):
     for flags, why in ((["--overlap", "1"], "command line: --overlap 1: overlap must be in [0, 1)"),
                        (["--window-seconds", "0.5"], "command line: --window-seconds 0.5: window_seconds=0.5 is "
-                                                      "shorter than one YAMNet patch (0.975 s)")):
+                                                      "shorter than one YAMNet patch plus one hop (1.455 s)")):
         code = cli.main(["replay", "x.wav", "--model-dir", str(tmp_path / "no-model"), *flags])
         err = capsys.readouterr().err
         assert code == cli.EXIT_USAGE and why in err and "manifest" not in err and "Traceback" not in err
@@ -1185,3 +1185,21 @@ def test_a_budget_smaller_than_one_clip_keeps_the_newest_clip_and_says_so(tmp_pa
     assert first is not None and first.exists()  # written, and not deleted at once for being over budget
     second = saver.save(Event("crying_baby", 2.0, 7.0, 0.9, 0.8), wall_time=1_001.0)
     assert second.exists() and not first.exists()
+
+
+def test_record_leaves_no_empty_class_folder_when_the_microphone_cannot_open(tmp_path, monkeypatch, capsys):
+    """An empty dataset/<label>/ folder stops `oido-train prepare` ("class has no clips"): one made
+    for takes that never came (here: no such device) is removed again; a folder that held a take is kept."""
+    import edge.sources
+
+    monkeypatch.setattr(edge.sources, "import_sounddevice", lambda: FakeSoundDevice(np.zeros(2 * 48000, np.float32)))
+    dataset = tmp_path / "ds"
+    code = cli.main(["record", "--dataset", str(dataset), "--label", "kettle", "--seconds", "1",
+                     "--device", "no-such-microphone"])
+    assert code != cli.EXIT_OK and "no-such-microphone" in capsys.readouterr().err
+    assert not dataset.exists()  # ds/ and ds/kettle/ were both made for the take, and both are gone
+    assert cli.main(["record", "--dataset", str(dataset), "--label", "kettle", "--seconds", "1"]) == cli.EXIT_OK
+    assert len(list((dataset / "kettle").glob("*.wav"))) == 1
+    code = cli.main(["record", "--dataset", str(dataset), "--label", "kettle", "--seconds", "1",
+                     "--device", "no-such-microphone"])
+    assert code != cli.EXIT_OK and len(list((dataset / "kettle").glob("*.wav"))) == 1  # the earlier take stays

@@ -399,7 +399,11 @@ def test_window_and_overlap_come_from_the_detection_table_and_flags_beat_them(tm
 
 
 @pytest.mark.parametrize("text, line, why", [
-    ("window_seconds = 0.5", 3, r"\[detection\] window_seconds = 0.5: window_seconds=0.5 is shorter than one YAMNet patch \(0.975 s\)"),
+    ("window_seconds = 0.5", 3, r"\[detection\] window_seconds = 0.5: window_seconds=0.5 is shorter than one YAMNet patch plus one hop \(1.455 s\)"),
+    # 1.0 s holds a whole patch only where a patch happens to start near the window's start: most windows decide nothing
+    ("window_seconds = 1.0", 3, r"\[detection\] window_seconds = 1.0: window_seconds=1 is shorter than one YAMNet patch plus one hop"),
+    # a window keeps every patch until it decides: a day-long one grows without bound, 1e308 overflowed
+    ("window_seconds = 1e308", 3, r"\[detection\] window_seconds = 1e\+308: window_seconds=1e\+308 is longer than 60 s"),
     ("window_seconds = nan", 3, r"\[detection\] window_seconds = nan: window_seconds must be a finite number"),
     ("overlap = 1", 3, r"\[detection\] overlap = 1.0: overlap must be in \[0, 1\)"),
     ("overlap = -0.25", 3, r"\[detection\] overlap = -0.25: overlap must be in \[0, 1\)"),

@@ -373,3 +373,13 @@ def test_load_pipeline_runs_an_exported_model_dir(tmp_path: Path, real_models: t
     assert pipeline.detector.config.background_label == "other"
     result = classify_clip(pipeline, beep_in_silence(44100, before=0.5, beep=2.5, after=0.5))
     assert result.label == "beep" and [e.label for e in result.events] == ["beep"]
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.3, 0.5, 0.9])
+def test_the_shortest_window_allowed_holds_a_whole_patch_wherever_it_starts(overlap: float) -> None:
+    """Params refuses windows shorter than a patch plus a hop: at exactly that, every window (on any
+    decision grid) still holds one whole patch, so none is skipped; a hair shorter, some would be."""
+    params = DEFAULT_PARAMS.with_changes(window_seconds=1.455, overlap=overlap)
+    assert all(len(window_patch_indices(k, params=params)) >= 1 for k in range(500))
+    with pytest.raises(ValueError, match="shorter than one YAMNet patch plus one hop"):
+        DEFAULT_PARAMS.with_changes(window_seconds=1.45)

@@ -401,3 +401,19 @@ def test_bench_finds_the_assets_as_oido_train_does(isolated: Path, monkeypatch: 
     assert bench.find_assets(from_flag) == from_flag.resolve()
     with pytest.raises(FileNotFoundError, match="from --assets-dir"):
         bench.find_assets(isolated / "missing")
+
+
+def test_assets_pointed_at_the_esc50_folder_finds_yamnet_beside_it(tmp_path: Path) -> None:
+    """--assets accepts the ESC-50 folder itself (data/README.md); YAMNet is then the yamnet/
+    folder beside it, as before the lookup was made strict."""
+    esc50 = tmp_path / "assets" / "esc50"
+    (esc50 / "meta").mkdir(parents=True)
+    (esc50 / "meta" / "esc50.csv").write_text("filename,fold,target,category,esc10,src_file,take\n")
+    (esc50 / "audio").mkdir()
+    beside = _weights(tmp_path / "assets" / "yamnet")
+    _weights(tmp_path / "cache" / "yamnet")  # a copy that must not be used instead
+    where = {"root": tmp_path / "repo", "cwd": tmp_path / "repo", "cache_dir": tmp_path / "cache", "env": {}}
+    assert assets_module.find_yamnet_weights(assets_dir=esc50, **where) == beside
+    (beside).unlink()
+    with pytest.raises(AssetError, match=f"YAMNet weights not found at {beside} \\(from --assets\\)"):
+        assets_module.find_yamnet_weights(assets_dir=esc50, **where)

@@ -544,7 +544,7 @@ def test_fit_openset_on_two_sessions_per_class_warns_in_its_summary_and_head_jso
         assert openset_cli.fit_openset_main(args) == 0
     assert "class 'beep': its 2 training clip(s) are all in fold 1" in caplog.text  # said when found
     summary = capsys.readouterr().out.splitlines()
-    warning_at = next(i for i, line in enumerate(summary) if line.startswith("WARNING: calibration found no working threshold"))
+    warning_at = next(i for i, line in enumerate(summary) if line.startswith("WARNING: calibration warnings for"))
     assert summary[warning_at + 1].startswith("  class 'beep': its 2 training clip(s) are all in fold 1")
     assert "record a third session of beep" in summary[-1]  # and again as the summary's last lines
     saved = json.loads((tmp_path / "model" / "head.json").read_text())["openset"]["calibration"]["warnings"]

@@ -201,9 +201,13 @@ def esc50_candidates(
 
 def yamnet_in_assets(assets_dir: Path) -> Path:
     """The weights file of an assets root: ``assets_dir/yamnet/yamnet_public_int8w.tflite``, or
-    ``assets_dir/yamnet_public_int8w.tflite`` when ``assets_dir`` is the yamnet/ folder itself."""
+    ``assets_dir/yamnet_public_int8w.tflite`` when ``assets_dir`` is the yamnet/ folder itself, or
+    ``yamnet/`` beside it when ``assets_dir`` is an ESC-50 folder (which ``--assets`` also accepts)."""
     inside = assets_dir / YAMNET_WEIGHTS_FILE
-    return inside if inside.is_file() else assets_dir / "yamnet" / YAMNET_WEIGHTS_FILE
+    if inside.is_file():
+        return inside
+    root = assets_dir.parent if is_esc50_dir(assets_dir) else assets_dir
+    return root / "yamnet" / YAMNET_WEIGHTS_FILE
 
 
 def yamnet_candidates(

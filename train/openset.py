@@ -974,7 +974,7 @@ def calibration_warnings(task: Task, calibration: Calibration, *, train_folds: S
         if not problems:
             continue
         if len(folds) == 1:
-            fix = (f"record a third session of {label} (oido-edge record --label {label}) so two training folds hold "
+            fix = (f"record a third session of {label} (oido-edge record --dataset DIR --label {label}) so two training folds hold "
                    "it, then run oido-train prepare and fit-openset again")  # fmt: skip
         else:
             fix = (f"record another session of {label} (varied takes and rooms), or allow more false events "

@@ -340,7 +340,7 @@ def fit_openset_main(args: argparse.Namespace) -> int:
 def _say_warnings(args: argparse.Namespace, warnings: Sequence[str]) -> None:
     """The calibration's warnings again as the last lines of the summary (logged when found, too)."""
     if warnings:
-        _say(args, f"WARNING: calibration found no working threshold for {len(warnings)} class(es); fix before shipping:")
+        _say(args, f"WARNING: calibration warnings for {len(warnings)} class(es); fix before shipping:")
         for text in warnings:
             _say(args, f"  {text}")
 
