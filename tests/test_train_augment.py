@@ -85,3 +85,8 @@ def test_options_refuse_reversed_or_absurd_ranges() -> None:
         MixOptions(speed=(0.2, 1.0))
     with pytest.raises(ValueError, match="tilt"):
         MixOptions(tilt_db_per_octave=(3.0, -3.0))
+
+
+def test_a_negative_number_of_copies_is_refused_naming_its_flag() -> None:
+    with pytest.raises(ValueError, match=r"copies \(--mix-copies\) and background_copies \(--mix-background-copies\)"):
+        MixOptions(copies=-1)

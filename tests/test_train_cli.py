@@ -43,8 +43,10 @@ def test_fit_without_prepared_data_exits_2_and_says_to_prepare(tmp_path: Path, c
 
 
 def test_a_bad_training_option_exits_2_naming_the_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["fit", "--validation-fraction", "1.5", "--data-dir", str(tmp_path)]) == EXIT_USAGE
-    assert "validation_fraction" in one_error_line(capsys)
+    with pytest.raises(SystemExit) as exit_info:  # refused while parsing, before any data is read
+        main(["fit", "--validation-fraction", "1.5", "--data-dir", str(tmp_path)])
+    assert exit_info.value.code == EXIT_USAGE
+    assert "argument --validation-fraction: '1.5': give a number from 0 up to (not including) 1" in capsys.readouterr().err
 
 
 def test_an_unknown_flag_is_an_argparse_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -272,3 +274,92 @@ def test_the_plot_clip_example_names_a_clip_the_default_prepare_writes() -> None
         rows = {row["filename"]: row for row in csv.DictReader(handle)}
     assert name in rows, f"{name} is not an ESC-50 clip"
     assert rows[name]["category"] in DEFAULT_CLASSES  # prepare writes the default classes' clips to data/audio
+
+
+EXPERIMENT_COMMANDS = ("fit-openset", "calibrate", "evaluate-stream", "loco", "separability", "readouts", "feedback", "ablation", "cv")
+UNCHECKED_NUMBER_FLAGS = frozenset({"--snr-db", "--mix-speed", "--mix-snr"})
+"""Numbers any value of which is a request (dB; the mix ranges are checked as pairs by recipe_from_args)."""
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "value"),
+    [
+        ("fit-openset", "--validation-seeds", "0"),  # was: thresholds.json with no thresholds, exit 0
+        ("loco", "--validation-seeds", "0"),
+        ("loco", "--epochs", "0"),
+        ("fit-openset", "--ensemble", "0"),  # was: refused after training
+        ("fit-openset", "--target-false-per-hour", "-1"),
+        ("ablation", "--target-false-per-hour", "nan"),
+        ("loco", "--training-streams", "-1"),
+        ("fit-openset", "--mix-copies", "-1"),
+        ("feedback", "--mix-background-copies", "-1"),
+        ("calibrate", "--threshold-position", "2"),  # was: refused after the validation heads trained
+        ("fit-openset", "--seed", "-1"),  # was: numpy's "expected non-negative integer"
+        ("evaluate-stream", "--seed", "-1"),
+        ("ablation", "--seed", "-1"),
+        ("readouts", "--seeds", "-1"),
+        ("loco", "--context-patches", "-1"),
+        ("feedback", "--min-patches", "0"),
+        ("calibrate", "--of-patches", "0"),
+        ("separability", "--dropout", "1"),
+        ("fit-openset", "--label-smoothing", "1"),
+        ("loco", "--weight-decay", "-0.1"),
+        ("cv", "--repeats", "0"),
+        ("cv", "--epochs", "0"),
+        ("cv", "--batch-size", "0"),
+        ("cv", "--seed", "-1"),
+        ("cv", "--learning-rate", "0"),
+        ("fit-openset", "--threads", "-1"),
+        ("fit-openset", "--validation-seeds", "two"),
+    ],
+)
+def test_a_count_or_range_flag_out_of_range_is_refused_while_parsing_naming_the_flag(
+    command: str, flag: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, f"{flag}={value}"])
+    assert exit_info.value.code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"error: argument {flag}: {value!r}: give " in err, err
+
+
+def test_every_number_flag_of_the_experiment_commands_has_a_range_checked_type() -> None:
+    """A count parsed as a plain int (--validation-seeds 0, --ensemble 0, ...) ran, sometimes for
+    hours, into a broken model or a late traceback; every such flag now has a type with a range."""
+    from train.cli import _sub_parsers, build_parser
+
+    parsers = _sub_parsers(build_parser())
+    plain = sorted(
+        f"{command} {action.option_strings[-1]}"
+        for command in EXPERIMENT_COMMANDS
+        for action in parsers[command]._actions  # argparse has no public accessor for a parser's options
+        if action.type in (int, float) and action.option_strings[-1] not in UNCHECKED_NUMBER_FLAGS
+    )
+    assert plain == []
+
+
+def test_the_edges_of_each_range_are_still_accepted() -> None:
+    from train.cli import parse_args
+
+    args = parse_args(["loco", "--training-streams", "0", "--target-false-per-hour", "0", "--threshold-position", "0",
+                       "--mix-copies", "0", "--seed", "0", "--validation-seeds", "1", "--epochs", "1", "--dropout", "0"])  # fmt: skip
+    assert (args.training_streams, args.target_false_per_hour, args.threshold_position, args.validation_seeds) == (0, 0.0, 0.0, 1)
+    assert parse_args(["calibrate", "--threshold-position", "1"]).threshold_position == 1.0
+
+
+def test_cv_refuses_a_reports_dir_that_is_a_file_before_embedding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It used to fail after every fold had trained, with "[Errno 17] File exists"."""
+    import train.cli
+
+    def no_work(args: object) -> None:
+        raise AssertionError("the clips were embedded before --reports-dir was checked")
+
+    monkeypatch.setattr(train.cli, "_embedded", no_work)
+    reports = tmp_path / "reports.txt"
+    reports.write_text("not a folder")
+    assert main(["cv", "--threads", "0", "--reports-dir", str(reports), "--data-dir", str(tmp_path)]) == EXIT_USAGE
+    line = one_error_line(capsys)
+    assert f"--reports-dir {reports}" in line and "is a file, not a folder" in line
+    assert reports.read_text() == "not a folder"

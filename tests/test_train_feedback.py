@@ -5,6 +5,7 @@ never streamed for measuring. numpy + soundfile; no TensorFlow (the heads are st
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -118,3 +119,38 @@ def test_listen_folds_flag_parses_fold_numbers() -> None:
     for bad in ("", "one", ","):
         with pytest.raises(argparse.ArgumentTypeError):
             folds_arg(bad)
+
+
+def test_feedback_checks_every_category_before_training_the_first(
+    toy_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import train.feedback as feedback
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a category trained before every --categories name was checked")
+
+    monkeypatch.setattr(feedback, "fit_openset", no_training)
+    with pytest.raises(ValueError, match="--categories: 'hsis' is not a background category .* choose from hiss, hum"):
+        feedback_loop(factory_of(toy_task), train_folds=[1], test_fold=2, listen_folds=[1], categories=["hiss", "hsis"],
+                      work_dir=tmp_path)  # fmt: skip
+
+
+def test_feedback_with_categories_writes_a_file_named_after_them_after_its_table(
+    toy_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rerun with --categories (README: "Rerun with --categories clock_tick,sneezing") used to
+    overwrite the full run's feedback.json."""
+    import train.feedback as feedback
+    import train.openset_cli as openset_cli
+    from train.cli import main
+
+    monkeypatch.setattr(openset_cli, "_factory", lambda args: SimpleNamespace(task=toy_task))
+    monkeypatch.setattr(feedback, "feedback_loop", lambda factory, recipe, *, categories, **kwargs: {"categories": categories})
+    monkeypatch.setattr(feedback, "format_feedback", lambda summary: f"TABLE {summary['categories']}")
+    folders = ["--threads", "0", "--reports-dir", str(tmp_path), "--data-dir", str(tmp_path / "data")]
+    assert main(["feedback", "--categories", "hiss,hum", *folders]) == 0
+    assert main(["feedback", *folders]) == 0
+    assert json.loads((tmp_path / "openset" / "feedback-hiss,hum.json").read_text()) == {"categories": ["hiss", "hum"]}
+    assert json.loads((tmp_path / "openset" / "feedback.json").read_text()) == {"categories": None}
+    out = capsys.readouterr().out
+    assert out.index("TABLE ['hiss', 'hum']") < out.index("written to")

@@ -24,6 +24,7 @@ from train.openset import (  # noqa: E402
     ClipData,
     OpenSetRecipe,
     StreamFactory,
+    StreamModel,
     Task,
     _LabelSpace,
     choose_thresholds,
@@ -164,27 +165,39 @@ class _LoudnessHead:
         return np.stack([beep, 1.0 - beep], axis=1).astype(np.float32)
 
 
-def test_hindsight_of_a_generated_stream_respects_its_budgets(toy_task: Task, tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
+def _write_toy_data(task: Task, data_dir: Path) -> Path:
+    """`task` as a prepared data folder (audio/, the fold lists); background clips named <category>__*.wav."""
     from train.datasets import DatasetEntry, PreparedDataset, dataset_json
-    from train.openset import DEFAULT_DETECTOR, StreamModel, evaluate_streams
 
-    data_dir = tmp_path / "data"
     (data_dir / "audio").mkdir(parents=True)
     entries = []
-    for clip in toy_task.clips:
+    for clip in task.clips:
         name = clip.path.name if clip.label == 0 else f"{clip.category}__{clip.path.name}"  # the noise's category: hiss, hum
         (data_dir / "audio" / name).write_bytes(clip.path.read_bytes())
         entries.append(DatasetEntry(name, LABELS[clip.label], clip.label, clip.fold, clip.source))
     dataset = PreparedDataset(data_dir=data_dir, labels=LABELS, background_label="other", task="own",
-                              train=tuple(e for e in entries if e.fold != toy_task.test_fold),
-                              test=tuple(e for e in entries if e.fold == toy_task.test_fold), test_fold=toy_task.test_fold)  # fmt: skip
+                              train=tuple(e for e in entries if e.fold != task.test_fold),
+                              test=tuple(e for e in entries if e.fold == task.test_fold), test_fold=task.test_fold)  # fmt: skip
     for name, document in dataset_json(dataset).items():
         (data_dir / name).write_text(json.dumps(document), encoding="utf-8")
-    model = StreamModel(
+    return data_dir
+
+
+def _loudness_model() -> StreamModel:
+    from train.openset import DEFAULT_DETECTOR
+
+    return StreamModel(
         labels=LABELS, background_label="other", params=DEFAULT_PARAMS, embedder=_LevelEmbedder(), head=_LoudnessHead(),
         detector=DEFAULT_DETECTOR.with_changes(thresholds={"beep": 0.7}, background_label="other"), kind="keras", tolerance=1e-4,
     )  # fmt: skip
+
+
+def test_hindsight_of_a_generated_stream_respects_its_budgets(toy_task: Task, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from train.openset import evaluate_streams
+
+    data_dir = _write_toy_data(toy_task, tmp_path / "data")
+    model = _loudness_model()
     out = tmp_path / "stream"
     evaluate_streams(model, data_dir, out_dir=out, snr_db=(0.0,), bed_categories=("hiss",), cache_dir=None,
                      check_pipeline=False, write_audio=False)  # fmt: skip
@@ -775,8 +788,10 @@ def test_background_copies_add_only_background_patches_and_reach_the_recipe(toy_
     assert count(copied, 1) - count(plain, 1) >= 3 * noise_patches
     assert recipe_from_args(parse_args(["fit-openset"])).mix.background_copies == 0
     assert recipe_from_args(parse_args(["fit-openset", "--mix-background-copies", "2"])).mix.background_copies == 2
+    with pytest.raises(SystemExit, match="2"):  # refused while parsing, naming the flag
+        parse_args(["fit-openset", "--mix-background-copies", "-1"])
     with pytest.raises(ValueError, match="background_copies"):
-        recipe_from_args(parse_args(["fit-openset", "--mix-background-copies", "-1"]))
+        MixOptions(background_copies=-1)
 
 
 def test_rank_auc_counts_pairs_in_order_and_ties_as_half() -> None:
@@ -848,3 +863,158 @@ def test_evaluate_stream_refuses_a_head_trained_on_a_recording_now_in_the_test_f
     _check_not_trained_on_test(model_dir, write_data(folds))
     with pytest.raises(HeadError, match=r"now in the test fold 5 .*e.g. hall.*fit it again"):
         _check_not_trained_on_test(model_dir, write_data({**folds, "beep:hall": 5, "beep:porch": 1}))
+
+
+# --------------------------------------------------------------------------- experiment commands: checks before the work
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "flag"),
+    [("epochs", 0, "--epochs"), ("ensemble", 0, "--ensemble"), ("training_streams", -1, "--training-streams"),
+     ("seed", -1, "--seed"), ("label_smoothing", 1.0, "--label-smoothing"), ("validation_seeds", 0, "--validation-seeds"),
+     ("target_false_per_hour", -1.0, "--target-false-per-hour"), ("threshold_position", 2.0, "--threshold-position")],
+)  # fmt: skip
+def test_recipe_and_experiment_options_refuse_values_that_train_a_broken_model(field: str, value: float, flag: str) -> None:
+    """ExperimentOptions(validation_seeds=0) used to calibrate on nothing and save `"thresholds": {}`;
+    OpenSetRecipe(ensemble=0) to fail only after every head had trained."""
+    from train.openset import ExperimentOptions
+
+    options = OpenSetRecipe if field in OpenSetRecipe.__dataclass_fields__ else ExperimentOptions
+    with pytest.raises(ValueError, match=f"{field} \\({flag}\\) must be"):
+        options(**{field: value})
+
+
+def test_more_min_patches_than_of_patches_is_refused_naming_both_flags() -> None:
+    from train.cli import parse_args
+    from train.openset_cli import _experiment_from_args
+
+    with pytest.raises(ValueError, match="--min-patches 3 is more than --of-patches 2"):
+        _experiment_from_args(parse_args(["loco", "--min-patches", "3", "--of-patches", "2"]))
+
+
+def _no_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make loading the task or the model fail the test: nothing may run before the checks."""
+    import train.openset_cli as openset_cli
+
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("work started before the command's checks")
+
+    monkeypatch.setattr(openset_cli, "_factory", no_work)
+    monkeypatch.setattr(openset_cli, "load_stream_model", no_work)
+
+
+def _head_json_of_fit_openset(model_dir: Path) -> Path:
+    required = dict.fromkeys(("labels", "background_label", "params", "embedding_size", "train_config", "yamnet_weights_sha256"))
+    model_dir.mkdir()
+    document = {**required, "openset": {"recipe": OpenSetRecipe().to_dict()}}
+    (model_dir / "head.json").write_text(json.dumps(document, default=list), encoding="utf-8")
+    return model_dir
+
+
+@pytest.mark.parametrize(
+    ("command", "flag"),
+    [("fit-openset", "--reports-dir"), ("calibrate", "--reports-dir"), ("loco", "--reports-dir"), ("feedback", "--reports-dir"),
+     ("ablation", "--reports-dir"), ("readouts", "--reports-dir"), ("separability", "--reports-dir"),
+     ("evaluate-stream", "--reports-dir"), ("evaluate-stream", "--out")],
+)  # fmt: skip
+def test_an_output_folder_that_is_a_file_is_refused_before_any_work(
+    command: str, flag: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """loco used to print its table only after writing loco.json, and cv, ablation and feedback
+    to fail there: hours of results lost to a --reports-dir that was a file."""
+    from train.cli import EXIT_USAGE, main
+
+    _no_work(monkeypatch)
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("kept")
+    model_dir = _head_json_of_fit_openset(tmp_path / "model")
+    status = main([command, "-q", "--threads", "0", flag, str(blocker), "--model-dir", str(model_dir), "--data-dir", str(tmp_path)])
+    assert status == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"error: {flag} {blocker}: {blocker} is a file, not a folder: give another {flag}" in err, err
+    assert blocker.read_text() == "kept"
+
+
+def _fake_factory(task: Task) -> object:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(task=task)
+
+
+def _loco_summary(categories: list[str]) -> dict:
+    split = {"false_events": 1, "false_per_hour": 18.0, "detected_in_time": 3, "targets": 4,
+             "hindsight": {"budgets": [{"detected_in_time": 3}, {"detected_in_time": 4}], "any_false": 4}}  # fmt: skip
+    return {"splits": {c: split for c in categories}, "mean_false_per_hour": 18.0, "worst_false_per_hour": 18.0,
+            "worst_category": categories[0], "min_detected_in_time": 3, "targets": 4}  # fmt: skip
+
+
+def test_loco_halves_run_with_categories_write_beside_each_other_not_over(
+    toy_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's figures come from loco run as two halves with --categories: each half now
+    writes loco-<its categories>.json, where both used to write (and the second overwrite) loco.json."""
+    import train.openset_cli as openset_cli
+    from train.cli import main
+
+    monkeypatch.setattr(openset_cli, "_factory", lambda args: _fake_factory(toy_task))
+    monkeypatch.setattr(openset_cli, "leave_one_class_out",
+                        lambda factory, recipe, *, categories, **kwargs: _loco_summary(categories or toy_task.categories))  # fmt: skip
+    folders = ["-q", "--threads", "0", "--reports-dir", str(tmp_path)]
+    assert main(["loco", "--categories", "hiss", *folders]) == 0
+    assert main(["loco", "--categories", "hum", *folders]) == 0
+    assert main(["loco", *folders]) == 0
+    written = {path.name: list(json.loads(path.read_text())["splits"]) for path in (tmp_path / "openset").iterdir()}
+    assert written == {"loco-hiss.json": ["hiss"], "loco-hum.json": ["hum"], "loco.json": ["hiss", "hum"]}
+
+
+def test_loco_prints_its_table_before_writing_loco_json(
+    toy_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import train.openset_cli as openset_cli
+    from train.cli import EXIT_FAILURE, main
+
+    def disk_full(path: Path, document: object) -> Path:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(openset_cli, "_factory", lambda args: _fake_factory(toy_task))
+    monkeypatch.setattr(openset_cli, "leave_one_class_out", lambda factory, recipe, **kwargs: _loco_summary(["hiss", "hum"]))
+    monkeypatch.setattr(openset_cli, "write_json", disk_full)
+    assert main(["loco", "--threads", "0", "--reports-dir", str(tmp_path)]) == EXIT_FAILURE
+    out = capsys.readouterr().out
+    assert "hiss" in out and "hum" in out and "mean 18.0/h, worst 18.0/h (hiss)" in out  # the hours of work are on screen
+
+
+def test_loco_checks_every_category_before_training_the_first(toy_task: Task, monkeypatch: pytest.MonkeyPatch) -> None:
+    import train.openset as openset
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a split trained before every --categories name was checked")
+
+    monkeypatch.setattr(openset, "fit_openset", no_training)
+    factory = StreamFactory(toy_task, RandomEmbedder(), cache_dir=None, library=AudioLibrary())
+    with pytest.raises(ValueError, match="--categories: 'hsis' is not a background category .* choose from hiss, hum"):
+        openset.leave_one_class_out(factory, train_folds=[1], test_fold=2, categories=["hiss", "hsis"], augment_cache=None)
+
+
+def test_evaluate_stream_refuses_a_misspelt_bed_category_naming_the_flag_and_the_choices(
+    toy_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--bed-categories rian used to log a warning, skip the noisy streams and exit 0; rain,rian
+    dropped rian silently. Checked before the model loads or --others downloads anything."""
+    from train.cli import EXIT_USAGE, main
+    from train.openset import check_bed_categories, evaluate_streams
+
+    data_dir = _write_toy_data(toy_task, tmp_path / "data")
+    check_bed_categories(data_dir, ["hiss", "hum"])
+    with pytest.raises(ValueError, match=r"--bed-categories: 'hsis' is not a background category of the test fold .*choose from hiss, hum"):
+        check_bed_categories(data_dir, ["hiss", "hsis"])
+    with pytest.raises(ValueError, match=r"--bed-categories: 'rain', 'rian' are not background categories"):
+        evaluate_streams(_loudness_model(), data_dir, out_dir=tmp_path / "direct", bed_categories=["rain", "rian"], cache_dir=None)
+    assert not (tmp_path / "direct").exists()
+
+    _no_work(monkeypatch)
+    out = tmp_path / "stream"
+    status = main(["evaluate-stream", "--threads", "0", "--bed-categories", "hiss,hsis", "--data-dir", str(data_dir), "--out", str(out)])
+    assert status == EXIT_USAGE
+    assert "--bed-categories: 'hsis' is not a background category" in capsys.readouterr().err
+    assert not out.exists()

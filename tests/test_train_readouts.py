@@ -121,3 +121,32 @@ def test_cli_refuses_an_unknown_readout_before_loading_anything(tmp_path: Path, 
 
     assert main(["readouts", "--readouts", "embedding,layer99", "--data-dir", str(tmp_path)]) == 2
     assert "layer99" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--left-out", "clock_tik"], "--left-out: 'clock_tik' is not a background category of this data set; choose from hiss, hum, rumble, twin"),
+     (["--left-out", "twin,thunder"], "--left-out: 'thunder' is not a background category"),
+     (["--left-out", "twin", "--target", "boop"], "--target: 'boop' is not a target label of this data set; choose from beep")],
+)  # fmt: skip
+def test_cli_refuses_an_unknown_left_out_or_target_before_reading_any_clip(
+    flags: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--left-out clock_tik` used to fail only after all 520 clips had gone through YAMNet."""
+    from types import SimpleNamespace
+
+    import train.openset_cli as openset_cli
+    import train.readouts as readouts
+    from train.cli import main
+
+    task, _ = _toy_task()
+    yamnet = SimpleNamespace(patch_model=None)
+    monkeypatch.setattr(openset_cli, "_factory", lambda args: SimpleNamespace(
+        task=task, embedder=SimpleNamespace(yamnet=yamnet), library=None, params=DEFAULT_PARAMS))  # fmt: skip
+
+    def no_reading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the clips were read through YAMNet before --left-out and --target were checked")
+
+    monkeypatch.setattr(readouts, "clip_readouts", no_reading)
+    assert main(["readouts", "-q", "--threads", "0", "--reports-dir", str(tmp_path), *flags]) == 2
+    assert message in capsys.readouterr().err

@@ -70,7 +70,10 @@ class MixOptions:
 
     def __post_init__(self) -> None:
         if self.copies < 0 or self.background_copies < 0:
-            raise ValueError(f"MixOptions.copies and background_copies must be 0 or more, got {self.copies}, {self.background_copies}")
+            raise ValueError(
+                f"MixOptions.copies (--mix-copies) and background_copies (--mix-background-copies) must be 0 or more, "
+                f"got {self.copies}, {self.background_copies}"
+            )
         for name in ("snr_db", "gain_db", "speed", "tilt_db_per_octave"):
             low, high = getattr(self, name)
             if low > high:

@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import gc
 import logging
+import math
 import os
 import sys
 import time
@@ -76,6 +77,80 @@ def optional_float_arg(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"{text!r}: give a number, or 'none' to turn this off") from None
 
 
+def _number(text: str, kind: type, *, low: float, high: float | None = None, low_open: bool = False,
+            high_open: bool = False, want: str) -> Any:
+    """`text` as `kind` (int or float) within [low, high] (open ends as asked), else ArgumentTypeError
+    saying what is wanted (argparse puts the flag's name in front and exits 2)."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give {want}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: give {want}")
+    too_low = value <= low if low_open else value < low
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        raise argparse.ArgumentTypeError(f"{text!r}: give {want}")
+    return value
+
+
+def positive_int_arg(text: str) -> int:
+    """argparse type: a count of at least 1 (epochs, heads, streams, repeats)."""
+    return int(_number(text, int, low=1, want="a whole number of at least 1"))
+
+
+def non_negative_int_arg(text: str) -> int:
+    """argparse type: a count or seed of 0 or more."""
+    return int(_number(text, int, low=0, want="a whole number of 0 or more"))
+
+
+def positive_float_arg(text: str) -> float:
+    """argparse type: a number above 0 (a learning rate)."""
+    return float(_number(text, float, low=0.0, low_open=True, want="a number above 0"))
+
+
+def non_negative_float_arg(text: str) -> float:
+    """argparse type: a number of 0 or more (a rate, a weight decay)."""
+    return float(_number(text, float, low=0.0, want="a number of 0 or more"))
+
+
+def fraction_arg(text: str) -> float:
+    """argparse type: a number from 0 to 1, both included (a position within a range)."""
+    return float(_number(text, float, low=0.0, high=1.0, want="a number from 0 to 1"))
+
+
+def fraction_below_one_arg(text: str) -> float:
+    """argparse type: a number from 0 up to, not including, 1 (dropout, label smoothing, a held-out share)."""
+    return float(_number(text, float, low=0.0, high=1.0, high_open=True, want="a number from 0 up to (not including) 1"))
+
+
+TRAIN_CONFIG_TYPES: dict[str, Any] = {
+    "hidden_units": positive_int_arg, "epochs": positive_int_arg, "batch_size": positive_int_arg,
+    "learning_rate": positive_float_arg, "validation_fraction": fraction_below_one_arg, "seed": non_negative_int_arg,
+}  # fmt: skip
+"""argparse types of TrainConfig's numeric flags: a bad value is refused while parsing, naming the flag."""
+
+
+def output_folder(given: Path, *parts: str, flag: str) -> Path:
+    """The folder `given`/`parts` made now (with its parents), before any long work, so a file in
+    the way or a folder that cannot be written is found before the results it would lose.
+
+    Raises:
+        ValueError: naming `flag`, what is in the way and the fix.
+    """
+    folder = given.joinpath(*parts)
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ValueError(f"{flag} {given}: {blocker} is a file, not a folder: give another {flag} (or move the file away)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"{flag} {given}: cannot make {folder} ({error.strerror or error}): give a {flag} you can write to") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {given}: {folder} is not writable: give a {flag} you can write to")
+    return folder
+
+
 TUTORIAL_TRAINING_FIELDS = ("hidden_units", "epochs", "batch_size", "learning_rate", "validation_fraction")
 """TrainConfig fields whose defaults are the TF.js tutorial's (Dense 512, 20 epochs, batch 16, Adam's
 0.001, 15% validation); the others are this project's (class_weight, silent_patch_dbfs) or
@@ -107,7 +182,8 @@ def _add_train_config_flags(parser: argparse.ArgumentParser) -> None:
         elif "None" in str(spec.type):
             group.add_argument(flag, dest=spec.name, type=optional_float_arg, default=default, metavar="DB|none", help=help_text)
         else:
-            group.add_argument(flag, dest=spec.name, type=type(default), default=default, metavar=spec.name.upper(), help=help_text)
+            kind = TRAIN_CONFIG_TYPES.get(spec.name, type(default))
+            group.add_argument(flag, dest=spec.name, type=kind, default=default, metavar=spec.name.upper(), help=help_text)
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
@@ -203,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--config", type=Path, default=argparse.SUPPRESS, metavar="FILE",
                         help="a training recipe: these flags kept in a TOML file (example: scripts/recipe.toml); "
                              "flags typed on the command line win")  # fmt: skip
-    common.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N",
+    common.add_argument("--threads", type=non_negative_int_arg, default=argparse.SUPPRESS, metavar="N",
                         help="TensorFlow CPU threads (default: 1: the head is tiny, one thread trains it fastest and makes its weights independent of the core count; 0 = TensorFlow's choice, faster for a cold embedding run; its embeddings differ in the last bits, so they are cached apart and give slightly different heads)")  # fmt: skip
 
     parser = argparse.ArgumentParser(
@@ -232,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=_run_evaluate)
 
     cv = commands.add_parser("cv", parents=[common], help="5-fold cross-validation by ESC-50 fold")
-    cv.add_argument("--repeats", type=int, default=1, metavar="N",
+    cv.add_argument("--repeats", type=positive_int_arg, default=1, metavar="N",
                     help="run the whole cross-validation N times, seeds SEED..SEED+N-1, and report the mean (default: 1)")  # fmt: skip
     add_yamnet_flags(cv)
     _add_train_config_flags(cv)
@@ -351,9 +427,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 def _run_cv(args: argparse.Namespace) -> int:
     from train import core
 
-    summary = core.cross_validation(
-        _embedded(args), config=_train_config(args), reports_dir=args.reports_dir, repeats=args.repeats
-    )
+    config = _train_config(args)
+    output_folder(args.reports_dir, flag="--reports-dir")  # now, not after every fold has trained
+    summary = core.cross_validation(_embedded(args), config=config, reports_dir=args.reports_dir, repeats=args.repeats)
     _say(args, core.format_cross_validation(summary))
     _say(args, f"({summary['seconds']:.1f} s; written to {args.reports_dir / 'cv.json'})")
     return EXIT_OK

@@ -41,6 +41,7 @@ from train.openset import (
     OpenSetRecipe,
     ProgressFn,
     StreamFactory,
+    check_categories,
     fit_openset,
     score_model,
 )
@@ -152,10 +153,9 @@ def feedback_loop(
         raise ValueError(f"retrain_as must be one of {RETRAIN_AS}, got {retrain_as!r}")
     if not set(listen_folds) <= set(all_folds) or not rest:
         raise ValueError(f"--listen-folds {list(listen_folds)} must be some, not all, of the folds {all_folds}")
+    check_categories(task, chosen)  # every name before the first category trains, not after it
     splits: dict[str, Any] = {}
     for category in chosen:
-        if category not in task.categories:
-            raise ValueError(f"{category!r} is not a background category of this data set; choose from {task.categories}")
         started = time.perf_counter()
         if progress:
             progress(f"leave out {category}: train without it")

@@ -305,12 +305,25 @@ class OpenSetRecipe:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        # each message names the oido-train flag that sets the field (a recipe file's key is its flag's name)
+        if self.epochs < 1:
+            raise ValueError(f"epochs (--epochs) must be at least 1: a head trained on nothing lights nothing; got {self.epochs}")
+        if self.ensemble < 1:
+            raise ValueError(f"ensemble (--ensemble) must be at least 1 head, got {self.ensemble}")
+        if self.training_streams < 0:
+            raise ValueError(f"training_streams (--training-streams) must be 0 or more, got {self.training_streams}")
+        if self.seed < 0:
+            raise ValueError(f"seed (--seed) must be 0 or more, got {self.seed}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing (--label-smoothing) must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ValueError(f"dropout (--dropout) must be in [0, 1), got {self.dropout}")
         if self.context_patches < 0:
-            raise ValueError(f"context_patches must be >= 0, got {self.context_patches}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+            raise ValueError(f"context_patches (--context-patches) must be >= 0, got {self.context_patches}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay (--weight-decay) must be >= 0, got {self.weight_decay}")
+        if not self.min_target_overlap_seconds >= 0:
+            raise ValueError(f"min_target_overlap_seconds must be >= 0, got {self.min_target_overlap_seconds}")
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
@@ -1086,6 +1099,22 @@ class ExperimentOptions:
     (DEFAULT_BED_CATEGORIES, or every background category when the task has none of those) at
     these SNRs, so thresholds are chosen for targets in noise too."""
 
+    def __post_init__(self) -> None:
+        # each message names the oido-train flag that sets the field
+        if self.validation_seeds < 1:
+            raise ValueError(
+                f"validation_seeds (--validation-seeds) must be at least 1, got {self.validation_seeds}: "
+                "with no validation stream no threshold can be chosen"
+            )
+        if not (math.isfinite(self.target_false_per_hour) and self.target_false_per_hour >= 0):
+            raise ValueError(f"target_false_per_hour (--target-false-per-hour) must be 0 or more, got {self.target_false_per_hour}")
+        if not 0.0 <= self.threshold_position <= 1.0:
+            raise ValueError(f"threshold_position (--threshold-position) must be in [0, 1], got {self.threshold_position}")
+        if self.test_seed < 0:
+            raise ValueError(f"test_seed must be 0 or more, got {self.test_seed}")
+        if not all(math.isfinite(db) for db in self.validation_snr_db):
+            raise ValueError(f"validation_snr_db (--validation-snr-db) must be finite dB values, got {self.validation_snr_db}")
+
 
 @dataclass
 class Validation:
@@ -1265,6 +1294,16 @@ def score_model(factory: StreamFactory, model: OpenSetModel, spec: StreamSpec, p
                  audioset_classes=factory.audioset_classes).summary()  # fmt: skip
 
 
+def check_categories(task: Task, categories: Sequence[str], *, flag: str = "--categories") -> None:
+    """ValueError naming `flag` and the choices unless every name is a background category of the task."""
+    unknown = [name for name in categories if name not in task.categories]
+    if unknown:
+        raise ValueError(
+            f"{flag}: {', '.join(map(repr, unknown))} {'is not a' if len(unknown) == 1 else 'are not'} background "
+            f"categor{'y' if len(unknown) == 1 else 'ies'} of this data set; choose from {', '.join(task.categories)}"
+        )
+
+
 def leave_one_class_out(
     factory: StreamFactory,
     recipe: OpenSetRecipe = DEFAULT_RECIPE,
@@ -1287,11 +1326,10 @@ def leave_one_class_out(
     chosen = list(categories) if categories is not None else task.categories
     if len(chosen) < 2 and categories is None:
         raise ValueError("leave-one-class-out needs at least two background categories; prepare the data with --background esc10")
+    check_categories(task, chosen)  # every name before the first split trains, not after it
     all_folds = sorted({c.fold for c in task.clips})
     splits: dict[str, Any] = {}
     for category in chosen:
-        if category not in task.categories:
-            raise ValueError(f"{category!r} is not a background category of this data set; choose from {task.categories}")
         started = time.perf_counter()
         if progress:
             progress(f"leave out {category}")
@@ -1547,7 +1585,7 @@ def evaluate_streams(
     out_dir: str | os.PathLike[str],
     seed: int = 0,
     snr_db: Sequence[float] = (10.0, 0.0),
-    bed_categories: Sequence[str] = DEFAULT_BED_CATEGORIES,
+    bed_categories: Sequence[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = DEFAULT_STREAM_CACHE,
     esc50_dir: str | os.PathLike[str] | None = None,
     assets_dir: str | os.PathLike[str] | None = None,
@@ -1562,6 +1600,10 @@ def evaluate_streams(
     """The test fold as streams through the model's pipeline and detector: clean, and over background;
     with `everyday` (non-target clips of everyday sound, e.g. speech and music), one more stream
     "others" of the test targets interleaved among them.
+
+    `bed_categories`: background categories of the test fold mixed under the targets; each must
+    be one (ValueError naming --bed-categories and the choices). None: those of
+    DEFAULT_BED_CATEGORIES the test fold has (with none of them, no SNR streams and a warning).
 
     Writes into out_dir: <name>.spec.json (replayable; <name>.wav with write_audio),
     <name>.patches.npz (per-patch start sample, probabilities, level), results.json (figures,
@@ -1589,6 +1631,10 @@ def evaluate_streams(
     ]  # fmt: skip
     if not targets:
         raise ValueError(f"{Path(data_dir) / 'testData.json'} holds no target clips to detect")
+    if bed_categories is None:
+        bed_categories = DEFAULT_BED_CATEGORIES
+    else:
+        _check_bed_names(bed_categories, sorted({o.category for o in others}), data_dir=data_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     clean = build_stream(targets, others, seed=seed, options=options, params=model.params, library=library,
@@ -1652,6 +1698,37 @@ def evaluate_streams(
         results["streams"][name] = entry
     write_json(out / "results.json", results)
     return results
+
+
+def _check_bed_names(names: Sequence[str], available: Sequence[str], *, data_dir: str | os.PathLike[str]) -> None:
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        where = Path(data_dir) / "testData.json"
+        choices = ", ".join(available) if available else "none: the test fold holds no background clips"
+        raise ValueError(
+            f"--bed-categories: {', '.join(map(repr, unknown))} {'is not a' if len(unknown) == 1 else 'are not'} background "
+            f"categor{'y' if len(unknown) == 1 else 'ies'} of the test fold ({where}); choose from {choices}"
+        )
+
+
+def check_bed_categories(
+    data_dir: str | os.PathLike[str],
+    names: Sequence[str],
+    *,
+    esc50_dir: str | os.PathLike[str] | None = None,
+    assets_dir: str | os.PathLike[str] | None = None,
+) -> None:
+    """ValueError naming --bed-categories and the choices unless every name is a background
+    category of `data_dir`'s test fold (what evaluate_streams can mix under the targets). Reads
+    the fold lists only, so a typo is found before any model loads or stream is built."""
+    from train.datasets import load_dataset
+
+    dataset = load_dataset(data_dir, check_audio=False)
+    background = [e for e in dataset.test if dataset.background_label and e.class_name == dataset.background_label]
+    categories = esc50_categories(esc50_dir, assets_dir=assets_dir) if background else {}
+    available = sorted({clip_category(e.file_name, e.class_name, background_label=dataset.background_label, categories=categories)
+                        for e in background})  # fmt: skip
+    _check_bed_names(names, available, data_dir=data_dir)
 
 
 def write_json(path: Path, document: Any) -> Path:

@@ -31,6 +31,7 @@ from train.openset import (
     Task,
     TfYamnet,
     calibrate_on_streams,
+    check_bed_categories,
     checked_calibration,
     clip_accuracy,
     detector_with,
@@ -70,24 +71,40 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
     `parents`: oido-train's shared options (-v/-q, --data-dir, --model-dir, --reports-dir, --assets, --threads).
     Each sub-parser sets `run` to its *_main(args) -> exit status.
     """
-    from train.cli import add_yamnet_flags, names_arg, optional_float_arg  # oido-train's own flags and types
+    from train.cli import (  # oido-train's own flags and types
+        add_yamnet_flags,
+        fraction_arg,
+        fraction_below_one_arg,
+        names_arg,
+        non_negative_float_arg,
+        non_negative_int_arg,
+        optional_float_arg,
+        positive_int_arg,
+    )
+
+    # a value OpenSetRecipe / ExperimentOptions would refuse is refused while parsing, naming the flag (exit 2)
+    recipe_types = {
+        "epochs": positive_int_arg, "label_smoothing": fraction_below_one_arg, "training_streams": non_negative_int_arg,
+        "ensemble": positive_int_arg, "dropout": fraction_below_one_arg, "weight_decay": non_negative_float_arg,
+        "seed": non_negative_int_arg,
+    }  # fmt: skip
 
     def calibration_flags(parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("calibration")
-        group.add_argument("--target-false-per-hour", type=float, default=ExperimentOptions.target_false_per_hour,
+        group.add_argument("--target-false-per-hour", type=non_negative_float_arg, default=ExperimentOptions.target_false_per_hour,
                            metavar="RATE", help="false events per hour of non-target sound to choose thresholds for (default: 2)")  # fmt: skip
-        group.add_argument("--threshold-position", type=float, default=ExperimentOptions.threshold_position, metavar="P",
+        group.add_argument("--threshold-position", type=fraction_arg, default=ExperimentOptions.threshold_position, metavar="P",
                            help="where each threshold sits among the grid thresholds that give the same validation figures, "
                                 "in logit space: 1 the highest, 0.5 the middle, 0 the lowest (default: 1)")  # fmt: skip
-        group.add_argument("--validation-seeds", type=int, default=ExperimentOptions.validation_seeds, metavar="N",
+        group.add_argument("--validation-seeds", type=positive_int_arg, default=ExperimentOptions.validation_seeds, metavar="N",
                            help="validation streams per training fold (default: 2)")  # fmt: skip
         group.add_argument("--validation-snr-db", type=optional_float_arg, nargs="+", default=list(ExperimentOptions.validation_snr_db),
                            metavar="DB", help="also calibrate on each validation stream with its targets mixed over background clips "
                                               "at these SNRs, for a noisy home; none: the clean streams only (default: "
                                               f"{' '.join(f'{db:g}' for db in ExperimentOptions.validation_snr_db) or 'none'})")  # fmt: skip
-        group.add_argument("--min-patches", type=int, default=DEFAULT_DETECTOR.min_patches, metavar="K",
+        group.add_argument("--min-patches", type=positive_int_arg, default=DEFAULT_DETECTOR.min_patches, metavar="K",
                            help=f"detector: K of N patches over threshold start an event (default: {DEFAULT_DETECTOR.min_patches})")  # fmt: skip
-        group.add_argument("--of-patches", type=int, default=DEFAULT_DETECTOR.of_patches, metavar="N",
+        group.add_argument("--of-patches", type=positive_int_arg, default=DEFAULT_DETECTOR.of_patches, metavar="N",
                            help=f"detector: the N of K-of-N (default: {DEFAULT_DETECTOR.of_patches})")  # fmt: skip
         group.add_argument("--veto-classes", type=veto_classes_arg, default=ExperimentOptions.veto_classes, metavar="NAMES|none",
                            help="YAMNet AudioSet classes (comma-separated) that keep the LEDs dark when YAMNet hears them "
@@ -97,14 +114,14 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
         group = parser.add_argument_group("open-set training recipe (defaults: the measured choice)")
         for name, text in RECIPE_FLAGS.items():
             default = getattr(DEFAULT_RECIPE, name)
-            group.add_argument("--" + name.replace("_", "-"), dest=name, type=type(default), default=default,
+            group.add_argument("--" + name.replace("_", "-"), dest=name, type=recipe_types[name], default=default,
                                help=f"{text} (default: {default})")  # fmt: skip
         group.add_argument("--class-weight", choices=("none", "balanced"), default=DEFAULT_RECIPE.class_weight,
                            help=f"class weighting (default: {DEFAULT_RECIPE.class_weight})")  # fmt: skip
         group.add_argument("--quiet-below-peak-db", type=optional_float_arg, default=DEFAULT_RECIPE.quiet_below_peak_db, metavar="DB|none",
                            help="target patches this far under the clip's loudest are background (default: "
                                 f"{DEFAULT_RECIPE.quiet_below_peak_db})")  # fmt: skip
-        group.add_argument("--mix-copies", type=int, default=DEFAULT_RECIPE.mix.copies if DEFAULT_RECIPE.mix else 0, metavar="N",
+        group.add_argument("--mix-copies", type=non_negative_int_arg, default=DEFAULT_RECIPE.mix.copies if DEFAULT_RECIPE.mix else 0, metavar="N",
                            help="augmented copies of each target clip over background (default: "
                                 f"{DEFAULT_RECIPE.mix.copies if DEFAULT_RECIPE.mix else 0})")  # fmt: skip
         mix = DEFAULT_RECIPE.mix if DEFAULT_RECIPE.mix else MixOptions()
@@ -114,7 +131,7 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
         group.add_argument("--mix-snr", type=float, nargs=2, default=list(mix.snr_db), metavar=("LOW", "HIGH"),
                            help="each augmented copy is mixed over background at a random SNR in this range, dB "
                                 f"(default: {mix.snr_db[0]:g} {mix.snr_db[1]:g})")  # fmt: skip
-        group.add_argument("--mix-background-copies", type=int, default=mix.background_copies, metavar="N",
+        group.add_argument("--mix-background-copies", type=non_negative_int_arg, default=mix.background_copies, metavar="N",
                            help="augmented copies of each background clip (shifted, gained, over another), trained on "
                                 f"as background (default: {mix.background_copies})")  # fmt: skip
 
@@ -134,11 +151,12 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
     stream = subparsers.add_parser("evaluate-stream", parents=list(parents),
                                    help="event-level evaluation: the test fold as long streams through the edge pipeline")  # fmt: skip
     add_yamnet_flags(stream)
-    stream.add_argument("--seed", type=int, default=0, help="stream layout seed (default: 0)")
+    stream.add_argument("--seed", type=non_negative_int_arg, default=0, help="stream layout seed (default: 0)")
     stream.add_argument("--snr-db", type=float, nargs="*", default=[10.0, 0.0], metavar="DB",
                         help="also mix the targets over background at these SNRs (default: 10 0)")  # fmt: skip
-    stream.add_argument("--bed-categories", type=names_arg, default=list(DEFAULT_BED_CATEGORIES), metavar="A,B",
-                        help=f"background categories mixed under targets (default: {','.join(DEFAULT_BED_CATEGORIES)})")  # fmt: skip
+    stream.add_argument("--bed-categories", type=names_arg, default=None, metavar="A,B",
+                        help="background categories of the test fold mixed under targets (default: those of "
+                             f"{','.join(DEFAULT_BED_CATEGORIES)} the data has)")  # fmt: skip
     stream.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="where specs, WAVs, results.json and sweep.png go (default: <reports-dir>/openset/stream)")  # fmt: skip
     stream.add_argument("--no-audio", action="store_true", help="do not write the streams as WAV files")
@@ -164,7 +182,7 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
         return parser
 
     loco = leave_out_parser("loco", "leave-one-class-out: false events on a background category never trained on")
-    loco.add_argument("--context-patches", type=int, default=DEFAULT_RECIPE.context_patches, metavar="K",
+    loco.add_argument("--context-patches", type=non_negative_int_arg, default=DEFAULT_RECIPE.context_patches, metavar="K",
                       help="measure a head that also hears the mean embedding of the K patches before each one "
                            "(train.context; measured and not kept, so fit-openset has no such flag) (default: 0)")  # fmt: skip
     loco.set_defaults(run=loco_main)
@@ -188,7 +206,7 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
                           help="background categories the heads never train on, each in turn (default: clock_tick)")  # fmt: skip
     readouts.add_argument("--target", default="water_drops", metavar="LABEL",
                           help="target label to report on its own as well (default: water_drops)")  # fmt: skip
-    readouts.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S", help="training seeds (default: 0)")
+    readouts.add_argument("--seeds", type=non_negative_int_arg, nargs="+", default=[0], metavar="S", help="training seeds (default: 0)")
     readouts.set_defaults(run=readouts_main)
 
     from train.feedback import RETRAIN_AS
@@ -209,7 +227,7 @@ def add_subcommands(subparsers: Any, *, parents: Sequence[argparse.ArgumentParse
     calibration_flags(ablate)
     ablate.add_argument("--variants", type=names_arg, default=[v for v in ABLATION if v != "ensemble"], metavar="A,B",
                         help=f"variants to run (default: all but ensemble; from {','.join(ABLATION)})")  # fmt: skip
-    ablate.add_argument("--seed", type=int, default=DEFAULT_RECIPE.seed, metavar="S",
+    ablate.add_argument("--seed", type=non_negative_int_arg, default=DEFAULT_RECIPE.seed, metavar="S",
                         help=f"training seed of every variant (default: {DEFAULT_RECIPE.seed})")  # fmt: skip
     ablate.set_defaults(run=ablation_main)
 
@@ -277,6 +295,10 @@ def veto_classes_arg(text: str) -> tuple[str, ...]:
 
 
 def _experiment_from_args(args: argparse.Namespace) -> ExperimentOptions:
+    """The calibration flags as ExperimentOptions; ValueError naming the flag for a value it refuses."""
+    if args.min_patches > args.of_patches:
+        raise ValueError(f"--min-patches {args.min_patches} is more than --of-patches {args.of_patches}: "
+                         "an event needs K of the last N patches, so give K <= N (e.g. --min-patches 2 --of-patches 3)")  # fmt: skip
     detector = DEFAULT_DETECTOR.with_changes(min_patches=args.min_patches, of_patches=args.of_patches)
     return ExperimentOptions(
         validation_seeds=args.validation_seeds, target_false_per_hour=args.target_false_per_hour, detector=detector,
@@ -309,25 +331,41 @@ def _say(args: argparse.Namespace, text: str) -> None:
         print(text, flush=True)
 
 
+def _reports_folder(args: argparse.Namespace) -> Path:
+    """<reports-dir>/openset, made before any work: a file in its way is a usage error naming
+    --reports-dir now, not after hours of training (train.cli.output_folder)."""
+    from train.cli import output_folder
+
+    return output_folder(Path(_arg(args, "reports_dir", "reports")), "openset", flag="--reports-dir")
+
+
+def _categories_suffix(categories: Sequence[str] | None) -> str:
+    """"" for every category; "-a,b" for --categories a,b, so runs over other categories (the halves
+    of a long run) write beside each other instead of over each other."""
+    return "" if categories is None else "-" + ",".join(categories)
+
+
 def _train_folds(task: Task) -> list[int]:
     return sorted({c.fold for c in task.clips if c.fold != task.test_fold})
 
 
 def fit_openset_main(args: argparse.Namespace) -> int:
     """oido-train fit-openset: train the recipe's head, calibrate out of fold, save into --model-dir."""
+    from train.cli import output_folder
+
+    recipe, experiment = recipe_from_args(args), _experiment_from_args(args)
+    reports = _reports_folder(args)
+    model_dir = output_folder(Path(_arg(args, "model_dir", "model")), flag="--model-dir")
     factory = _factory(args)
     task = factory.task
-    recipe, experiment = recipe_from_args(args), _experiment_from_args(args)
     data_dir = Path(_arg(args, "data_dir", "data"))
     model = fit_openset(
         factory, recipe, train_folds=_train_folds(task), experiment=experiment,
         augment_cache=data_dir / "cache" / "augment", progress=lambda text: _say(args, f"  {text}"),
     )  # fmt: skip
     right, total = clip_accuracy(task, model.heads, folds=[task.test_fold])
-    model_dir = Path(_arg(args, "model_dir", "model"))
     save_openset_model(model, model_dir, task=task, yamnet_weights_sha256=factory.embedder.weights_sha256,
                        params=factory.params, evaluation={"test_clip_accuracy_targets": [right, total]})  # fmt: skip
-    reports = Path(_arg(args, "reports_dir", "reports")) / "openset"
     plot_calibration(model.calibration, reports / "calibration.png")
     _say(args, f"saved {model_dir / 'head.json'} (+ the .keras it names) and {THRESHOLDS_FILE}: thresholds "
                + thresholds_text(model.calibration.thresholds))  # fmt: skip
@@ -358,8 +396,9 @@ def calibrate_main(args: argparse.Namespace) -> int:
             "retrained the same way: run oido-train fit-openset"
         )
     recipe = OpenSetRecipe.from_dict(recorded)
-    factory = _factory(args)
     experiment = _experiment_from_args(args)
+    reports = _reports_folder(args)
+    factory = _factory(args)
     data_dir = Path(_arg(args, "data_dir", "data"))
     validation = oof_validation(
         factory, recipe, train_folds=_train_folds(factory.task), experiment=experiment,
@@ -380,7 +419,7 @@ def calibrate_main(args: argparse.Namespace) -> int:
     veto = (metadata.get("detector") or {}).get("veto") or {}
     detector = detector_with(calibration, base, factory.task.background_label).with_changes(veto=veto)
     update_thresholds(model_dir, calibration, detector)
-    png = plot_calibration(calibration, Path(_arg(args, "reports_dir", "reports")) / "openset" / "calibration.png")
+    png = plot_calibration(calibration, reports / "calibration.png")
     _say(args, f"thresholds for {experiment.target_false_per_hour:g} false events/hour written to {model_dir / 'head.json'} "
                f"and {THRESHOLDS_FILE}: " + thresholds_text(calibration.thresholds))  # fmt: skip
     _say(args, f"validation: {calibration.validation_hours:.2f} h of non-target sound, {calibration.validation_targets} targets; plot {png}")
@@ -391,8 +430,17 @@ def calibrate_main(args: argparse.Namespace) -> int:
 
 def evaluate_stream_main(args: argparse.Namespace) -> int:
     """oido-train evaluate-stream: event recall, latency and false events/hour on test-fold streams."""
+    from train.cli import output_folder
+
+    data_dir = Path(_arg(args, "data_dir", "data"))
     model_dir = Path(_arg(args, "model_dir", "model"))
     assets = _arg(args, "assets", None)
+    if args.bed_categories is not None:  # before the model loads and --others downloads
+        check_bed_categories(data_dir, args.bed_categories, esc50_dir=getattr(args, "esc50", None), assets_dir=assets)
+    if args.out is not None:
+        out = output_folder(args.out, flag="--out")
+    else:
+        out = output_folder(Path(_arg(args, "reports_dir", "reports")), "openset", "stream", flag="--reports-dir")
     model = load_stream_model(model_dir, yamnet_source=args.yamnet_source, yamnet_weights=args.yamnet_weights, assets_dir=assets)
     if args.threshold:
         unknown = [label for label, _ in args.threshold if label not in model.labels]
@@ -402,9 +450,7 @@ def evaluate_stream_main(args: argparse.Namespace) -> int:
     if args.veto is not None:
         model = replace(model, detector=model.detector.with_changes(veto=args.veto))
         model.detector.veto_indices(model.audioset_classes)  # a name YAMNet does not have fails here, not after the streams
-    data_dir = Path(_arg(args, "data_dir", "data"))
     _check_not_trained_on_test(model_dir, data_dir)
-    out = args.out if args.out is not None else Path(_arg(args, "reports_dir", "reports")) / "openset" / "stream"
     others = []
     for choice in args.others or ():
         from train.extra_background import listening_clips
@@ -440,17 +486,20 @@ def _check_not_trained_on_test(model_dir: Path, data_dir: Path) -> None:
 
 
 def loco_main(args: argparse.Namespace) -> int:
-    """oido-train loco: leave each background category out in turn; false events/hour on it."""
+    """oido-train loco: leave each background category out in turn; false events/hour on it.
+
+    Writes <reports-dir>/openset/loco.json, or loco-A,B.json for --categories A,B (so the halves of
+    a long run, each with its own --categories, do not overwrite each other)."""
+    recipe, experiment = recipe_from_args(args), _experiment_from_args(args)
+    out = _reports_folder(args) / f"loco{_categories_suffix(args.categories)}.json"
     factory = _factory(args)
     task = factory.task
     data_dir = Path(_arg(args, "data_dir", "data"))
     summary = leave_one_class_out(
-        factory, recipe_from_args(args), train_folds=_train_folds(task), test_fold=task.test_fold,
-        categories=args.categories, experiment=_experiment_from_args(args),
+        factory, recipe, train_folds=_train_folds(task), test_fold=task.test_fold,
+        categories=args.categories, experiment=experiment,
         augment_cache=data_dir / "cache" / "augment", progress=lambda text: _say(args, f"  {text}"),
     )  # fmt: skip
-    out = Path(_arg(args, "reports_dir", "reports")) / "openset" / "loco.json"
-    write_json(out, summary)
     _say(args, f"{'left out':16s} {'false':>5s} {'per h':>7s} {'targets in time':>16s}   in hindsight, with 0 / 1 / any false events")
     for category, figures in summary["splits"].items():
         ceiling = figures["hindsight"]
@@ -458,36 +507,41 @@ def loco_main(args: argparse.Namespace) -> int:
         _say(args, f"{category:16s} {figures['false_events']:>5d} {figures['false_per_hour']:>7.1f} "
                    f"{figures['detected_in_time']:>10d}/{figures['targets']}   {best} / {ceiling['any_false']}")  # fmt: skip
     _say(args, f"mean {summary['mean_false_per_hour']:.1f}/h, worst {summary['worst_false_per_hour']:.1f}/h "
-               f"({summary['worst_category']}), fewest targets in time {summary['min_detected_in_time']}/{summary['targets']}; {out}")  # fmt: skip
+               f"({summary['worst_category']}), fewest targets in time {summary['min_detected_in_time']}/{summary['targets']}")  # fmt: skip
+    write_json(out, summary)
+    _say(args, f"written to {out}")
     return 0
 
 
 def separability_main(args: argparse.Namespace) -> int:
     """oido-train separability: AUC of each patch score between a target's clips and a never-trained category's."""
+    recipe = recipe_from_args(args)
+    out = _reports_folder(args) / f"separability-{args.left_out}-{args.target}.json"
     factory = _factory(args)
     data_dir = Path(_arg(args, "data_dir", "data"))
     result = separability(
-        factory, recipe_from_args(args), train_folds=_train_folds(factory.task), left_out=args.left_out, target=args.target,
+        factory, recipe, train_folds=_train_folds(factory.task), left_out=args.left_out, target=args.target,
         augment_cache=data_dir / "cache" / "augment", progress=lambda text: _say(args, f"  {text}"),
     )  # fmt: skip
-    out = Path(_arg(args, "reports_dir", "reports")) / "openset" / f"separability-{args.left_out}-{args.target}.json"
-    write_json(out, result)
     _say(args, f"{args.target} ({result['target_clips']} clips) against never-trained {args.left_out} "
                f"({result['left_out_clips']} clips), out of fold; a clip scores its highest audible patch")  # fmt: skip
     _say(args, f"{'score':18s} {'AUC':>5s}   {args.left_out} clips over the threshold that keeps 75% / 50% of {args.target}")
     for name in SEPARABILITY_SCORES:
         over = result[name]["left_out_over"]
         _say(args, f"{name:18s} {result[name]['auc']:5.3f}   {over['75%']} / {over['50%']}")
+    write_json(out, result)
     _say(args, f"written to {out}")
     return 0
 
 
 def readouts_main(args: argparse.Namespace) -> int:
     """oido-train readouts: separability of never-heard sounds from the targets, per read-out of YAMNet."""
-    from train.readouts import check_readouts, clip_readouts, compare_readouts
+    from train.readouts import check_left_out, check_readouts, clip_readouts, compare_readouts
 
     check_readouts(args.readouts)  # before the clips load
+    out = _reports_folder(args) / "readouts.json"
     factory = _factory(args)
+    check_left_out(factory.task, args.left_out, target=args.target)  # before every clip goes through YAMNet
     yamnet = factory.embedder.yamnet
     patch_model = getattr(yamnet, "model", yamnet).patch_model  # train.core.LazyYamnet or YamnetTF
     _say(args, f"reading out {len(factory.task.clips)} clips through YAMNet ({', '.join(args.readouts)})")
@@ -497,13 +551,13 @@ def readouts_main(args: argparse.Namespace) -> int:
         factory.task, features, readouts=args.readouts, left_out=args.left_out, train_folds=_train_folds(factory.task),
         seeds=args.seeds, target=args.target, params=factory.params, progress=lambda text: _say(args, f"  {text}"),
     )  # fmt: skip
-    out = write_json(Path(_arg(args, "reports_dir", "reports")) / "openset" / "readouts.json", result)
     _say(args, f"out of fold over folds {result['train_folds']}, seeds {result['seeds']}; a clip scores its highest audible patch")
     _say(args, f"{'read-out':14s} {'left out':16s} {'AUC':>6s} {'AUC ' + args.target:>18s}   left-out clips over the 75% threshold, per seed")
     for name, rows in result["readouts"].items():
         for category, row in rows.items():
             over = ", ".join(str(run["left_out_over_75%"]) for run in row["seeds"])
             _say(args, f"{name:14s} {category:16s} {row['mean_auc']:6.3f} {row['mean_target_auc']:18.3f}   {over} of {row['seeds'][0]['left_out_clips']}")
+    write_json(out, result)
     _say(args, f"written to {out}")
     return 0
 
@@ -524,19 +578,20 @@ def feedback_main(args: argparse.Namespace) -> int:
     on the false alarms heard in --listen-folds (train.feedback)."""
     from train.feedback import feedback_loop, format_feedback
 
+    recipe, experiment = recipe_from_args(args), _experiment_from_args(args)
+    out = _reports_folder(args) / f"feedback{_categories_suffix(args.categories)}.json"
     factory = _factory(args)
     task = factory.task
     data_dir = Path(_arg(args, "data_dir", "data"))
     summary = feedback_loop(
-        factory, recipe_from_args(args), train_folds=_train_folds(task), test_fold=task.test_fold,
+        factory, recipe, train_folds=_train_folds(task), test_fold=task.test_fold,
         categories=args.categories, listen_folds=args.listen_folds, retrain_as=args.retrain_as,
-        experiment=_experiment_from_args(args),
+        experiment=experiment,
         augment_cache=data_dir / "cache" / "augment", embeddings_cache=data_dir / "cache" / "embeddings",
         work_dir=data_dir / "cache" / "feedback", progress=lambda text: _say(args, f"  {text}"),
     )  # fmt: skip
-    out = Path(_arg(args, "reports_dir", "reports")) / "openset" / "feedback.json"
-    write_json(out, summary)
     _say(args, format_feedback(summary))
+    write_json(out, summary)
     _say(args, f"written to {out}; the false-alarm clips are in {data_dir / 'cache' / 'feedback'}/")
     return 0
 
@@ -545,7 +600,9 @@ def ablation_main(args: argparse.Namespace) -> int:
     """oido-train ablation: the ablation table (markdown) into <reports-dir>/openset/ablation.md + .json."""
     unknown = sorted(set(args.variants) - set(ABLATION))
     if unknown:
-        raise ValueError(f"unknown variant(s) {unknown}; choose from {list(ABLATION)}")
+        raise ValueError(f"--variants: unknown variant(s) {unknown}; choose from {list(ABLATION)}")
+    experiment = _experiment_from_args(args)
+    out = _reports_folder(args)
     factory = _factory(args)
     task = factory.task
     data_dir = Path(_arg(args, "data_dir", "data"))
@@ -553,21 +610,23 @@ def ablation_main(args: argparse.Namespace) -> int:
     rows = ablation(
         factory, {name: replace(ABLATION[name], recipe=replace(ABLATION[name].recipe, seed=args.seed)) for name in args.variants},
         train_folds=_train_folds(task), test_fold=task.test_fold,
-        detectors=detectors, experiment=_experiment_from_args(args), augment_cache=data_dir / "cache" / "augment",
+        detectors=detectors, experiment=experiment, augment_cache=data_dir / "cache" / "augment",
         progress=lambda text: _say(args, f"  {text}"),
     )  # fmt: skip
-    out = Path(_arg(args, "reports_dir", "reports")) / "openset"
-    write_json(out / "ablation.json", rows)
     table = format_ablation(rows)
+    _say(args, table)
+    write_json(out / "ablation.json", rows)
     from train.streams import _write_text_atomic
 
     _write_text_atomic(out / "ablation.md", table + "\n")
-    _say(args, table)
+    _say(args, f"written to {out / 'ablation.md'} and {out / 'ablation.json'}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Stand-alone parser (python -m train.openset_cli COMMAND) with oido-train's shared options."""
+    from train.cli import non_negative_int_arg
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     common.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
@@ -576,7 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--reports-dir", type=Path, default=Path("reports"), metavar="DIR", help="figures (default: reports)")
     common.add_argument("--assets", type=Path, default=None, metavar="DIR",
                         help="the folder holding esc50/ and yamnet/ (default: $OIDO_ASSETS, else ../shared/assets)")  # fmt: skip
-    common.add_argument("--threads", type=int, default=0, metavar="N", help="TensorFlow CPU threads (default: 0 = its choice)")
+    common.add_argument("--threads", type=non_negative_int_arg, default=0, metavar="N", help="TensorFlow CPU threads (default: 0 = its choice)")
     parser = argparse.ArgumentParser(prog="python -m train.openset_cli", description="Oído open-set training and event-level evaluation.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True

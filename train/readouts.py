@@ -52,7 +52,21 @@ def check_readouts(names: Sequence[str]) -> None:
     """Raise ValueError naming the choices when a name is not in READOUTS."""
     unknown = [name for name in names if name not in READOUTS]
     if unknown:
-        raise ValueError(f"unknown read-out {', '.join(unknown)}; choose from {', '.join(READOUTS)}")
+        raise ValueError(f"--readouts: unknown read-out {', '.join(unknown)}; choose from {', '.join(READOUTS)}")
+
+
+def check_left_out(task: Task, left_out: Sequence[str], *, target: str | None) -> None:
+    """Raise ValueError naming --left-out or --target and the choices unless every `left_out` name
+    is a background category of the task and `target` (when given) a target label. Cheap: call it
+    as soon as the task is known, before clip_readouts reads every clip through YAMNet."""
+    unknown = [name for name in left_out if name not in task.categories]
+    if unknown:
+        raise ValueError(
+            f"--left-out: {', '.join(map(repr, unknown))} {'is not a' if len(unknown) == 1 else 'are not'} background "
+            f"categor{'y' if len(unknown) == 1 else 'ies'} of this data set; choose from {', '.join(task.categories)}"
+        )
+    if target is not None and target not in task.target_labels:
+        raise ValueError(f"--target: {target!r} is not a target label of this data set; choose from {', '.join(task.target_labels)}")
 
 
 def readout_model(patch_model: Any) -> Any:
@@ -157,10 +171,7 @@ def readout_separability(
         `target`'s log-odds (None without a target), "left_out_over_75%": left-out clips at or
         over the score that keeps 75% of the target clips, "target_clips", "left_out_clips"}.
     """
-    if left_out not in task.categories:
-        raise ValueError(f"{left_out!r} is not a background category of this data set; choose from {task.categories}")
-    if target is not None and (target not in task.labels or task.labels.index(target) == task.background_index):
-        raise ValueError(f"{target!r} is not a target label of this data set; choose from {task.target_labels}")
+    check_left_out(task, [left_out], target=target)
     background = task.background_index
     targets = [i for i in range(len(task.labels)) if i != background]
     recipe = OpenSetRecipe(mix=None, training_streams=0, seed=seed)
