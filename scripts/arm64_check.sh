@@ -10,7 +10,8 @@
 #   --cpu    pi4: Cortex-A72 (no int8 dot product); pi5: Cortex-A76 (SDOT); both (default)
 #   --extra  edge: ai-edge-litert (the version installed here, else the newest) + numpy 2 (default);
 #            edge-legacy: tflite-runtime 2.14 + numpy<2
-#   --limit  check only the first N golden clips (emulated, 104 clips take about 5 minutes per core)
+#   --limit  check only the first N golden clips, N >= 1 (emulated, 104 clips take about 5 minutes per core)
+#   --model-dir, --data-dir  the export and the prepared data (default: model/ and data/ of this repository)
 #   -- ARGS  then run `python -m edge ARGS` there too, e.g.
 #            -- replay clip.wav --mock-gpio --config scripts/oido.toml --model-dir model
 #
@@ -25,15 +26,31 @@ cache="${XDG_CACHE_HOME:-$HOME/.cache}/oido/arm64"
 cpus=both
 extra=edge
 limit=""
-model_dir="model"
-data_dir="data"
+model_dir="$repo/model"
+data_dir="$repo/data"
+# The value after flag $1, or a usage error naming the flag (`set -u` would only say "$2: unbound variable").
+value() {
+    if [ $# -lt 2 ] || [ -z "$2" ] || [ "${2#--}" != "$2" ]; then
+        echo "arm64_check.sh: $1 needs a value (see --help)" >&2
+        exit 2
+    fi
+    printf '%s' "$2"
+}
 while [ $# -gt 0 ]; do
     case "$1" in
-        --cpu) cpus="$2"; shift 2 ;;
-        --extra) extra="$2"; shift 2 ;;
-        --limit) limit="$2"; shift 2 ;;
-        --model-dir) model_dir="$2"; shift 2 ;;
-        --data-dir) data_dir="$2"; shift 2 ;;
+        --cpu) cpus="$(value "$@")"; shift 2 ;;
+        --extra) extra="$(value "$@")"; shift 2 ;;
+        --limit)
+            limit="$(value "$@")"; shift 2
+            case "$limit" in
+                '' | *[!0-9]* | 0*)
+                    echo "arm64_check.sh: --limit $limit: give a whole number of clips from 1 up" >&2
+                    exit 2
+                    ;;
+            esac
+            ;;
+        --model-dir) model_dir="$(value "$@")"; shift 2 ;;
+        --data-dir) data_dir="$(value "$@")"; shift 2 ;;
         --) shift; break ;;
         -h | --help)
             awk 'NR == 1 { next } !/^#/ { exit } { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"

@@ -3,11 +3,12 @@
 
     python scripts/fuzz_audio.py                          # the CI budget: 20 s
     python scripts/fuzz_audio.py --seconds 600 --seed 7   # a longer run
-    python scripts/fuzz_audio.py --crashes-dir fuzz-crashes
+    python scripts/fuzz_audio.py --crashes-dir reports/fuzz-crashes
 
 Inputs are mutated real files, made at start: WAV in every subtype the readers take (PCM_U8/16/24/32,
-FLOAT, DOUBLE; mono, stereo, 6 channels; 8, 16, 44.1, 48 kHz), FLAC, and ESC-50 clips from
-../shared/assets when present; plus raw random bytes. Mutations: bit flips, byte overwrites, 16/32-bit
+FLOAT, DOUBLE; mono, stereo, 6 channels; 8, 16, 44.1, 48 kHz), FLAC, and ESC-50 clips when found (as
+oido-train finds them, without downloading: $OIDO_ESC50, $OIDO_ASSETS, ../shared/assets, ~/.cache/oido);
+plus raw random bytes. Mutations: bit flips, byte overwrites, 16/32-bit
 header fields (rate, channels, block align, bits, chunk sizes) set to boundary values, truncation,
 appended junk, duplicated spans; names .wav/.flac/.mp3/.ogg or none, often not matching the content.
 
@@ -19,6 +20,9 @@ report instead of an OOM kill.
 
 Deterministic for a given --seed and --examples (hypothesis, no example database); --seconds stops
 early, between rounds of ROUND_EXAMPLES examples.
+
+Bad arguments (a non-positive --seconds or --examples, a --crashes-dir that is a file, $OIDO_ESC50 or
+$OIDO_ASSETS naming a folder without ESC-50) are one line on stderr naming the fix, exit status 2.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -44,7 +48,8 @@ if str(REPO) not in sys.path:
 
 from edge.errors import OidoError  # noqa: E402
 
-ASSETS = REPO.parent / "shared" / "assets" / "esc50"
+PROG = Path(__file__).name
+EXIT_USAGE = 2
 
 ROUND_EXAMPLES = 50
 """Examples per hypothesis run; --seconds is checked between runs."""
@@ -88,8 +93,34 @@ class FuzzReport:
 # --- seed files ---------------------------------------------------------------------------
 
 
-def seed_files() -> list[tuple[str, bytes]]:
-    """(suffix, bytes) of valid files in every subtype, rate and channel count worth fuzzing."""
+def find_esc50_dir(
+    *,
+    env: Optional[Mapping[str, str]] = None,
+    root: Optional[Path] = None,
+    cwd: Optional[Path] = None,
+    cache_dir: Optional[Path] = None,
+) -> Optional[Path]:
+    """The ESC-50 folder as oido-train finds it (train.assets.find_esc50, never downloading), or None.
+
+    Raises train.assets.AssetError when a location is given ($OIDO_ESC50, $OIDO_ASSETS) that does not
+    hold ESC-50: a typo must not silently drop the real files from the seeds.
+    env, root, cwd, cache_dir: where to look instead of os.environ, ... (as train.assets.find_esc50; tests).
+    """
+    from train.assets import AssetError, esc50_candidates, find_esc50
+
+    where = {"env": env, "root": root, "cwd": cwd, "cache_dir": cache_dir}
+    explicit, _ = esc50_candidates(**where)
+    try:
+        return find_esc50(download=False, progress=False, **where)
+    except AssetError:
+        if explicit:
+            raise
+        return None
+
+
+def seed_files(*, esc50_dir: Optional[Path] = None) -> list[tuple[str, bytes]]:
+    """(suffix, bytes) of valid files in every subtype, rate and channel count worth fuzzing, plus the first
+    clip of `esc50_dir`'s audio/ and esc10-16k/ when given."""
     import io
 
     import soundfile
@@ -114,7 +145,7 @@ def seed_files() -> list[tuple[str, bytes]]:
     seeds.append((".flac", encode(rng.uniform(-1, 1, (1000, 2)).astype(np.float32), 44100, "FLAC", "PCM_24")))
     # Real files written by other tools: their headers differ from libsndfile's.
     for folder, pattern in (("audio", "*.wav"), ("esc10-16k", "*.flac")):
-        found = sorted((ASSETS / folder).glob(pattern))[:1] if (ASSETS / folder).is_dir() else []
+        found = sorted((esc50_dir / folder).glob(pattern))[:1] if esc50_dir is not None else []
         for path in found:
             data = path.read_bytes()
             seeds.append((path.suffix, data[: 64 * 1024] if path.suffix == ".wav" else data))
@@ -201,13 +232,18 @@ def fuzz(
     target: Callable[[Path], str] = check_file,
     workdir: Optional[Path] = None,
     log_every: int = 0,
+    esc50_dir: Optional[Path] = None,
 ) -> FuzzReport:
-    """Run `examples` fuzz inputs through `target` (stopping early after `seconds`)."""
+    """Run `examples` fuzz inputs through `target` (stopping early after `seconds`).
+
+    ESC-50 seed clips come from `esc50_dir`, else from where find_esc50_dir finds them (AssetError when
+    $OIDO_ESC50 / $OIDO_ASSETS name a folder without ESC-50).
+    """
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hypothesis_seed
     from hypothesis import strategies as st
 
-    seeds = seed_files()
+    seeds = seed_files(esc50_dir=esc50_dir if esc50_dir is not None else find_esc50_dir())
     report = FuzzReport()
     started = time.monotonic()
     folder = Path(tempfile.mkdtemp(prefix="oido-fuzz-", dir=workdir))
@@ -271,19 +307,47 @@ def limit_memory(megabytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
+def _number(kind: type, what: str, *, above: float) -> Callable[[str], float]:
+    """An argparse type: a finite `kind` (int or float) greater than `above`, else the flag's error naming the fix."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            number = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {number}: give {what}") from None
+        if not above < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give {what}")
+        return value
+
+    return parse
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--examples", type=int, default=100_000, help="most inputs to try (default: until --seconds)")
-    parser.add_argument("--seconds", type=float, default=20.0, help="time budget (default 20, the CI budget)")
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--examples", type=_number(int, "1 or more inputs, e.g. --examples 1000", above=0),
+                        default=100_000, help="most inputs to try (default: until --seconds)")
+    parser.add_argument("--seconds", type=_number(float, "a time budget above 0 s, e.g. --seconds 20", above=0),
+                        default=20.0, help="time budget (default 20, the CI budget)")
     parser.add_argument("--seed", type=int, default=0, help="hypothesis seed (default 0)")
-    parser.add_argument("--max-memory-mb", type=int, default=3072,
+    parser.add_argument("--max-memory-mb", type=_number(int, "megabytes, or 0 for no limit", above=-1), default=3072,
                         help="address-space limit, 0 = none (default 3072: the odd-rate resampler needs < 100 MB)")
-    parser.add_argument("--crashes-dir", type=Path, help="save each crashing input here, with its traceback")
+    parser.add_argument("--crashes-dir", type=Path,
+                        help="save each crashing input here, with its traceback (e.g. reports/fuzz-crashes)")
     args = parser.parse_args(argv)
+    if args.crashes_dir is not None and args.crashes_dir.exists() and not args.crashes_dir.is_dir():
+        parser.error(f"argument --crashes-dir: {args.crashes_dir} is a file: give a folder (made if missing)")
     logging.basicConfig(level=logging.ERROR)  # read_audio's warnings about odd files are expected here
+    from train.assets import AssetError
+
+    try:
+        esc50_dir = find_esc50_dir()
+    except AssetError as error:
+        print(f"{PROG}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return EXIT_USAGE
     if args.max_memory_mb:
         limit_memory(args.max_memory_mb)
-    report = fuzz(examples=args.examples, seed=args.seed, seconds=args.seconds, log_every=500)
+    report = fuzz(examples=args.examples, seed=args.seed, seconds=args.seconds, log_every=500, esc50_dir=esc50_dir)
     print(f"fuzz_audio: {report.examples} inputs in {report.seconds:.1f} s: {report.decoded} decoded, "
           f"{report.project_errors} refused with a project error, {len(report.crashes)} crash(es)")
     for crash in report.crashes[:10]:

@@ -23,17 +23,30 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 flavour=legacy
 venv=""
 python=""
+# The value after flag $1, or a usage error naming the flag (`set -u` would only say "$2: unbound variable").
+value() {
+    if [[ $# -lt 2 || -z "$2" || "$2" == --* ]]; then
+        echo "$0: $1 needs a value, e.g. $1 ${3:-DIR}" >&2
+        exit 2
+    fi
+    printf '%s' "$2"
+}
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --edge) flavour=edge; shift ;;
         --legacy) flavour=legacy; shift ;;
-        --venv) venv="$2"; shift 2 ;;
-        --python) python="$2"; shift 2 ;;
+        --venv) venv="$(value "$1" "${2-}" .venv-mine)"; shift 2 ;;
+        --python) python="$(value "$1" "${2-}" python3.11)"; shift 2 ;;
         --) shift; break ;;
         -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) break ;;
     esac
 done
+
+# The venv's python runs after `cd "$repo"`: a relative --venv is taken from here, where it was given.
+if [[ -n "$venv" && "$venv" != /* ]]; then
+    venv="$PWD/$venv"
+fi
 
 if [[ "$flavour" == legacy ]]; then
     venv="${venv:-$repo/.venv-legacy}"

@@ -4,7 +4,9 @@
 Each fold-5 clip of data/testData.json goes through `oido-edge replay`'s code path (FileSource ->
 StreamingPipeline -> Detector -> LedBank) with gpiozero's MockFactory standing in for the pins of
 scripts/oido.toml. A target clip passes when its own LED lit and no other did; an "other" clip
-passes when nothing lit. Prints one line per clip and the totals; writes model/replay_report.json.
+passes when nothing lit. Prints one line per clip and the totals; writes model/replay_report.json, or
+with --threshold model/replay_report_thresholds.json (an experiment must not overwrite the model's own
+report), or --report FILE (its folder is made).
 
 A model of your own classes needs no config of its own: each class the config gives no pin gets a
 free mock pin (a note on stderr says which), and the config's pins for classes the model lacks are
@@ -38,6 +40,10 @@ PROG = Path(__file__).name
 EXIT_USAGE = 2
 """A missing or invalid model, data set or config; the message says how to fix it."""
 TEST_JSON = "testData.json"
+REPORT_NAME = "replay_report.json"
+"""The report of the model as exported, in --model-dir."""
+THRESHOLD_REPORT_NAME = "replay_report_thresholds.json"
+"""The report of a --threshold run, in --model-dir: beside the model's own report, not over it."""
 PULLED_UP_PINS = frozenset({2, 3})
 """BCM 2 and 3 (I2C) have fixed pull-ups: they read high before an LED drives them, which the pin
 history would count as lit. Never handed out as stand-ins."""
@@ -81,6 +87,23 @@ def _require(path: Path, *, flag: str, fix: str) -> None:
     raise OidoError(f"{path} not found{where}: {fix}, or run from the repository root, or pass {flag} DIR", path=path)
 
 
+def report_path(report: Optional[Path], *, model_dir: Path, thresholds_given: bool) -> Path:
+    """Where the JSON report goes: `report`, else <model_dir>/replay_report.json, or with --threshold
+    <model_dir>/replay_report_thresholds.json. Its folder is made; OidoError naming --report and the fix
+    when it is a folder or its folder cannot be made (checked before the replay, not after)."""
+    if report is None:
+        return model_dir / (THRESHOLD_REPORT_NAME if thresholds_given else REPORT_NAME)
+    if report.is_dir():
+        raise OidoError(f"--report {report} is a folder: give a file name, e.g. --report {report / REPORT_NAME}",
+                        path=report)  # fmt: skip
+    try:
+        report.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OidoError(f"--report {report}: cannot make its folder {report.parent} ({error.strerror or error}): "
+                        "give a file in a folder you can write", path=report) from None
+    return report
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, default=Path("model"), help="exported model (default: model)")
@@ -90,7 +113,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--threshold", type=threshold_arg, action="append", default=[], metavar="[LABEL=]P",
                         help="onset threshold over the model's and the config's, as oido-edge replay takes it "
                              "(crying_baby=0.7; repeatable)")  # fmt: skip
-    parser.add_argument("--report", type=Path, help="JSON report (default: <model-dir>/replay_report.json)")
+    parser.add_argument("--report", type=Path,
+                        help=f"JSON report, its folder made (default: <model-dir>/{REPORT_NAME}; with --threshold "
+                             f"<model-dir>/{THRESHOLD_REPORT_NAME})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -104,6 +129,7 @@ def replay_test_clips(args: argparse.Namespace) -> int:
     """Replay every clip of <data-dir>/testData.json; print and write the report; returns the exit status."""
     _require(args.model_dir / MANIFEST_NAME, flag="--model-dir", fix="export a model with oido-convert")
     _require(args.data_dir / TEST_JSON, flag="--data-dir", fix="prepare the data with oido-train prepare")
+    report = report_path(args.report, model_dir=args.model_dir, thresholds_given=bool(args.threshold))
     from gpiozero.pins.mock import MockFactory
 
     config = load_edge_config(args)
@@ -156,9 +182,14 @@ def replay_test_clips(args: argparse.Namespace) -> int:
         f"(clip decisions right: {totals['target_clip_decisions_right']}/{totals['target_clips']}); "
         f"other sounds: {totals['other_clips_dark']}/{totals['other_clips']} left every LED dark"
     )
-    report = args.report or args.model_dir / "replay_report.json"
     thresholds = dict(pipeline.detector.config.thresholds)
-    report.write_text(json.dumps({"totals": totals, "thresholds": thresholds, "clips": rows}, indent=2, default=float))
+    try:
+        report.write_text(json.dumps({"totals": totals, "thresholds": thresholds, "clips": rows}, indent=2,
+                                     default=float))  # fmt: skip
+    except OSError as error:
+        raise OidoError(f"cannot write --report {report} ({error.strerror or error}): give a file you can write",
+                        path=report) from None  # fmt: skip
+    print(f"report: {report}")
     return 0
 
 

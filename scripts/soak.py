@@ -2,11 +2,12 @@
 """Soak test of `oido-edge listen`'s pipeline: hours of audio as fast as possible, resident memory sampled.
 
     python scripts/soak.py --hours 2                    # the full soak (a few minutes of CPU on a laptop)
-    python scripts/soak.py --minutes 8 --json soak.json # the CI version's size
+    python scripts/soak.py --minutes 8 --json reports/soak.json  # the CI version's size
     python scripts/soak.py --hours 2 --model-dir model --save-events --state-dir reports/soak
 
-The audio is a looped stream of ESC-50 clips (../shared/assets/esc50/audio, 44.1 kHz, in a fixed shuffled
-order; synthetic noise if the assets are missing) with a 3 s 1 kHz beep laid over it every
+The audio is a looped stream of ESC-50 clips (found as oido-train finds them, without downloading:
+$OIDO_ESC50, $OIDO_ASSETS, ../shared/assets, ~/.cache/oido; audio/ at 44.1 kHz, else esc10-16k/; in a
+fixed shuffled order; synthetic noise if none is found) with a 3 s 1 kHz beep laid over it every
 BEEP_EVERY_SECONDS. A fake source hands it over in --block-seconds blocks, as fast as the CPU allows, to
 edge.listen.listen_to: the function `oido-edge listen` runs on the microphone (pipeline, detector, LEDs on
 gpiozero's MockFactory, the JSON-lines event log, optionally the event audio saver).
@@ -19,7 +20,11 @@ Checks, all of which must hold for exit status 0:
            the first to the last 10 minutes (medians; shorter runs compare their first and last quarter);
   patches  no dropped patch: patches run == Params.patches_in(the stream's length at 16 kHz);
   events   the event log complete: one whole JSON line per finished event, none lost, and (with a
-           "beep" label) every inserted beep inside a beep event.
+           "beep" label) every inserted beep inside a beep event. A --state-dir that already holds an
+           events.jsonl (an earlier run's) is appended to; only the lines this run added are checked.
+
+Bad arguments (a non-positive length, rate or block, a --json that is a folder, a --model-dir without an
+export) are one line on stderr naming the flag and the fix, exit status 2; failed checks, exit status 1.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import time
 import tracemalloc
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -44,12 +49,23 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from edge.config import EdgeConfig, EventConfig  # noqa: E402
-from edge.resample import output_length  # noqa: E402
+from edge.config import EVENT_LOG_NAME, EdgeConfig, EventConfig  # noqa: E402
+from edge.errors import OidoError  # noqa: E402
+from edge.params import DEFAULT_PARAMS  # noqa: E402
+from edge.resample import can_resample, output_length  # noqa: E402
 
 log = logging.getLogger("soak")
 
-ESC50_AUDIO = REPO.parent / "shared" / "assets" / "esc50" / "audio"
+PROG = Path(__file__).name
+EXIT_FAILED = 1
+"""A check failed (memory, patches, events)."""
+EXIT_USAGE = 2
+"""A bad argument, model or asset location; the message names the fix."""
+DEFAULT_MINUTES = 8.0
+MIN_RATE_HZ = 8000
+"""Lowest --rate taken: below it, resampling the ESC-50 loop takes longer than the soak."""
+ESC50_RATE_HZ = 44100
+"""The rate of ESC-50's audio/ clips, which the loop is resampled from."""
 LOOP_CLIPS = 48
 """ESC-50 clips in the loop (4 minutes of audio, 42 MB as float32 at 44.1 kHz)."""
 BEEP_EVERY_SECONDS = 240.0
@@ -76,9 +92,48 @@ def resident_kb() -> int:
 # --- the audio ---------------------------------------------------------------------------------
 
 
-def loop_audio(rate_hz: int, *, seed: int = 0) -> tuple[npt.NDArray[np.float32], str]:
-    """The looped material: float32 [n] at rate_hz, and where it came from."""
-    clips = sorted(ESC50_AUDIO.glob("*.wav")) if ESC50_AUDIO.is_dir() else []
+def find_esc50_dir(
+    *,
+    env: Optional[Mapping[str, str]] = None,
+    root: Optional[Path] = None,
+    cwd: Optional[Path] = None,
+    cache_dir: Optional[Path] = None,
+) -> Optional[Path]:
+    """The ESC-50 folder as oido-train finds it (train.assets.find_esc50, never downloading), or None.
+
+    Raises train.assets.AssetError when a location is given ($OIDO_ESC50, $OIDO_ASSETS) that does not hold
+    ESC-50: a typo must not silently soak on synthetic noise.
+    env, root, cwd, cache_dir: where to look instead of os.environ, ... (as train.assets.find_esc50; tests).
+    """
+    from train.assets import AssetError, esc50_candidates, find_esc50
+
+    where = {"env": env, "root": root, "cwd": cwd, "cache_dir": cache_dir}
+    explicit, _ = esc50_candidates(**where)
+    try:
+        return find_esc50(download=False, progress=False, **where)
+    except AssetError:
+        if explicit:
+            raise
+        return None
+
+
+def esc50_clips(esc50_dir: Path) -> list[Path]:
+    """The clips of an ESC-50 folder: audio/*.wav (44.1 kHz), else esc10-16k/*.flac (16 kHz), sorted."""
+    for folder, pattern in (("audio", "*.wav"), ("esc10-16k", "*.flac")):
+        clips = sorted((esc50_dir / folder).glob(pattern))
+        if clips:
+            return clips
+    return []
+
+
+def loop_audio(
+    rate_hz: int, *, seed: int = 0, esc50_dir: Optional[Path] = None
+) -> tuple[npt.NDArray[np.float32], str]:
+    """The looped material: float32 [n] at rate_hz, and where it came from.
+
+    ESC-50 clips from `esc50_dir`; synthetic noise when it is None or holds no clip.
+    """
+    clips = esc50_clips(esc50_dir) if esc50_dir is not None else []
     if clips:
         import soundfile
 
@@ -90,7 +145,7 @@ def loop_audio(rate_hz: int, *, seed: int = 0) -> tuple[npt.NDArray[np.float32],
             audio, clip_rate = soundfile.read(str(clips[index]), dtype="float32", always_2d=True)
             mono = audio.mean(axis=1)
             pieces.append(mono if clip_rate == rate_hz else resample(mono, clip_rate, rate_hz))
-        return np.concatenate(pieces).astype(np.float32), f"{len(pieces)} ESC-50 clips from {ESC50_AUDIO}"
+        return np.concatenate(pieces).astype(np.float32), f"{len(pieces)} ESC-50 clips from {clips[0].parent}"
     rng = np.random.default_rng(seed)
     noise = rng.standard_normal(240 * rate_hz).astype(np.float32)
     envelope = 0.05 + 0.2 * (np.sin(np.arange(len(noise)) / rate_hz * 2 * np.pi / 7.0) > 0.6)
@@ -176,6 +231,7 @@ class SoakReport:
     windows: int
     events: int
     log_lines: int
+    """Lines this run added to the event log."""
     events_lost: int
     beeps: int
     beeps_detected: Optional[int]
@@ -189,6 +245,8 @@ class SoakReport:
     traced: list[tuple[float, int]] = field(default_factory=list)
     """Python heap samples (audio seconds, bytes) when run under tracemalloc."""
     failures: list[str] = field(default_factory=list)
+    earlier_log_lines: int = 0
+    """Lines the event log already held (an earlier run's, same --state-dir); not checked."""
 
     @property
     def real_time_factor(self) -> float:
@@ -196,12 +254,14 @@ class SoakReport:
 
     def summary(self) -> str:
         beeps = "n/a (no beep label)" if self.beeps_detected is None else f"{self.beeps_detected}/{self.beeps}"
+        earlier = f" (after {self.earlier_log_lines} earlier lines, not checked)" if self.earlier_log_lines else ""
         lines = [
             f"audio         {self.audio_seconds / 3600:.2f} h at {self.rate_hz} Hz ({self.audio_source})",
             f"wall time     {self.wall_seconds:.0f} s ({self.real_time_factor:.0f}x real time)",
             f"patches       {self.patches} run, {self.expected_patches} expected",
             f"windows       {self.windows}",
-            f"events        {self.events} finished, {self.log_lines} logged, {self.events_lost} lost; beeps {beeps}",
+            f"events        {self.events} finished, {self.log_lines} logged{earlier}, {self.events_lost} lost; "
+            f"beeps {beeps}",
             f"resident mem  first {self.memory_window_seconds / 60:.0f} min {self.rss_first_mb:.1f} MB, last "
             f"{self.memory_window_seconds / 60:.0f} min {self.rss_last_mb:.1f} MB: growth {self.rss_growth_mb:+.2f} MB "
             f"(limit {MAX_GROWTH_MB:g}), max {self.rss_max_mb:.1f} MB",
@@ -222,6 +282,17 @@ def default_model_dir(scratch: Path) -> Path:
     return model_dir
 
 
+def _read_new_lines(path: Path, offset: int) -> list[str]:
+    """The lines `path` gained past byte `offset` (its size before the run)."""
+    if not path.is_file():
+        return []
+    with path.open("rb") as file:
+        file.seek(offset)
+        text = file.read().decode("utf-8", errors="replace")
+    # The log starts a torn last line's successor with a newline of its own (edge.events.EventLog._open).
+    return (text[1:] if offset and text.startswith("\n") else text).splitlines()
+
+
 def _median_mb(samples: Sequence[tuple[float, int]]) -> float:
     return statistics.median(kb for _, kb in samples) / 1024 if samples else float("nan")
 
@@ -238,7 +309,12 @@ def run_soak(
     """Run the soak for `seconds` of audio; returns the figures and the failed checks.
 
     The event log (and with `save_events` the event clips) go to `state_dir`; without one, to a
-    temporary folder that is removed with everything else the soak made.
+    temporary folder that is removed with everything else the soak made. An event log already in
+    `state_dir` is appended to, and only this run's lines are checked.
+
+    Raises:
+        OidoError: the model cannot be loaded (message names the folder and the fix).
+        train.assets.AssetError: $OIDO_ESC50 / $OIDO_ASSETS name a folder without ESC-50.
     """
     with tempfile.TemporaryDirectory(prefix="oido-soak-") as scratch:
         return _soak_in(Path(scratch), seconds=seconds, model_dir=model_dir, rate_hz=rate_hz,
@@ -261,15 +337,19 @@ def _soak_in(
     from edge.leds import open_led_bank
     from edge.listen import listen_to
 
+    esc50_dir = find_esc50_dir()  # before the model: a bad location fails at once
     model_dir = model_dir or default_model_dir(scratch)
     state_dir = state_dir or scratch / "state"
+    event_log = state_dir / EVENT_LOG_NAME
+    log_offset = event_log.stat().st_size if event_log.is_file() else 0
+    earlier_lines = len(_read_new_lines(event_log, 0)) if log_offset else 0
     events = EventConfig(save_dir=state_dir / "clips" if save_events else None, budget_mb=20, keep=50)
     config = EdgeConfig(model_dir=model_dir, state_dir=state_dir, events=events)
     base = _load_base_pipeline(config)  # what cmd_listen loads: manifest checks, config thresholds
     pins = {label: pin for label, pin in zip(base.labels, (17, 27, 22, 23, 5, 6, 13, 19, 26))
             if label != base.detector.config.background_label}
     leds = open_led_bank(pins, status_pin=24, pin_factory=MockFactory())
-    loop, origin = loop_audio(rate_hz)
+    loop, origin = loop_audio(rate_hz, esc50_dir=esc50_dir)
     stream = LoopedStream(loop, rate_hz=rate_hz, seconds=seconds, block_seconds=block_seconds)
     started = time.monotonic()
     leds.status_alive()
@@ -284,10 +364,15 @@ def _soak_in(
     expected = base.params.patches_in(model_samples)
     if report.patches != expected:
         failures.append(f"{expected - report.patches} patch(es) dropped")
-    lines = (state_dir / "events.jsonl").read_text(encoding="utf-8").splitlines()
-    records = [json.loads(line) for line in lines]
-    if len(records) != report.event_count or report.events_lost:
-        failures.append(f"event log has {len(records)} lines for {report.event_count} events "
+    lines = _read_new_lines(event_log, log_offset)
+    records = []
+    for number, line in enumerate(lines, start=earlier_lines + 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            failures.append(f"event log line {number} is not a whole JSON record")
+    if len(lines) != report.event_count or report.events_lost:
+        failures.append(f"event log has {len(lines)} new lines for {report.event_count} events "
                         f"({report.events_lost} lost)")
     beeps_detected = None
     if "beep" in base.labels:
@@ -307,38 +392,92 @@ def _soak_in(
     return SoakReport(
         audio_seconds=end, wall_seconds=wall, audio_source=origin, model_dir=str(model_dir), rate_hz=rate_hz,
         patches=report.patches, expected_patches=expected, windows=report.window_count,
-        events=report.event_count, log_lines=len(records), events_lost=report.events_lost,
+        events=report.event_count, log_lines=len(lines), events_lost=report.events_lost,
         beeps=len(stream.beep_starts), beeps_detected=beeps_detected, memory_window_seconds=window,
         rss_first_mb=_median_mb(first), rss_last_mb=_median_mb(last), rss_growth_mb=growth,
         rss_max_mb=max(kb for _, kb in stream.memory) / 1024, memory=stream.memory, traced=stream.traced,
-        failures=failures,
+        failures=failures, earlier_log_lines=earlier_lines,
     )
 
 
+def _positive(kind: type, what: str) -> Callable[[str], float]:
+    """An argparse type: a finite `kind` (int or float) above 0, else the flag's error naming the fix."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            number = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {number}: give {what}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text} is not above 0: give {what}")
+        if value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number: give {what}")
+        return value
+
+    return parse
+
+
+def _json_target(path: Path) -> Path:
+    """--json's file, its folder made; OidoError when it is a folder or its folder cannot be made."""
+    if path.is_dir():
+        raise OidoError(f"--json {path} is a folder: give a file name, e.g. --json {path / 'soak.json'}", path=path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OidoError(f"--json {path}: cannot make its folder {path.parent} ({error.strerror or error}): "
+                        "give a file in a folder you can write", path=path) from None
+    return path
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--hours", type=float, help="hours of audio (the full soak: 2)")
-    length.add_argument("--minutes", type=float, help="minutes of audio (default 8)")
+    length.add_argument("--hours", type=_positive(float, "hours of audio above 0, e.g. --hours 2"),
+                        help="hours of audio (the full soak: 2)")
+    length.add_argument("--minutes", type=_positive(float, "minutes of audio above 0, e.g. --minutes 8"),
+                        help=f"minutes of audio (default {DEFAULT_MINUTES:g})")
     parser.add_argument("--model-dir", type=Path,
                         help="exported model (default: ./model, else asset YAMNet + tiny head)")
-    parser.add_argument("--rate", type=int, default=44100, help="stream rate in Hz (default 44100, ESC-50's)")
-    parser.add_argument("--block-seconds", type=float, default=0.1, help="audio per block (default 0.1)")
+    parser.add_argument("--rate", type=_positive(int, "a sample rate in Hz, e.g. --rate 44100"), default=44100,
+                        help="stream rate in Hz (default 44100, ESC-50's)")
+    parser.add_argument("--block-seconds", type=_positive(float, "seconds per block, e.g. --block-seconds 0.1"),
+                        default=0.1, help="audio per block (default 0.1)")
     parser.add_argument("--save-events", action="store_true", help="also save each event's audio (budget 20 MB)")
     parser.add_argument("--state-dir", type=Path,
-                        help="keep the event log (and saved clips) here (default: a temporary folder, removed)")
-    parser.add_argument("--json", type=Path, help="write the figures (and the memory samples) here")
+                        help="keep the event log (and saved clips) here; an earlier run's log there is appended "
+                             "to, this run's lines are checked (default: a temporary folder, removed)")
+    parser.add_argument("--json", type=Path,
+                        help="write the figures (and the memory samples) here, e.g. reports/soak.json")
     args = parser.parse_args(argv)
+    conversions = ((args.rate, DEFAULT_PARAMS.sample_rate_hz), (ESC50_RATE_HZ, args.rate))  # stream, loop
+    if args.rate < MIN_RATE_HZ or not all(can_resample(from_hz, to_hz) for from_hz, to_hz in conversions):
+        parser.error(f"argument --rate: {args.rate} Hz is not a capture rate the soak can resample: give one from "
+                     f"{MIN_RATE_HZ} Hz up, such as 48000 or 44100")  # fmt: skip
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    seconds = 3600 * args.hours if args.hours is not None else 60 * (args.minutes if args.minutes else 8.0)
-    report = run_soak(seconds=seconds, model_dir=args.model_dir, rate_hz=args.rate,
-                      block_seconds=args.block_seconds, state_dir=args.state_dir, save_events=args.save_events)
+    seconds = 3600 * args.hours if args.hours is not None else 60 * (args.minutes or DEFAULT_MINUTES)
+    from train.assets import AssetError
+
+    try:
+        if args.state_dir is not None and args.state_dir.exists() and not args.state_dir.is_dir():
+            raise OidoError(f"--state-dir {args.state_dir} is a file: give a folder (made if missing)",
+                            path=args.state_dir)  # fmt: skip
+        json_path = _json_target(args.json) if args.json is not None else None
+        report = run_soak(seconds=seconds, model_dir=args.model_dir, rate_hz=args.rate,
+                          block_seconds=args.block_seconds, state_dir=args.state_dir, save_events=args.save_events)
+    except (OidoError, AssetError) as error:
+        print(f"{PROG}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return EXIT_USAGE
     print(report.summary())
     if args.state_dir is not None:
-        print(f"event log     {args.state_dir / 'events.jsonl'}")
-    if args.json is not None:
-        args.json.write_text(json.dumps({**asdict(report), "real_time_factor": report.real_time_factor}, indent=1))
-    return 0 if not report.failures else 1
+        print(f"event log     {args.state_dir / EVENT_LOG_NAME}")
+    if json_path is not None:
+        try:
+            json_path.write_text(json.dumps({**asdict(report), "real_time_factor": report.real_time_factor}, indent=1))
+        except OSError as error:
+            print(f"{PROG}: error: cannot write --json {json_path} ({error.strerror or error})", file=sys.stderr)
+            return EXIT_FAILED
+    return 0 if not report.failures else EXIT_FAILED
 
 
 if __name__ == "__main__":

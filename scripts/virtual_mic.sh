@@ -11,7 +11,8 @@
 # Works as root too (PulseAudio then warns that it is "not intended to be run as root", which
 # is harmless for a throw-away server): it runs in per-user mode with its own runtime directory
 # and an anonymous unix socket, so no system-wide daemon, D-Bus or login session is needed.
-# Environment: OIDO_PULSE_DIR (runtime directory, default /tmp/oido-pulse-$UID),
+# Environment: OIDO_PULSE_DIR (runtime directory, default /tmp/oido-pulse-$UID; one holding spaces
+# is reached through a link /tmp/oido-pulse-$UID-<checksum>, as PulseAudio's server address cannot hold them),
 # OIDO_PULSE_SINK (sink name, default oido_null), OIDO_PULSE_SHARED=1 (every local user can reach
 # the socket, for a test that captures as another user: the installer's check as `oido`).
 set -euo pipefail
@@ -19,10 +20,16 @@ set -euo pipefail
 runtime_dir="${OIDO_PULSE_DIR:-/tmp/oido-pulse-$(id -u)}"
 sink="${OIDO_PULSE_SINK:-oido_null}"
 shared="${OIDO_PULSE_SHARED:-0}"
+# PulseAudio splits a server address at whitespace and has no quoting for it: a runtime directory
+# holding any is reached through a space-free link to it.
+reach_dir="$runtime_dir"
+case "$runtime_dir" in
+    *[[:space:]]*) reach_dir="/tmp/oido-pulse-$(id -u)-$(printf '%s' "$runtime_dir" | cksum | cut -d' ' -f1)" ;;
+esac
 if [ "$shared" = 1 ]; then
-    socket="$runtime_dir/shared/native"  # PulseAudio keeps its own pulse/ owner-only
+    socket="$reach_dir/shared/native"  # PulseAudio keeps its own pulse/ owner-only
 else
-    socket="$runtime_dir/pulse/native"
+    socket="$reach_dir/pulse/native"
 fi
 server="unix:$socket"
 pidfile="$runtime_dir/pulse/pid"
@@ -36,9 +43,9 @@ running() {
     pactl --server="$server" info >/dev/null 2>&1
 }
 
-print_env() {
-    echo "export PULSE_SERVER=$server"
-    echo "export OIDO_PULSE_SINK=$sink"
+print_env() {  # for eval: values shell-quoted (a runtime directory may hold spaces)
+    printf 'export PULSE_SERVER=%q\n' "$server"
+    printf 'export OIDO_PULSE_SINK=%q\n' "$sink"
 }
 
 start() {
@@ -55,11 +62,16 @@ start() {
     else
         chmod 700 "$runtime_dir"
     fi
+    if [ "$reach_dir" != "$runtime_dir" ] && ! ln -sfnT "$runtime_dir" "$reach_dir" 2>/dev/null; then
+        echo "virtual_mic: cannot make the link $reach_dir -> $runtime_dir (PulseAudio's address cannot hold" \
+             "spaces): remove $reach_dir, or set OIDO_PULSE_DIR to a path without spaces" >&2
+        exit 1
+    fi
     if ! running; then
         # -n: no default.pa (no hardware modules); the protocol module gives us a socket we know.
         XDG_RUNTIME_DIR="$runtime_dir" pulseaudio \
             --daemonize=yes --exit-idle-time=-1 --use-pid-file=yes --disallow-exit=no \
-            -n --load="module-native-protocol-unix socket=$socket auth-anonymous=1" \
+            -n --load="module-native-protocol-unix socket=\"$socket\" auth-anonymous=1" \
             --log-target=file:"$runtime_dir/pulse.log" 2>>"$runtime_dir/pulse.log" || true
         for _ in $(seq 50); do
             running && break
@@ -89,6 +101,9 @@ stop() {
         done
     fi
     rm -f "$pidfile"
+    if [ "$reach_dir" != "$runtime_dir" ] && [ -L "$reach_dir" ]; then
+        rm -f "$reach_dir"
+    fi
 }
 
 case "${1:-start}" in

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -65,21 +66,27 @@ def test_missing_test_data_is_one_line_naming_prepare(script: ModuleType, tmp_pa
     assert f"{tmp_path / 'data' / 'testData.json'} not found" in err and "oido-train prepare" in err and "--data-dir" in err
 
 
-def test_a_model_of_your_own_classes_lights_its_own_led_with_the_example_config(
-    script: ModuleType, tiny_model_dir: Path, tmp_path: Path, capsys
-) -> None:
-    pytest.importorskip("gpiozero")
+def beep_and_quiet_data(data_dir: Path) -> Path:
+    """A prepared data folder of two fold-5 clips: a 1 kHz beep (class beep) and silence (class other)."""
     soundfile = pytest.importorskip("soundfile")
 
     rate = 16000
     t = np.arange(3 * rate) / rate
     beep = np.concatenate([np.zeros(2 * rate), 0.5 * np.sin(2 * np.pi * 1000 * t), np.zeros(3 * rate)])
-    audio = tmp_path / "data" / "audio"
+    audio = data_dir / "audio"
     audio.mkdir(parents=True)
     soundfile.write(str(audio / "beep.wav"), beep.astype(np.float32), rate)
     soundfile.write(str(audio / "quiet.wav"), np.zeros(5 * rate, np.float32), rate)
     entries = [{"fileName": "beep.wav", "className": "beep"}, {"fileName": "quiet.wav", "className": "other"}]
-    (tmp_path / "data" / "testData.json").write_text(json.dumps(entries))
+    (data_dir / "testData.json").write_text(json.dumps(entries))
+    return data_dir
+
+
+def test_a_model_of_your_own_classes_lights_its_own_led_with_the_example_config(
+    script: ModuleType, tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
+    pytest.importorskip("gpiozero")
+    beep_and_quiet_data(tmp_path / "data")
     report = tmp_path / "report.json"
 
     status = script.main(["--model-dir", str(tiny_model_dir), "--data-dir", str(tmp_path / "data"), "--report", str(report)])
@@ -98,3 +105,40 @@ def test_a_model_of_your_own_classes_lights_its_own_led_with_the_example_config(
     status = script.main(["--model-dir", str(tiny_model_dir), "--data-dir", str(tmp_path / "data"), "--report", str(report),
                           "--threshold", "speech=0.999"])  # fmt: skip
     assert status == 0 and json.loads(report.read_text())["thresholds"]["speech"] == 0.999
+
+
+def test_a_threshold_experiment_keeps_the_models_own_report_and_a_new_report_folder_is_made(
+    script: ModuleType, tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
+    pytest.importorskip("gpiozero")
+    data_dir = beep_and_quiet_data(tmp_path / "data")
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir, symlinks=True)
+    (model_dir / "replay_report.json").write_text("the model's own report")
+
+    assert script.main(["--model-dir", str(model_dir), "--data-dir", str(data_dir), "--threshold", "beep=0.9"]) == 0
+
+    assert (model_dir / "replay_report.json").read_text() == "the model's own report"
+    experiment = model_dir / "replay_report_thresholds.json"
+    assert json.loads(experiment.read_text())["thresholds"]["beep"] == 0.9
+    assert f"report: {experiment}" in capsys.readouterr().out
+
+    report = tmp_path / "reports" / "new" / "replay.json"
+    assert script.main(["--model-dir", str(model_dir), "--data-dir", str(data_dir), "--report", str(report)]) == 0
+    assert json.loads(report.read_text())["totals"]["target_clips"] == 1
+
+
+def test_a_report_path_that_is_a_folder_is_refused_before_the_replay(
+    script: ModuleType, tmp_path: Path, capsys
+) -> None:
+    fake_model_dir(tmp_path / "model")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "testData.json").write_text("[]")
+
+    status = script.main(["--model-dir", str(tmp_path / "model"), "--data-dir", str(tmp_path / "data"),
+                          "--report", str(tmp_path)])  # fmt: skip
+
+    assert status == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert f"--report {tmp_path} is a folder: give a file name" in err

@@ -114,3 +114,95 @@ def test_the_documented_soak_command_runs_writes_its_figures_and_leaves_no_scrat
     figures = json.loads((tmp_path / "soak.json").read_text())
     assert figures["audio_seconds"] == 60 and figures["patches"] == figures["expected_patches"]
     assert not any(path.name.startswith("oido-soak-") for path in scratch.iterdir()), list(scratch.iterdir())
+
+
+@pytest.fixture(scope="module")
+def soak_script() -> ModuleType:
+    """scripts/soak.py as a module, without the runtime and asset the soak itself needs."""
+    spec = importlib.util.spec_from_file_location("soak_script", REPO / "scripts" / "soak.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_rerun_in_the_same_state_dir_checks_only_the_lines_it_added(
+    soak: ModuleType, asset_model: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    first = soak.run_soak(seconds=30, model_dir=asset_model, state_dir=state)
+    assert first.failures == [] and first.log_lines == first.events > 0 and first.earlier_log_lines == 0
+    with (state / "events.jsonl").open("a") as log:
+        log.write('{"label": "be')  # a power cut's torn last line: not this run's to count
+
+    second = soak.run_soak(seconds=30, model_dir=asset_model, state_dir=state)
+
+    assert second.failures == [], second.summary()
+    assert second.log_lines == second.events == first.events
+    assert second.earlier_log_lines == first.log_lines + 1
+    assert "earlier lines, not checked" in second.summary()
+
+
+def _esc50_folder(folder: Path) -> Path:
+    import soundfile
+
+    (folder / "meta").mkdir(parents=True)
+    (folder / "meta" / "esc50.csv").write_text("filename,fold,target,category\n")
+    (folder / "audio").mkdir()
+    soundfile.write(str(folder / "audio" / "1-1-A-0.wav"), np.full(4410, 0.25, np.float32), 44100)
+    return folder
+
+
+def test_esc50_is_found_where_oido_train_finds_it_and_never_downloaded(soak_script: ModuleType, tmp_path: Path) -> None:
+    nowhere = {"root": tmp_path / "repo", "cwd": tmp_path / "repo", "cache_dir": tmp_path / "empty-cache"}
+    esc50 = _esc50_folder(tmp_path / "mine" / "esc50")
+    assert soak_script.find_esc50_dir(env={"OIDO_ESC50": str(esc50)}, **nowhere) == esc50
+    assert soak_script.find_esc50_dir(env={"OIDO_ASSETS": str(esc50.parent)}, **nowhere) == esc50
+    cache = tmp_path / "cache"
+    _esc50_folder(cache / "esc50")
+    assert soak_script.find_esc50_dir(env={}, **{**nowhere, "cache_dir": cache}) == cache / "esc50"
+    assert soak_script.find_esc50_dir(env={}, **nowhere) is None  # then synthetic noise, as before
+
+    loop, origin = soak_script.loop_audio(16000, esc50_dir=esc50)
+    assert f"1 ESC-50 clips from {esc50 / 'audio'}" == origin and len(loop) == 1600
+    assert "synthetic" in soak_script.loop_audio(16000, esc50_dir=None)[1]
+
+
+def test_a_given_esc50_location_without_esc50_is_one_line_not_synthetic_noise(
+    soak_script: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OIDO_ESC50", str(tmp_path / "typo"))
+    assert soak_script.main(["--minutes", "1", "--model-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "OIDO_ESC50" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["--minutes", "0"], "--minutes"),
+        (["--hours", "-1"], "--hours"),
+        (["--rate", "0"], "--rate"),
+        (["--rate", "1"], "--rate"),
+        (["--block-seconds", "nan"], "--block-seconds"),
+    ],
+)
+def test_a_non_positive_length_rate_or_block_is_a_usage_error_naming_the_flag(
+    soak_script: ModuleType, args: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        soak_script.main(args)
+    assert exit_.value.code == 2
+    assert f"error: argument {flag}: " in capsys.readouterr().err
+
+
+def test_a_json_folder_or_a_missing_model_is_one_line_before_any_audio_runs(
+    soak_script: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert soak_script.main(["--minutes", "1", "--json", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--json {tmp_path} is a folder" in err
+
+    assert soak_script.main(["--minutes", "1", "--model-dir", str(tmp_path / "nonexistent")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nonexistent" in err and "oido-convert" in err and "Traceback" not in err
