@@ -38,7 +38,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -91,31 +91,6 @@ class FuzzReport:
 
 
 # --- seed files ---------------------------------------------------------------------------
-
-
-def find_esc50_dir(
-    *,
-    env: Optional[Mapping[str, str]] = None,
-    root: Optional[Path] = None,
-    cwd: Optional[Path] = None,
-    cache_dir: Optional[Path] = None,
-) -> Optional[Path]:
-    """The ESC-50 folder as oido-train finds it (train.assets.find_esc50, never downloading), or None.
-
-    Raises train.assets.AssetError when a location is given ($OIDO_ESC50, $OIDO_ASSETS) that does not
-    hold ESC-50: a typo must not silently drop the real files from the seeds.
-    env, root, cwd, cache_dir: where to look instead of os.environ, ... (as train.assets.find_esc50; tests).
-    """
-    from train.assets import AssetError, esc50_candidates, find_esc50
-
-    where = {"env": env, "root": root, "cwd": cwd, "cache_dir": cache_dir}
-    explicit, _ = esc50_candidates(**where)
-    try:
-        return find_esc50(download=False, progress=False, **where)
-    except AssetError:
-        if explicit:
-            raise
-        return None
 
 
 def seed_files(*, esc50_dir: Optional[Path] = None) -> list[tuple[str, bytes]]:
@@ -236,14 +211,16 @@ def fuzz(
 ) -> FuzzReport:
     """Run `examples` fuzz inputs through `target` (stopping early after `seconds`).
 
-    ESC-50 seed clips come from `esc50_dir`, else from where find_esc50_dir finds them (AssetError when
+    ESC-50 seed clips come from `esc50_dir`, else from where train.assets.find_local_esc50 finds them (AssetError when
     $OIDO_ESC50 / $OIDO_ASSETS name a folder without ESC-50).
     """
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hypothesis_seed
     from hypothesis import strategies as st
 
-    seeds = seed_files(esc50_dir=esc50_dir if esc50_dir is not None else find_esc50_dir())
+    from train.assets import find_local_esc50
+
+    seeds = seed_files(esc50_dir=esc50_dir if esc50_dir is not None else find_local_esc50())
     report = FuzzReport()
     started = time.monotonic()
     folder = Path(tempfile.mkdtemp(prefix="oido-fuzz-", dir=workdir))
@@ -338,10 +315,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.crashes_dir is not None and args.crashes_dir.exists() and not args.crashes_dir.is_dir():
         parser.error(f"argument --crashes-dir: {args.crashes_dir} is a file: give a folder (made if missing)")
     logging.basicConfig(level=logging.ERROR)  # read_audio's warnings about odd files are expected here
-    from train.assets import AssetError
+    from train.assets import AssetError, find_local_esc50
 
     try:
-        esc50_dir = find_esc50_dir()
+        esc50_dir = find_local_esc50()
     except AssetError as error:
         print(f"{PROG}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return EXIT_USAGE

@@ -40,7 +40,7 @@ import time
 import tracemalloc
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -90,31 +90,6 @@ def resident_kb() -> int:
 
 
 # --- the audio ---------------------------------------------------------------------------------
-
-
-def find_esc50_dir(
-    *,
-    env: Optional[Mapping[str, str]] = None,
-    root: Optional[Path] = None,
-    cwd: Optional[Path] = None,
-    cache_dir: Optional[Path] = None,
-) -> Optional[Path]:
-    """The ESC-50 folder as oido-train finds it (train.assets.find_esc50, never downloading), or None.
-
-    Raises train.assets.AssetError when a location is given ($OIDO_ESC50, $OIDO_ASSETS) that does not hold
-    ESC-50: a typo must not silently soak on synthetic noise.
-    env, root, cwd, cache_dir: where to look instead of os.environ, ... (as train.assets.find_esc50; tests).
-    """
-    from train.assets import AssetError, esc50_candidates, find_esc50
-
-    where = {"env": env, "root": root, "cwd": cwd, "cache_dir": cache_dir}
-    explicit, _ = esc50_candidates(**where)
-    try:
-        return find_esc50(download=False, progress=False, **where)
-    except AssetError:
-        if explicit:
-            raise
-        return None
 
 
 def esc50_clips(esc50_dir: Path) -> list[Path]:
@@ -336,8 +311,9 @@ def _soak_in(
     from edge.cli import _load_base_pipeline
     from edge.leds import open_led_bank
     from edge.listen import listen_to
+    from train.assets import find_local_esc50
 
-    esc50_dir = find_esc50_dir()  # before the model: a bad location fails at once
+    esc50_dir = find_local_esc50()  # before the model: a bad location fails at once
     model_dir = model_dir or default_model_dir(scratch)
     state_dir = state_dir or scratch / "state"
     event_log = state_dir / EVENT_LOG_NAME

@@ -154,14 +154,16 @@ def _esc50_folder(folder: Path) -> Path:
 
 
 def test_esc50_is_found_where_oido_train_finds_it_and_never_downloaded(soak_script: ModuleType, tmp_path: Path) -> None:
+    from train.assets import find_local_esc50
+
     nowhere = {"root": tmp_path / "repo", "cwd": tmp_path / "repo", "cache_dir": tmp_path / "empty-cache"}
     esc50 = _esc50_folder(tmp_path / "mine" / "esc50")
-    assert soak_script.find_esc50_dir(env={"OIDO_ESC50": str(esc50)}, **nowhere) == esc50
-    assert soak_script.find_esc50_dir(env={"OIDO_ASSETS": str(esc50.parent)}, **nowhere) == esc50
+    assert find_local_esc50(env={"OIDO_ESC50": str(esc50)}, **nowhere) == esc50
+    assert find_local_esc50(env={"OIDO_ASSETS": str(esc50.parent)}, **nowhere) == esc50
     cache = tmp_path / "cache"
     _esc50_folder(cache / "esc50")
-    assert soak_script.find_esc50_dir(env={}, **{**nowhere, "cache_dir": cache}) == cache / "esc50"
-    assert soak_script.find_esc50_dir(env={}, **nowhere) is None  # then synthetic noise, as before
+    assert find_local_esc50(env={}, **{**nowhere, "cache_dir": cache}) == cache / "esc50"
+    assert find_local_esc50(env={}, **nowhere) is None  # then synthetic noise, as before
 
     loop, origin = soak_script.loop_audio(16000, esc50_dir=esc50)
     assert f"1 ESC-50 clips from {esc50 / 'audio'}" == origin and len(loop) == 1600

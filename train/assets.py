@@ -351,6 +351,30 @@ def find_esc50(
     )
 
 
+def find_local_esc50(
+    *,
+    env: Mapping[str, str] | None = None,
+    root: Path | None = None,
+    cwd: Path | None = None,
+    cache_dir: Path | None = None,
+) -> Path | None:
+    """The ESC-50 folder as find_esc50 finds it, never downloading; None when no location is given
+    and none of the implicit ones holds it (the soak and fuzz scripts then use synthetic audio).
+
+    Raises:
+        AssetError: a location is given ($OIDO_ESC50, $OIDO_ASSETS) that does not hold ESC-50: a
+            typo must not silently swap the real clips for synthetic ones.
+    """
+    where = {"env": env, "root": root, "cwd": cwd, "cache_dir": cache_dir}
+    explicit, _ = esc50_candidates(**where)
+    try:
+        return find_esc50(download=False, progress=False, **where)
+    except AssetError:
+        if explicit:
+            raise
+        return None
+
+
 # --- downloading --------------------------------------------------------------------------
 
 
