@@ -284,30 +284,16 @@ def limit_memory(megabytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def _number(kind: type, what: str, *, above: float) -> Callable[[str], float]:
-    """An argparse type: a finite `kind` (int or float) greater than `above`, else the flag's error naming the fix."""
-
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            number = "a whole number" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"{text!r} is not {number}: give {what}") from None
-        if not above < value < float("inf"):
-            raise argparse.ArgumentTypeError(f"{text} is out of range: give {what}")
-        return value
-
-    return parse
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from train.cli import non_negative_int_arg, positive_float_arg, positive_int_arg
+
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--examples", type=_number(int, "1 or more inputs, e.g. --examples 1000", above=0),
+    parser.add_argument("--examples", type=positive_int_arg,
                         default=100_000, help="most inputs to try (default: until --seconds)")
-    parser.add_argument("--seconds", type=_number(float, "a time budget above 0 s, e.g. --seconds 20", above=0),
+    parser.add_argument("--seconds", type=positive_float_arg,
                         default=20.0, help="time budget (default 20, the CI budget)")
     parser.add_argument("--seed", type=int, default=0, help="hypothesis seed (default 0)")
-    parser.add_argument("--max-memory-mb", type=_number(int, "megabytes, or 0 for no limit", above=-1), default=3072,
+    parser.add_argument("--max-memory-mb", type=non_negative_int_arg, default=3072,
                         help="address-space limit, 0 = none (default 3072: the odd-rate resampler needs < 100 MB)")
     parser.add_argument("--crashes-dir", type=Path,
                         help="save each crashing input here, with its traceback (e.g. reports/fuzz-crashes)")

@@ -40,7 +40,7 @@ import time
 import tracemalloc
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -376,24 +376,6 @@ def _soak_in(
     )
 
 
-def _positive(kind: type, what: str) -> Callable[[str], float]:
-    """An argparse type: a finite `kind` (int or float) above 0, else the flag's error naming the fix."""
-
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            number = "a whole number" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"{text!r} is not {number}: give {what}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{text} is not above 0: give {what}")
-        if value == float("inf"):
-            raise argparse.ArgumentTypeError(f"{text} is not a finite number: give {what}")
-        return value
-
-    return parse
-
-
 def _json_target(path: Path) -> Path:
     """--json's file, its folder made; OidoError when it is a folder or its folder cannot be made."""
     if path.is_dir():
@@ -407,17 +389,19 @@ def _json_target(path: Path) -> Path:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from train.cli import positive_float_arg, positive_int_arg
+
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--hours", type=_positive(float, "hours of audio above 0, e.g. --hours 2"),
+    length.add_argument("--hours", type=positive_float_arg,
                         help="hours of audio (the full soak: 2)")
-    length.add_argument("--minutes", type=_positive(float, "minutes of audio above 0, e.g. --minutes 8"),
+    length.add_argument("--minutes", type=positive_float_arg,
                         help=f"minutes of audio (default {DEFAULT_MINUTES:g})")
     parser.add_argument("--model-dir", type=Path,
                         help="exported model (default: ./model, else asset YAMNet + tiny head)")
-    parser.add_argument("--rate", type=_positive(int, "a sample rate in Hz, e.g. --rate 44100"), default=44100,
+    parser.add_argument("--rate", type=positive_int_arg, default=44100,
                         help="stream rate in Hz (default 44100, ESC-50's)")
-    parser.add_argument("--block-seconds", type=_positive(float, "seconds per block, e.g. --block-seconds 0.1"),
+    parser.add_argument("--block-seconds", type=positive_float_arg,
                         default=0.1, help="audio per block (default 0.1)")
     parser.add_argument("--save-events", action="store_true", help="also save each event's audio (budget 20 MB)")
     parser.add_argument("--state-dir", type=Path,
