@@ -38,7 +38,7 @@ import numpy.typing as npt
 from edge.audio import read_audio
 from edge.errors import ManifestError
 from edge.framing import waveform_to_patches
-from edge.params import DEFAULT_PARAMS, Params
+from edge.params import DEFAULT_CLASSES, DEFAULT_PARAMS, Params
 from edge.pipeline import StreamingPipeline, classify_clip, decide, voting_mean
 
 
@@ -102,9 +102,8 @@ More would let a real loss through: a whole clip is ~3% of the default task's 32
 
 `default_task_accuracy_min` is the goal of the default task (the tutorial's four classes, fold 5:
 31 of 32 targets, quantized), judged only for a head whose targets are DEFAULT_TASK_LABELS."""
-DEFAULT_TASK_LABELS = ("crying_baby", "clock_alarm", "toilet_flush", "water_drops")
-"""The default task's targets (train.prepare.DEFAULT_CLASSES; repeated here: the Pi side imports
-this module, and it imports no train)."""
+DEFAULT_TASK_LABELS = DEFAULT_CLASSES
+"""The default task's targets (edge.params.DEFAULT_CLASSES, which train.prepare prepares)."""
 _BYTES_PER_MB = 1e6
 
 

@@ -16,9 +16,12 @@ import numpy as np
 _MAY_BE_ZERO = frozenset({"overlap", "mel_min_hz"})
 """Float fields for which 0 is a valid value; every other number must be > 0."""
 _NEGATIVE = frozenset({"silent_patch_dbfs"})
+"""Float fields that must be < 0 (levels in dB full scale)."""
 MAX_WINDOW_SECONDS = 60.0
 """Longest window decision: its patches' probabilities are kept until it decides."""
-"""Float fields that must be < 0 (levels in dB full scale)."""
+DEFAULT_CLASSES: tuple[str, ...] = ("crying_baby", "clock_alarm", "toilet_flush", "water_drops")
+"""The default task's labels (the tutorial's four ESC-50 classes), in head output order: train
+prepares them, convert judges the default task's goal for a head of them."""
 
 
 @dataclass(frozen=True)

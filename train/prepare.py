@@ -33,7 +33,7 @@ import soxr
 
 from edge.audio import missing_audio_bytes, warn_if_misscaled
 from edge.errors import listed
-from edge.params import DEFAULT_PARAMS, Params
+from edge.params import DEFAULT_CLASSES, DEFAULT_PARAMS, Params
 from train.assets import ESC50_ENV, ESC50_URL, AssetError, Esc50Catalog, find_esc50, user_cache_dir
 from train.extra_background import DEBIAN_SFX, FOLDERS_SUBDIR, ExtraClip, describe, extra_background_clips, folder_clips
 from train.datasets import (
@@ -80,8 +80,6 @@ logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
 
-DEFAULT_CLASSES: tuple[str, ...] = ("crying_baby", "clock_alarm", "toilet_flush", "water_drops")
-"""The default task's labels, in head output order."""
 ESC10_TASK_CLASSES: tuple[str, ...] = (
     "chainsaw", "clock_tick", "crackling_fire", "dog", "helicopter", "rain", "rooster", "sea_waves", "sneezing",
 )  # fmt: skip
